@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages sparse_rtrl needs, and only those that are missing.
+# Usage: cmake/install_deps.sh [extra-package ...]   (does nothing when everything is present)
+set -euo pipefail
+needed=(cmake make g++ libeigen3-dev catch2 libbenchmark-dev "$@")
+missing=()
+for pkg in "${needed[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$pkg")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "sparse_rtrl: installing missing Debian packages: ${missing[*]}"
+if [ "$(id -u)" -eq 0 ]; then
+  SUDO=""
+elif command -v sudo >/dev/null; then
+  SUDO="sudo"
+else
+  echo "sparse_rtrl: need root (or sudo) to install: ${missing[*]}" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,150 @@
+/// @file bptt.hpp
+/// @brief Back-propagation through time over a stored sequence: the reference every RTRL
+///        gradient must equal (same cell, same surrogate).
+///
+/// Backward recursion (model.md conventions), with carry_y = dL/dy_t and carry_h = dL/dh_t
+/// arriving from step t+1:
+///   dL/dc_t = (G_t + carry_y) s_t + carry_h (1 - theta psi_t)
+///   dL/dtheta += -(G_t + carry_y) c_t psi_t + carry_h (theta psi_t - o_t)
+///   e_a = dL/dc_t * dc_t/da, e_q = dL/dc_t * dc_t/dq;  gW += e_a x_t^T, gR += e_q y_{t-1}^T
+///   carry_y <- R^T e_q,  carry_h <- dL/dc_t z_t
+/// In GRU mode y = h = c, so dL/dc_t = G_t + carry_y + carry_h.
+#pragma once
+
+#include <sparse_rtrl/config.hpp>
+#include <sparse_rtrl/detail/check.hpp>
+#include <sparse_rtrl/egru_cell.hpp>
+#include <sparse_rtrl/parameter_mask.hpp>
+
+#include <Eigen/Core>
+
+#include <stdexcept>
+#include <vector>
+
+namespace sparse_rtrl {
+
+/// @brief BPTT for the EGRU. forward() stores the sequence's caches; backward() returns dL/dparams
+/// for a loss given as dL/dy_t at every step (rows of zeros where a step has no loss).
+template <typename Scalar, typename Surrogate = TriangularSurrogate<Scalar>>
+class Bptt {
+ public:
+  using Cell = EgruCell<Scalar, Surrogate>;
+  using Parameters = EgruParameters<Scalar>;
+  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+  using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+
+  explicit Bptt(Cell cell) : cell_(std::move(cell)) {}
+
+  /// With pruned weights: masked weights of the cell are set to zero, and their gradient
+  /// entries are reported as zero (a pruned weight has no gradient).
+  Bptt(Cell cell, const ParameterMask& mask) : cell_(std::move(cell)), mask_(mask), masked_(true) {
+    mask_.require_matches(cell_.parameters(), "sparse_rtrl::Bptt::Bptt()");
+    mask_.apply(cell_.parameters());
+  }
+
+  const Cell& cell() const { return cell_; }
+  Cell& cell() { return cell_; }
+  Index units() const { return cell_.units(); }
+  Index inputs() const { return cell_.inputs(); }
+
+  /// Runs the sequence X (T x d, one step per row, finite) from c_0 = 0 and returns Y (T x n).
+  template <typename X>
+  const Matrix& forward(const Eigen::MatrixBase<X>& X_seq) {
+    return forward(X_seq, Vector::Zero(units()));
+  }
+
+  /// The same from a given c_0 (size n, finite).
+  template <typename X, typename C0>
+  const Matrix& forward(const Eigen::MatrixBase<X>& X_seq, const Eigen::MatrixBase<C0>& c0) {
+    const char* where = "sparse_rtrl::Bptt::forward()";
+    if (X_seq.cols() != inputs() || X_seq.rows() < 1)
+      detail::fail(where, "X must be T x " + std::to_string(inputs()) + " with T >= 1, received " +
+                              detail::shape_string(X_seq.rows(), X_seq.cols()));
+    detail::require_finite(where, "X", X_seq);
+    detail::require_vector(where, "c0", c0, units());
+    detail::require_finite(where, "c0", c0);
+    if (masked_) mask_.apply(cell_.parameters());
+    const Index T = X_seq.rows();
+    if (Index(caches_.size()) < T) caches_.resize(std::size_t(T));
+    length_ = T;
+    Y_.resize(T, units());
+    Vector c = c0;
+    for (Index t = 0; t < T; ++t) {
+      auto& cache = caches_[std::size_t(t)];
+      cache.resize(units(), inputs());
+      cell_.forward(c, X_seq.row(t), cache);
+      c = cache.c;
+      Y_.row(t) = cache.y.transpose();
+    }
+    return Y_;
+  }
+
+  /// Outputs y_t of the last forward(), T x n.
+  const Matrix& outputs() const { return Y_; }
+  Index length() const { return length_; }
+  /// Cache of step t (0-based) of the last forward().
+  const EgruStepCache<Scalar>& step_cache(Index t) const { return caches_.at(std::size_t(t)); }
+
+  /// Gradient of L with dL/dy_t = G.row(t) (G is T x n, finite), after forward().
+  template <typename G>
+  Parameters backward(const Eigen::MatrixBase<G>& G_seq) {
+    const char* where = "sparse_rtrl::Bptt::backward()";
+    if (length_ == 0) throw std::logic_error(std::string(where) + ": call forward() first");
+    detail::require_shape(where, "G", G_seq, length_, units());
+    detail::require_finite(where, "G", G_seq);
+    const Index n = units();
+    const auto& p = cell_.parameters();
+    const bool events = cell_.events();
+    Parameters grad(n, inputs());
+    Vector carry_y = Vector::Zero(n), carry_h = Vector::Zero(n);
+    Vector gc(n), e_a(3 * n), e_q(3 * n);
+    for (Index t = length_ - 1; t >= 0; --t) {
+      const auto& k = caches_[std::size_t(t)];
+      const Vector gy = G_seq.row(t).transpose() + carry_y;
+      if (events) {
+        gc = gy.cwiseProduct(k.s) +
+             carry_h.cwiseProduct((Vector::Ones(n) - p.theta.cwiseProduct(k.psi)));
+        grad.theta += -gy.cwiseProduct(k.c).cwiseProduct(k.psi) +
+                      carry_h.cwiseProduct(p.theta.cwiseProduct(k.psi) - k.o);
+      } else {
+        gc = gy + carry_h;
+      }
+      for (int gate = 0; gate < 3; ++gate) {
+        e_a.segment(gate * n, n) = gc.cwiseProduct(k.dc_da.segment(gate * n, n));
+        e_q.segment(gate * n, n) = gc.cwiseProduct(k.dc_dq.segment(gate * n, n));
+      }
+      grad.W.noalias() += e_a * k.x.transpose();
+      grad.bW += e_a;
+      grad.R.noalias() += e_q * k.y_prev.transpose();
+      grad.bR += e_q;
+      carry_y.noalias() = p.R.transpose() * e_q;
+      carry_h = gc.cwiseProduct(k.z);
+    }
+    if (masked_) mask_.apply(grad);
+    // The thresholds also act on the initial state's events o_0 = H(c_0 - theta).
+    const auto& first = caches_[0];
+    if (events) {
+      grad.theta += -carry_y.cwiseProduct(first.c_prev).cwiseProduct(first.psi_prev) +
+                    carry_h.cwiseProduct(p.theta.cwiseProduct(first.psi_prev) - first.o_prev);
+      initial_state_grad_ = carry_y.cwiseProduct(first.s_prev) +
+                            carry_h.cwiseProduct(Vector::Ones(n) - p.theta.cwiseProduct(first.psi_prev));
+    } else {
+      initial_state_grad_ = carry_y + carry_h;
+    }
+    return grad;
+  }
+
+  /// dL/dc_0 of the last backward().
+  const Vector& initial_state_gradient() const { return initial_state_grad_; }
+
+ private:
+  Cell cell_;
+  ParameterMask mask_;
+  bool masked_ = false;
+  std::vector<EgruStepCache<Scalar>> caches_;
+  Index length_ = 0;
+  Matrix Y_;
+  Vector initial_state_grad_;
+};
+
+}  // namespace sparse_rtrl

@@ -1,0 +1,79 @@
+/// @file detail/check.hpp
+/// @brief Input validation (std::invalid_argument naming function, expectation and received
+///        value) and the internal-invariant assert that tests can turn into a throw.
+#pragma once
+#ifndef SPARSE_RTRL_INTERNAL_INCLUDE_OK
+#error "sparse_rtrl/detail/* is internal: include <sparse_rtrl/sparse_rtrl.hpp> instead."
+#endif
+
+#include <Eigen/Core>
+
+#include <cassert>
+#include <cmath>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+// Internal invariants (not user errors). Define SPARSE_RTRL_ASSERT_THROWS to make a failed
+// invariant throw std::logic_error, which the tests use to prove invariants are checked.
+#if defined(SPARSE_RTRL_ASSERT_THROWS)
+#define SPARSE_RTRL_ASSERT(cond)                                                          \
+  do {                                                                                     \
+    if (!(cond)) throw std::logic_error("sparse_rtrl internal invariant failed: " #cond); \
+  } while (0)
+#else
+#define SPARSE_RTRL_ASSERT(cond) assert(cond)
+#endif
+
+namespace sparse_rtrl {
+namespace detail {
+
+using Index = Eigen::Index;
+
+[[noreturn]] inline void fail(const char* where, const std::string& what) {
+  throw std::invalid_argument(std::string(where) + ": " + what);
+}
+
+inline std::string shape_string(Index rows, Index cols) {
+  std::ostringstream s;
+  s << rows << " x " << cols;
+  return s.str();
+}
+
+template <typename Derived>
+void require_shape(const char* where, const char* name, const Eigen::DenseBase<Derived>& m,
+                   Index rows, Index cols) {
+  if (m.rows() != rows || m.cols() != cols)
+    fail(where, std::string(name) + " must be " + shape_string(rows, cols) + ", received " +
+                    shape_string(m.rows(), m.cols()));
+}
+
+/// Accepts a row or a column vector of the given length.
+template <typename Derived>
+void require_vector(const char* where, const char* name, const Eigen::DenseBase<Derived>& v,
+                    Index size) {
+  const bool is_vector = v.rows() == 1 || v.cols() == 1;
+  if (!is_vector || v.size() != size)
+    fail(where, std::string(name) + " must be a vector of size " + std::to_string(size) +
+                    ", received " + shape_string(v.rows(), v.cols()));
+}
+
+template <typename Derived>
+void require_finite(const char* where, const char* name, const Eigen::DenseBase<Derived>& m) {
+  for (Index j = 0; j < m.cols(); ++j)
+    for (Index i = 0; i < m.rows(); ++i)
+      if (!std::isfinite(static_cast<double>(m(i, j)))) {
+        std::ostringstream s;
+        s << name << " must be finite, received " << m(i, j) << " at (" << i << ", " << j
+          << ")";
+        fail(where, s.str());
+      }
+}
+
+inline void require_positive_size(const char* where, const char* name, Index value) {
+  if (value <= 0)
+    fail(where, std::string(name) + " must be > 0, received " + std::to_string(value));
+}
+
+}  // namespace detail
+}  // namespace sparse_rtrl

@@ -1,0 +1,179 @@
+/// @file egru_cell.hpp
+/// @brief The EGRU cell: one forward step and the local derivatives every gradient algorithm
+///        shares (model.md, "One step"; Subramoney et al. 2023, Eqs. 1-6).
+///
+/// From c_{t-1}:  o = H(c_{t-1} - theta), y = o c_{t-1}, h = c_{t-1} - o theta,
+///   r = sigmoid(W_r x + bW_r + R_r y + bR_r), z = sigmoid(W_z x + bW_z + R_z y + bR_z),
+///   g = tanh(W_g x + bW_g + r (R_g y + bR_g)),  c_t = z h + (1 - z) g.
+/// GRU mode (events off) sets o = 1, y = h = c: then the cell is torch.nn.GRU exactly.
+#pragma once
+
+#include <sparse_rtrl/config.hpp>
+#include <sparse_rtrl/detail/check.hpp>
+#include <sparse_rtrl/egru_parameters.hpp>
+#include <sparse_rtrl/surrogate.hpp>
+
+#include <Eigen/Core>
+
+#include <cmath>
+#include <utility>
+
+namespace sparse_rtrl {
+
+/// @brief Everything one step computes, kept for the gradient algorithms.
+///
+/// "prev" quantities are functions of c_{t-1}; the rest of step t. Preallocated by resize(), so
+/// EgruCell::forward() allocates nothing.
+template <typename Scalar>
+struct EgruStepCache {
+  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+
+  Vector x;         ///< d, the input x_t
+  Vector c_prev;    ///< n, c_{t-1}
+  Vector o_prev;    ///< n, events H(c_{t-1} - theta) (all ones in GRU mode)
+  Vector y_prev;    ///< n, o_{t-1} c_{t-1}
+  Vector h_prev;    ///< n, c_{t-1} - o_{t-1} theta
+  Vector psi_prev;  ///< n, surrogate psi(c_{t-1} - theta) (zero in GRU mode)
+  Vector s_prev;    ///< n, dy_{t-1}/dc_{t-1} = o + c psi (ones in GRU mode)
+  Vector a;         ///< 3n, W x + bW
+  Vector q;         ///< 3n, R y_{t-1} + bR
+  Vector r, z, g;   ///< n each, gates
+  Vector c;         ///< n, c_t
+  Vector o, y, psi, s;  ///< n each, the same event quantities for c_t
+  Vector dc_da;     ///< 3n, dc_t/da at fixed c_{t-1}: (dr, dz, dg) per gate block
+  Vector dc_dq;     ///< 3n, dc_t/dq at fixed c_{t-1}: (dr, dz, dg * r)
+  Vector decay;     ///< n, diagonal of J_t: z (1 - theta psi_{t-1})
+
+  void resize(Index n, Index d) {
+    x.resize(d);
+    for (Vector* v : {&c_prev, &o_prev, &y_prev, &h_prev, &psi_prev, &s_prev, &r, &z, &g, &c, &o,
+                      &y, &psi, &s, &decay})
+      v->resize(n);
+    for (Vector* v : {&a, &q, &dc_da, &dc_dq}) v->resize(3 * n);
+  }
+};
+
+/// @brief Cell construction options.
+struct CellOptions {
+  bool events = true;  ///< false: GRU mode (o = 1, y = h = c), i.e. torch.nn.GRU
+};
+
+/// @brief The event-based GRU cell.
+/// @tparam Scalar float or double.
+/// @tparam Surrogate pseudo-derivative policy (see surrogate.hpp for the contract).
+template <typename Scalar, typename Surrogate = TriangularSurrogate<Scalar>>
+class EgruCell {
+  static_assert(std::is_floating_point<Scalar>::value, "EgruCell: Scalar must be float or double");
+  SPARSE_RTRL_CHECK_SURROGATE(Surrogate, Scalar);
+
+ public:
+  using scalar_type = Scalar;
+  using surrogate_type = Surrogate;
+  using Parameters = EgruParameters<Scalar>;
+  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+  using Cache = EgruStepCache<Scalar>;
+
+  /// torch.nn.GRU-like random initialisation (see init_torch_like()).
+  EgruCell(Index n_units, Index n_inputs, const InitOptions<Scalar>& init = {},
+           CellOptions options = {}, Surrogate surrogate = Surrogate())
+      : EgruCell(init_torch_like<Scalar>(n_units, n_inputs, init), options,
+                 std::move(surrogate)) {}
+
+  /// Given parameters (validated: shapes consistent, values finite).
+  explicit EgruCell(Parameters parameters, CellOptions options = {},
+                    Surrogate surrogate = Surrogate())
+      : params_(std::move(parameters)), options_(options), surrogate_(std::move(surrogate)) {
+    params_.validate("sparse_rtrl::EgruCell::EgruCell()");
+  }
+
+  Index units() const { return params_.units(); }
+  Index inputs() const { return params_.inputs(); }
+  bool events() const { return options_.events; }
+  const Surrogate& surrogate() const { return surrogate_; }
+  const Parameters& parameters() const { return params_; }
+  /// Mutable access, e.g. for an optimizer. Keep shapes; values must stay finite.
+  Parameters& parameters() { return params_; }
+
+  /// Event quantities of a state c: o = H(c - theta), y = o c, psi, s = o + c psi.
+  /// In GRU mode o = s = 1, y = c, psi = 0.
+  template <typename C, typename O, typename Y, typename P, typename S>
+  void event_quantities(const Eigen::MatrixBase<C>& c, Eigen::MatrixBase<O>& o,
+                        Eigen::MatrixBase<Y>& y, Eigen::MatrixBase<P>& psi,
+                        Eigen::MatrixBase<S>& s) const {
+    const Index n = units();
+    for (Index i = 0; i < n; ++i) {
+      const Scalar ci = c(i);
+      if (options_.events) {
+        const Scalar v = ci - params_.theta(i);
+        const Scalar oi = v > 0 ? Scalar(1) : Scalar(0);  // H(0) = 0
+        const Scalar pi = surrogate_.pseudo_derivative(v);
+        o(i) = oi;
+        y(i) = oi * ci;
+        psi(i) = pi;
+        s(i) = oi + ci * pi;
+      } else {
+        o(i) = Scalar(1);
+        y(i) = ci;
+        psi(i) = Scalar(0);
+        s(i) = Scalar(1);
+      }
+    }
+  }
+
+  /// @brief One step from c_prev with input x (a row or column vector of size d).
+  /// Fills @p cache (which must have been resize()d to this cell's sizes); allocates nothing.
+  /// Inputs are trusted here: the learners validate user input before calling.
+  template <typename CP, typename X>
+  void forward(const Eigen::MatrixBase<CP>& c_prev, const Eigen::MatrixBase<X>& x,
+               Cache& cache) const {
+    const Index n = units();
+    const Index d = inputs();
+    SPARSE_RTRL_ASSERT(cache.c.size() == n && cache.x.size() == d);
+    for (Index k = 0; k < d; ++k) cache.x(k) = x(k);
+    cache.c_prev = c_prev;
+    event_quantities(cache.c_prev, cache.o_prev, cache.y_prev, cache.psi_prev, cache.s_prev);
+    if (options_.events)
+      cache.h_prev.array() = cache.c_prev.array() - cache.o_prev.array() * params_.theta.array();
+    else
+      cache.h_prev = cache.c_prev;
+
+    cache.a.noalias() = params_.W * cache.x;
+    cache.a += params_.bW;
+    cache.q.noalias() = params_.R * cache.y_prev;
+    cache.q += params_.bR;
+
+    for (Index i = 0; i < n; ++i) {
+      const Scalar r = sigmoid(cache.a(i) + cache.q(i));
+      const Scalar z = sigmoid(cache.a(n + i) + cache.q(n + i));
+      const Scalar qg = cache.q(2 * n + i);
+      const Scalar g = std::tanh(cache.a(2 * n + i) + r * qg);
+      const Scalar h = cache.h_prev(i);
+      cache.r(i) = r;
+      cache.z(i) = z;
+      cache.g(i) = g;
+      cache.c(i) = z * h + (Scalar(1) - z) * g;
+      // Local derivatives of c_t at fixed c_{t-1} (chain rule through the gate nonlinearities).
+      const Scalar dg = (Scalar(1) - z) * (Scalar(1) - g * g);  // dc/d(pre_g)
+      const Scalar dz = (h - g) * z * (Scalar(1) - z);             // dc/d(pre_z)
+      const Scalar dr = dg * qg * r * (Scalar(1) - r);             // dc/d(pre_r)
+      cache.dc_da(i) = dr;
+      cache.dc_da(n + i) = dz;
+      cache.dc_da(2 * n + i) = dg;
+      cache.dc_dq(i) = dr;
+      cache.dc_dq(n + i) = dz;
+      cache.dc_dq(2 * n + i) = dg * r;  // the reset gate multiplies q_g after the product
+      // dh/dc = 1 - theta psi (the soft reset's surrogate derivative); J_t's diagonal.
+      cache.decay(i) = options_.events ? z * (Scalar(1) - params_.theta(i) * cache.psi_prev(i)) : z;
+    }
+    event_quantities(cache.c, cache.o, cache.y, cache.psi, cache.s);
+  }
+
+  static Scalar sigmoid(Scalar v) { return Scalar(1) / (Scalar(1) + std::exp(-v)); }
+
+ private:
+  Parameters params_;
+  CellOptions options_;
+  Surrogate surrogate_;
+};
+
+}  // namespace sparse_rtrl

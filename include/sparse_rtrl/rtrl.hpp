@@ -1,0 +1,312 @@
+/// @file rtrl.hpp
+/// @brief Exact RTRL for the EGRU with activity- and parameter-sparse influence updates.
+///
+/// M_t = J_t M_{t-1} + Mbar_t,  J_t = diag(z (1 - theta psi_{t-1})) + A_t diag(s_{t-1})
+/// (model.md "RTRL"; Subramoney 2023, Eq. 9). Nothing is approximated: the rows of M_{t-1} with
+/// s_{t-1} = 0 are multiplied by zero, so skipping them changes no bit of the product's
+/// mathematical value; pruned weights have no column.
+#pragma once
+
+#include <sparse_rtrl/config.hpp>
+#include <sparse_rtrl/detail/check.hpp>
+#include <sparse_rtrl/detail/propagate.hpp>
+#include <sparse_rtrl/egru_cell.hpp>
+#include <sparse_rtrl/influence_layout.hpp>
+#include <sparse_rtrl/parameter_mask.hpp>
+#include <sparse_rtrl/work_counters.hpp>
+
+#include <Eigen/Core>
+
+#include <stdexcept>
+#include <vector>
+
+namespace sparse_rtrl {
+
+/// @brief Options of the RTRL learner.
+struct RtrlOptions {
+  /// Skip rows of M whose unit has s_{t-1} = 0 (exact). false gives the dense-RTRL baseline,
+  /// which multiplies every row.
+  bool skip_silent_rows = true;
+};
+
+/// @brief Real-time recurrent learning: advances state and influence matrix together.
+///
+/// Usage per step: step(x_t); then, if the step has a loss, accumulate_gradient(dL/dy_t).
+/// gradient() returns the sum of all accumulated loss gradients in parameter layout.
+/// Parameters may be changed between steps through cell() (online learning); the influence
+/// matrix then mixes Jacobians of successive parameter values, as RTRL always does online.
+/// @tparam Scalar float or double.
+/// @tparam Surrogate pseudo-derivative policy (surrogate.hpp).
+template <typename Scalar, typename Surrogate = TriangularSurrogate<Scalar>>
+class Rtrl {
+ public:
+  using Cell = EgruCell<Scalar, Surrogate>;
+  using Parameters = EgruParameters<Scalar>;
+  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+  using InfluenceMatrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+  /// Tracks every parameter (dense mask).
+  explicit Rtrl(Cell cell, RtrlOptions options = {})
+      : Rtrl(cell, ParameterMask::dense(cell.units(), cell.inputs()), options) {}
+
+  /// Tracks the kept parameters of @p mask; masked weights of the cell are set to zero.
+  Rtrl(Cell cell, const ParameterMask& mask, RtrlOptions options = {})
+      : cell_(std::move(cell)), options_(options) {
+    mask.require_matches(cell_.parameters(), "sparse_rtrl::Rtrl::Rtrl()");
+    mask_ = mask;
+    mask_.apply(cell_.parameters());
+    const Index n = cell_.units();
+    cache_.resize(n, cell_.inputs());
+    state_.setZero(n);
+    initial_state_.setZero(n);
+    dL_dc_.setZero(n);
+    c_psi_.setZero(n);
+    build(InfluenceLayout(mask_, cell_.events()));
+    M_.setZero();
+    grad_.setZero();
+  }
+
+  Index units() const { return cell_.units(); }
+  Index inputs() const { return cell_.inputs(); }
+  const Cell& cell() const { return cell_; }
+  /// Mutable cell, e.g. for an optimizer. Masked weights must stay zero: step() re-zeroes them.
+  Cell& cell() { return cell_; }
+  const ParameterMask& mask() const { return mask_; }
+  const InfluenceLayout& layout() const { return layout_; }
+  const RtrlOptions& options() const { return options_; }
+
+  /// Starts a new sequence from c_0 = 0: clears M and the step's cache. Keeps the gradient.
+  void reset() {
+    initial_state_.setZero();
+    restart();
+  }
+  /// Starts a new sequence from the given c_0 (size n, finite).
+  template <typename C0>
+  void reset(const Eigen::MatrixBase<C0>& c0) {
+    const char* where = "sparse_rtrl::Rtrl::reset()";
+    detail::require_vector(where, "c0", c0, units());
+    detail::require_finite(where, "c0", c0);
+    for (Index i = 0; i < units(); ++i) initial_state_(i) = c0(i);
+    restart();
+  }
+
+  /// @brief Advances c_{t-1} -> c_t and M_{t-1} -> M_t for input x_t (size d, finite).
+  /// Allocates nothing.
+  template <typename X>
+  void step(const Eigen::MatrixBase<X>& x) {
+    const char* where = "sparse_rtrl::Rtrl::step()";
+    detail::require_vector(where, "x", x, inputs());
+    detail::require_finite(where, "x", x);
+    enforce_mask();
+    cell_.forward(state_, x, cache_);
+    const Index n = units();
+    const Index P = layout_.columns();
+
+    WorkCounters w;
+    w.steps = 1;
+    w.units = std::uint64_t(n);
+    for (Index j = 0; j < n; ++j) w.event_units += cache_.o_prev(j) != Scalar(0);
+
+    build_coupling();
+    w.active_rows = coupling_.active.size();
+    w.coupling_nonzeros = std::uint64_t(coupling_.nnz());
+    if (!options_.skip_silent_rows) {
+      w.active_rows = 0;
+      for (Index j = 0; j < n; ++j) w.active_rows += cache_.s_prev(j) != Scalar(0);
+    }
+
+    // J_t M_{t-1}: the dominant product (model.md "RTRL").
+    detail::propagate_in_place(M_.data(), n, P, P, cache_.decay.data(), coupling_, scratch_.data());
+    add_immediate_jacobian();
+
+    const std::uint64_t Pd = std::uint64_t(layout_.dense_columns());
+    w.propagation_fma = std::uint64_t(coupling_.nnz() + n) * std::uint64_t(P);
+    w.dense_propagation_fma = std::uint64_t(n) * std::uint64_t(n) * Pd + std::uint64_t(n) * Pd;
+    state_ = cache_.c;
+    ++steps_;
+    last_ = w;
+    total_ += w;
+  }
+
+  /// @brief Adds the gradient of a loss on this step's output, given dL/dy_t (size n, finite):
+  /// (dL/dc_t)^T M_t with dL/dc_t = dL/dy_t * s_t, plus theta's direct term -dL/dy_t c_t psi_t.
+  /// Reads only rows with dL/dc_t != 0.
+  template <typename G>
+  void accumulate_gradient(const Eigen::MatrixBase<G>& dL_dy) {
+    const char* where = "sparse_rtrl::Rtrl::accumulate_gradient()";
+    if (steps_ == 0)
+      throw std::logic_error(std::string(where) + ": call step() first: the loss is on y_t of a step");
+    detail::require_vector(where, "dL_dy", dL_dy, units());
+    detail::require_finite(where, "dL_dy", dL_dy);
+    const Index n = units();
+    std::uint64_t fma = 0;
+    for (Index i = 0; i < n; ++i) {
+      const Scalar gi = dL_dy(i) * cache_.s(i);
+      if (gi == Scalar(0)) continue;
+      grad_.noalias() += gi * M_.row(i).transpose();
+      fma += std::uint64_t(layout_.columns());
+    }
+    if (layout_.tracks_theta())
+      for (Index j = 0; j < n; ++j)
+        grad_(layout_.theta_column(j)) -= dL_dy(j) * cache_.c(j) * cache_.psi(j);
+    last_.readout_fma += fma;
+    total_.readout_fma += fma;
+    const std::uint64_t dense = std::uint64_t(n) * std::uint64_t(layout_.dense_columns());
+    last_.dense_readout_fma += dense;
+    total_.dense_readout_fma += dense;
+  }
+
+  /// The accumulated gradient, in parameter layout (pruned entries are zero).
+  Parameters gradient() const {
+    Parameters out(units(), inputs());
+    gradient(out);
+    return out;
+  }
+  /// Allocation-free form: writes into @p out (resized if its shapes differ).
+  void gradient(Parameters& out) const { layout_.scatter(grad_, out); }
+  /// The accumulated gradient per influence column (size P_kept).
+  const Vector& gradient_columns() const { return grad_; }
+  void zero_gradient() { grad_.setZero(); }
+
+  /// c_t, the carried (pre-reset) state.
+  const Vector& state() const { return state_; }
+  /// y_t = o_t c_t of the last step (GRU mode: c_t).
+  const Vector& output() const { return cache_.y; }
+  /// o_t of the last step.
+  const Vector& events() const { return cache_.o; }
+  /// s_t = dy_t/dc_t of the last step.
+  const Vector& output_derivative() const { return cache_.s; }
+  /// Everything the last step computed (gates, local derivatives).
+  const EgruStepCache<Scalar>& last_step_cache() const { return cache_; }
+  Index steps() const { return steps_; }
+
+  /// M_t, n x P_kept, columns as layout() describes.
+  const InfluenceMatrix& influence() const { return M_; }
+  /// Bytes held by the learning state: M plus the kernel's cache-sized scratch.
+  std::size_t influence_bytes() const { return sizeof(Scalar) * std::size_t(M_.size()); }
+  std::size_t scratch_bytes() const { return sizeof(Scalar) * scratch_.size(); }
+
+  const WorkCounters& last_step_work() const { return last_; }
+  const WorkCounters& total_work() const { return total_; }
+  void reset_work() { total_ = WorkCounters{}; }
+
+ private:
+  void build(InfluenceLayout layout) {
+    layout_ = std::move(layout);
+    const Index n = units();
+    M_.resize(n, layout_.columns());
+    grad_.resize(layout_.columns());
+    coupling_.reserve(n, layout_.coupling_nonzeros());
+    a_values_.resize(std::size_t(layout_.coupling_nonzeros()));
+    position_.assign(std::size_t(n), -1);
+    scratch_.resize(std::size_t(detail::propagation_scratch_size<Scalar>(n)));
+  }
+
+  void restart() {
+    state_ = initial_state_;
+    M_.setZero();
+    steps_ = 0;
+  }
+
+  void enforce_mask() {
+    // O(3n(n + d)) per step, negligible next to the propagation, and it keeps the forward pass
+    // consistent with the columns we track even if an optimizer wrote into a pruned weight.
+    if (!mask_.all_kept()) mask_.apply(cell_.parameters());
+  }
+
+  /// A_t[i, j] = dr_i R_r[i, j] + dz_i R_z[i, j] + dg_i r_i R_g[i, j] on R's pattern, and the
+  /// compressed coupling A_t diag(s_{t-1}) over active source rows.
+  void build_coupling() {
+    const Index n = units();
+    const auto& R = cell_.parameters().R;
+    const auto& ptr = layout_.coupling_row_ptr();
+    const auto& cols = layout_.coupling_cols();
+    coupling_.active.clear();
+    for (Index j = 0; j < n; ++j) {
+      const bool active = !options_.skip_silent_rows || cache_.s_prev(j) != Scalar(0);
+      position_[std::size_t(j)] = active ? Index(coupling_.active.size()) : -1;
+      if (active) coupling_.active.push_back(j);
+      c_psi_(j) = cache_.c_prev(j) * cache_.psi_prev(j);
+    }
+    Index e = 0;
+    for (Index i = 0; i < n; ++i) {
+      const Scalar dr = cache_.dc_dq(i), dz = cache_.dc_dq(n + i), dgr = cache_.dc_dq(2 * n + i);
+      coupling_.row_ptr[std::size_t(i)] = e;
+      for (Index p = ptr[std::size_t(i)]; p < ptr[std::size_t(i + 1)]; ++p) {
+        const Index j = cols[std::size_t(p)];
+        const Scalar a = dr * R(i, j) + dz * R(n + i, j) + dgr * R(2 * n + i, j);
+        a_values_[std::size_t(p)] = a;
+        const Index pos = position_[std::size_t(j)];
+        if (pos >= 0) {
+          const Scalar coef = a * cache_.s_prev(j);
+          if (coef == Scalar(0) && options_.skip_silent_rows) continue;
+          coupling_.source[std::size_t(e)] = pos;
+          coupling_.coef[std::size_t(e)] = coef;
+          ++e;
+        }
+      }
+    }
+    coupling_.row_ptr[std::size_t(n)] = e;
+  }
+
+  /// M_t += Mbar_t: the immediate Jacobian at fixed c_{t-1}. Each weight feeding unit i has one
+  /// nonzero, in row i, inside unit i's contiguous column range; recurrent weights from silent
+  /// presynaptic units (y_{t-1, j} = 0) contribute nothing and are skipped.
+  void add_immediate_jacobian() {
+    const Index n = units();
+    for (Index i = 0; i < n; ++i) {
+      Scalar* row = M_.data() + i * M_.cols();
+      for (int gate = 0; gate < 3; ++gate) {
+        const Index rr = gate * n + i;
+        const Scalar ca = cache_.dc_da(rr);
+        const Scalar cq = cache_.dc_dq(rr);
+        Scalar* col = row + layout_.group_begin(i, gate);
+        const Index nw = layout_.w_count(rr);
+        const Index* wk = layout_.w_inputs(rr);
+        for (Index e = 0; e < nw; ++e) col[e] += ca * cache_.x(wk[e]);
+        col += nw;
+        const Index nr = layout_.r_count(rr);
+        const Index* rj = layout_.r_inputs(rr);
+        for (Index e = 0; e < nr; ++e) {
+          const Scalar y = cache_.y_prev(rj[e]);
+          if (y != Scalar(0)) col[e] += cq * y;
+        }
+        col += nr;
+        col[0] += ca;  // bW
+        col[1] += cq;  // bR
+      }
+    }
+    if (!layout_.tracks_theta()) return;
+    // Thresholds act through h_{t-1} (diagonal: dh/dtheta = theta psi - o) and y_{t-1}
+    // (dy/dtheta = -c psi, spread by A_t's column).
+    const auto& ptr = layout_.coupling_row_ptr();
+    const auto& cols = layout_.coupling_cols();
+    const auto& theta = cell_.parameters().theta;
+    for (Index i = 0; i < n; ++i) {
+      Scalar* row = M_.data() + i * M_.cols();
+      row[layout_.theta_column(i)] +=
+          cache_.z(i) * (theta(i) * cache_.psi_prev(i) - cache_.o_prev(i));
+      for (Index p = ptr[std::size_t(i)]; p < ptr[std::size_t(i + 1)]; ++p) {
+        const Index j = cols[std::size_t(p)];
+        if (c_psi_(j) != Scalar(0)) row[layout_.theta_column(j)] -= a_values_[std::size_t(p)] * c_psi_(j);
+      }
+    }
+  }
+
+  Cell cell_;
+  RtrlOptions options_;
+  ParameterMask mask_;
+  InfluenceLayout layout_;
+  EgruStepCache<Scalar> cache_;
+  Vector state_, initial_state_, dL_dc_, c_psi_;
+  InfluenceMatrix M_;
+  Vector grad_;
+  detail::Coupling<Scalar> coupling_;
+  std::vector<Scalar> a_values_;
+  std::vector<Index> position_;
+  std::vector<Scalar> scratch_;
+  Index steps_ = 0;
+  WorkCounters last_, total_;
+};
+
+}  // namespace sparse_rtrl

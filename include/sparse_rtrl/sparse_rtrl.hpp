@@ -1,0 +1,16 @@
+/// @file sparse_rtrl.hpp
+/// @brief Umbrella header: everything users need.
+///
+/// sparse_rtrl computes exact RTRL gradients of event-based GRUs, skipping the influence rows
+/// of silent units and the columns of pruned weights. See README.md and the model note.
+#pragma once
+
+#include <sparse_rtrl/config.hpp>
+#include <sparse_rtrl/surrogate.hpp>
+#include <sparse_rtrl/egru_parameters.hpp>
+#include <sparse_rtrl/egru_cell.hpp>
+#include <sparse_rtrl/parameter_mask.hpp>
+#include <sparse_rtrl/influence_layout.hpp>
+#include <sparse_rtrl/work_counters.hpp>
+#include <sparse_rtrl/rtrl.hpp>
+#include <sparse_rtrl/bptt.hpp>

@@ -1,0 +1,50 @@
+/// @file work_counters.hpp
+/// @brief What an RTRL step did, next to what dense RTRL would have done.
+#pragma once
+
+#include <sparse_rtrl/config.hpp>
+
+#include <cstdint>
+
+namespace sparse_rtrl {
+
+/// @brief Work of one step or of many (summed). All counts are multiply-adds (fma) or units.
+///
+/// "dense" counts are those of dense RTRL on the unpruned model: the product A_t M_{t-1} over
+/// all n rows and all P_dense columns (n * n * P_dense), the diagonal pass (n * P_dense) and a
+/// readout of every row (n * P_dense).
+struct WorkCounters {
+  std::uint64_t steps = 0;
+  std::uint64_t propagation_fma = 0;        ///< done in J_t M_{t-1} (coupling + diagonal)
+  std::uint64_t dense_propagation_fma = 0;  ///< dense RTRL's count for the same steps
+  std::uint64_t readout_fma = 0;            ///< done in (dL/dc)^T M
+  std::uint64_t dense_readout_fma = 0;
+  std::uint64_t units = 0;            ///< n per step, summed
+  std::uint64_t event_units = 0;      ///< units with o_{t-1} = 1 (event sparsity = 1 - this/units)
+  std::uint64_t active_rows = 0;      ///< rows with s_{t-1} != 0 (backward sparsity = 1 - this/units)
+  std::uint64_t coupling_nonzeros = 0;  ///< entries of A_t diag(s_{t-1}) used
+
+  WorkCounters& operator+=(const WorkCounters& o) {
+    steps += o.steps;
+    propagation_fma += o.propagation_fma;
+    dense_propagation_fma += o.dense_propagation_fma;
+    readout_fma += o.readout_fma;
+    dense_readout_fma += o.dense_readout_fma;
+    units += o.units;
+    event_units += o.event_units;
+    active_rows += o.active_rows;
+    coupling_nonzeros += o.coupling_nonzeros;
+    return *this;
+  }
+  /// Fraction of units that emitted no event (o = 0).
+  double event_sparsity() const { return units ? 1.0 - double(event_units) / double(units) : 0.0; }
+  /// Fraction of influence rows skipped (s = 0).
+  double backward_sparsity() const { return units ? 1.0 - double(active_rows) / double(units) : 0.0; }
+  /// dense / done, over propagation and readout.
+  double ideal_speedup() const {
+    const double done = double(propagation_fma + readout_fma);
+    return done > 0 ? double(dense_propagation_fma + dense_readout_fma) / done : 0.0;
+  }
+};
+
+}  // namespace sparse_rtrl

@@ -1,0 +1,40 @@
+#include "test_support.hpp"
+
+using namespace sparse_rtrl;
+
+TEMPLATE_TEST_CASE("torch-like initialisation: ranges, thresholds, seeding", "[parameters]", float, double) {
+  using S = TestType;
+  const auto p = init_torch_like<S>(16, 3, {42, S(0.3)});
+  const S k = S(1.0 / 4.0);
+  CHECK(p.W.rows() == 48);
+  CHECK(p.W.cols() == 3);
+  CHECK(p.R.rows() == 48);
+  CHECK(p.R.cols() == 16);
+  CHECK(p.W.cwiseAbs().maxCoeff() <= k);
+  CHECK(p.R.cwiseAbs().maxCoeff() <= k);
+  CHECK(p.bW.cwiseAbs().maxCoeff() <= k);
+  CHECK(p.bR.cwiseAbs().maxCoeff() <= k);
+  CHECK(p.R.cwiseAbs().maxCoeff() > S(0.9) * k);  // actually spread over the range
+  CHECK((p.theta.array() == S(0.3)).all());
+  const auto same = init_torch_like<S>(16, 3, {42, S(0.3)});
+  const auto other = init_torch_like<S>(16, 3, {43, S(0.3)});
+  CHECK(same.R == p.R);
+  CHECK(other.R != p.R);
+  CHECK(init_torch_like<S>(4, 2, {0, S(0.5)}).theta.isConstant(S(0.5)));
+}
+
+TEST_CASE("Parameters validate shapes and values", "[parameters][errors]") {
+  using Catch::Matchers::Contains;
+  REQUIRE_THROWS_WITH(EgruParameters<double>(-1, 3), Contains("n_units must be > 0, received -1"));
+  REQUIRE_THROWS_WITH(EgruParameters<double>(2, 0), Contains("n_inputs must be > 0, received 0"));
+  REQUIRE_THROWS_AS(init_torch_like<double>(0, 1), std::invalid_argument);
+  auto p = init_torch_like<double>(3, 2);
+  p.R.resize(9, 4);
+  REQUIRE_THROWS_WITH(EgruCell<double>(p), Contains("EgruCell") && Contains("R must be 9 x 3, received 9 x 4"));
+  p = init_torch_like<double>(3, 2);
+  p.theta(1) = std::numeric_limits<double>::infinity();
+  REQUIRE_THROWS_WITH(EgruCell<double>(p), Contains("theta must be finite"));
+  p = init_torch_like<double>(3, 2);
+  p.bW.resize(8);
+  REQUIRE_THROWS_WITH(EgruCell<double>(p), Contains("bW must be 9 x 1, received 8 x 1"));
+}

@@ -1,0 +1,22 @@
+# ctest driver: configure + install sparse_rtrl into a temporary prefix, then configure, build
+# and run a consumer project that finds it with find_package().
+file(REMOVE_RECURSE "${WORK_DIR}")
+set(prefix "${WORK_DIR}/prefix")
+function(run)
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "command failed (${rc}): ${ARGN}\n${out}\n${err}")
+  endif()
+  message(STATUS "${out}")
+endfunction()
+run(${CMAKE_COMMAND} -S "${SOURCE_DIR}" -B "${WORK_DIR}/lib" -G "${GENERATOR}"
+    -DCMAKE_INSTALL_PREFIX=${prefix} -DSPARSE_RTRL_BUILD_TESTS=OFF
+    -DSPARSE_RTRL_BUILD_EXAMPLES=OFF -DSPARSE_RTRL_BUILD_BENCHMARKS=OFF)
+run(${CMAKE_COMMAND} --install "${WORK_DIR}/lib")
+if(NOT EXISTS "${prefix}/share/cmake/sparse_rtrl/sparse_rtrlConfigVersion.cmake")
+  message(FATAL_ERROR "version file not installed")
+endif()
+run(${CMAKE_COMMAND} -S "${CONSUMER_DIR}" -B "${WORK_DIR}/consumer" -G "${GENERATOR}"
+    -DCMAKE_PREFIX_PATH=${prefix})
+run(${CMAKE_COMMAND} --build "${WORK_DIR}/consumer")
+run("${WORK_DIR}/consumer/consumer")

@@ -1,0 +1,193 @@
+// Exact RTRL: its gradient equals BPTT's (same surrogate) to rounding error.
+#include "test_support.hpp"
+
+using namespace sparse_rtrl;
+using test::Mat;
+
+namespace {
+
+enum class LossAt { every_step, last_step };
+
+template <typename S>
+struct Case {
+  Index n, d, T;
+  LossAt loss;
+  S gamma, eps;
+};
+
+template <typename S>
+void check_rtrl_equals_bptt(const Case<S>& c, std::uint64_t seed) {
+  CAPTURE(c.n, c.d, c.T, int(c.loss), c.gamma, c.eps, seed);
+  // The case must exercise events (some units fire, some stay silent) and the loss must have
+  // a nonzero threshold gradient. Small networks may need a few draws to do all that; the draw
+  // is deterministic and the requirements are asserted below.
+  EgruCell<S> cell(test::firing_parameters<S>(c.n, c.d, seed), CellOptions{true}, TriangularSurrogate<S>(c.gamma, c.eps));
+  Mat<S> X, G, Y;
+  EgruParameters<S> g_ref;
+  Index fired = 0, silent = 0;
+  for (std::uint64_t draw = 0; draw < 50; ++draw) {
+    cell = EgruCell<S>(test::firing_parameters<S>(c.n, c.d, seed + 1000 * draw), CellOptions{true}, TriangularSurrogate<S>(c.gamma, c.eps));
+    X = test::random_matrix<S>(c.T, c.d, seed + 1 + 1000 * draw);
+    G = test::random_matrix<S>(c.T, c.n, seed + 2 + 1000 * draw);
+    if (c.loss == LossAt::last_step) G.topRows(c.T - 1).setZero();
+    Bptt<S> bptt(cell);
+    Y = bptt.forward(X);
+    g_ref = bptt.backward(G);
+    fired = silent = 0;
+    for (Index t = 0; t < c.T; ++t)
+      for (Index i = 0; i < c.n; ++i) (bptt.step_cache(t).o(i) > 0 ? fired : silent)++;
+    if (fired > 0 && silent > 0 && g_ref.theta.norm() > 0) break;
+  }
+  REQUIRE(fired > 0);
+  REQUIRE(silent > 0);
+  REQUIRE(g_ref.theta.norm() > 0);
+  Rtrl<S> rtrl(cell);
+  const auto g = test::rtrl_gradient(rtrl, X, G);
+  REQUIRE(test::relative_error(rtrl.output(), Y.row(c.T - 1).transpose()) == 0.0);
+  CHECK(test::relative_error(g.W, g_ref.W) <= test::Tolerance<S>::gradient);
+  CHECK(test::relative_error(g.R, g_ref.R) <= test::Tolerance<S>::gradient);
+  CHECK(test::relative_error(g.bW, g_ref.bW) <= test::Tolerance<S>::gradient);
+  CHECK(test::relative_error(g.bR, g_ref.bR) <= test::Tolerance<S>::gradient);
+  CHECK(test::relative_error(g.theta, g_ref.theta) <= test::Tolerance<S>::gradient);
+
+  // The dense-RTRL baseline (no row skipping) gives the same gradient.
+  Rtrl<S> dense(cell, RtrlOptions{false});
+  const auto g_dense = test::rtrl_gradient(dense, X, G);
+  CHECK(test::relative_error(g_dense, g_ref) <= test::Tolerance<S>::gradient);
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("RTRL gradient equals BPTT gradient on random firing networks", "[rtrl]", float, double) {
+  using S = TestType;
+  // Surrogates: the default (0.7, 1.0), a narrow one, a tall wide one.
+  const std::vector<std::pair<S, S>> surrogates = {{S(0.7), S(1.0)}, {S(1.0), S(0.25)}, {S(1.5), S(2.0)}};
+  std::uint64_t seed = 100;
+  for (Index n : {1, 7, 32})
+    for (Index d : {1, 5})
+      for (Index T : {1, 50, 300})
+        for (LossAt loss : {LossAt::every_step, LossAt::last_step}) {
+          const auto& sg = surrogates[std::size_t(seed % surrogates.size())];
+          // n = 1, T = 1 cannot both fire and stay silent with one unit and one step.
+          if (n * T < 4) {
+            ++seed;
+            continue;
+          }
+          check_rtrl_equals_bptt<S>({n, d, T, loss, sg.first, sg.second}, seed++);
+        }
+}
+
+TEMPLATE_TEST_CASE("RTRL equals BPTT for every surrogate setting at n = 7", "[rtrl]", float, double) {
+  using S = TestType;
+  for (auto sg : std::vector<std::pair<S, S>>{{S(0.7), S(1.0)}, {S(0.3), S(1.0)}, {S(1.0), S(0.25)}, {S(1.0), S(0.05)}, {S(0.7), S(3.0)}})
+    for (LossAt loss : {LossAt::every_step, LossAt::last_step})
+      check_rtrl_equals_bptt<S>({7, 5, 50, loss, sg.first, sg.second}, 7);
+}
+
+TEMPLATE_TEST_CASE("RTRL in GRU mode equals BPTT and tracks no thresholds", "[rtrl][gru]", float, double) {
+  using S = TestType;
+  const Index n = 9, d = 4, T = 60;
+  EgruCell<S> cell(n, d, InitOptions<S>{3, S(0.3)}, CellOptions{false});
+  const Mat<S> X = test::random_matrix<S>(T, d, 4), G = test::random_matrix<S>(T, n, 5);
+  Bptt<S> bptt(cell);
+  bptt.forward(X);
+  const auto g_ref = bptt.backward(G);
+  Rtrl<S> rtrl(cell);
+  REQUIRE(rtrl.layout().columns() == 3 * n * d + 3 * n * n + 6 * n);
+  const auto g = test::rtrl_gradient(rtrl, X, G);
+  CHECK(test::relative_error(g, g_ref) <= test::Tolerance<S>::gradient);
+  CHECK(g.theta.isZero(0));
+}
+
+TEMPLATE_TEST_CASE("RTRL from a nonzero initial state, over two sequences", "[rtrl]", float, double) {
+  using S = TestType;
+  const Index n = 6, d = 3, T = 40;
+  EgruCell<S> cell(test::firing_parameters<S>(n, d, 21));
+  const Mat<S> X = test::random_matrix<S>(T, d, 22), G = test::random_matrix<S>(T, n, 23);
+  const test::Vec<S> c0 = test::random_matrix<S>(n, 1, 24);
+  Bptt<S> bptt(cell);
+  bptt.forward(X, c0);
+  auto g_ref = bptt.backward(G);
+  bptt.forward(X);
+  g_ref += bptt.backward(G);
+
+  Rtrl<S> rtrl(cell);
+  rtrl.reset(c0);
+  for (Index t = 0; t < T; ++t) {
+    rtrl.step(X.row(t));
+    rtrl.accumulate_gradient(G.row(t));
+  }
+  rtrl.reset();  // a new sequence: M restarts at zero, the gradient keeps accumulating
+  for (Index t = 0; t < T; ++t) {
+    rtrl.step(X.row(t).transpose());  // column vectors are accepted too
+    rtrl.accumulate_gradient(G.row(t).transpose());
+  }
+  CHECK(test::relative_error(rtrl.gradient(), g_ref) <= test::Tolerance<S>::gradient);
+}
+
+TEST_CASE("RTRL influence matrix equals finite differences of the state (GRU mode)", "[rtrl][gru]") {
+  // Independent of BPTT: column p of M_T is dc_T/dparam_p, checked by central differences.
+  const Index n = 4, d = 3, T = 12;
+  EgruCell<double> cell(n, d, InitOptions<double>{5, 0.3}, CellOptions{false});
+  const Mat<double> X = test::random_matrix<double>(T, d, 6);
+  Rtrl<double> rtrl(cell);
+  for (Index t = 0; t < T; ++t) rtrl.step(X.row(t));
+  const Mat<double> M = rtrl.influence();
+  const auto& layout = rtrl.layout();
+  Eigen::VectorXd theta(layout.columns());
+  layout.gather(cell.parameters(), theta);
+  auto final_state = [&](const Eigen::VectorXd& flat) {
+    EgruParameters<double> p = cell.parameters();
+    layout.scatter(flat, p);
+    Rtrl<double> r(EgruCell<double>(p, CellOptions{false}));
+    for (Index t = 0; t < T; ++t) r.step(X.row(t));
+    return Eigen::VectorXd(r.state());
+  };
+  Mat<double> M_fd(n, layout.columns());
+  const double h = 1e-6;
+  for (Index p = 0; p < layout.columns(); ++p) {
+    Eigen::VectorXd plus = theta, minus = theta;
+    plus(p) += h;
+    minus(p) -= h;
+    M_fd.col(p) = (final_state(plus) - final_state(minus)) / (2 * h);
+  }
+  CHECK(test::relative_error(M, M_fd) <= 1e-6);
+}
+
+TEST_CASE("RTRL rejects bad input with std::invalid_argument naming the function", "[rtrl][errors]") {
+  EgruCell<double> cell(3, 2);
+  Rtrl<double> rtrl(cell);
+  using Catch::Matchers::Contains;
+  REQUIRE_THROWS_WITH(rtrl.accumulate_gradient(Eigen::VectorXd::Zero(3)), Contains("call step() first"));
+  REQUIRE_THROWS_AS(rtrl.step(Eigen::VectorXd::Zero(3)), std::invalid_argument);
+  REQUIRE_THROWS_WITH(rtrl.step(Eigen::VectorXd::Zero(3)),
+                      Contains("sparse_rtrl::Rtrl::step()") && Contains("size 2") && Contains("3 x 1"));
+  REQUIRE_THROWS_WITH(rtrl.step(Eigen::MatrixXd::Zero(2, 2)), Contains("vector of size 2"));
+  Eigen::VectorXd bad(2);
+  bad << 0.5, std::numeric_limits<double>::quiet_NaN();
+  REQUIRE_THROWS_WITH(rtrl.step(bad), Contains("finite") && Contains("nan"));
+  bad(1) = std::numeric_limits<double>::infinity();
+  REQUIRE_THROWS_AS(rtrl.step(bad), std::invalid_argument);
+  // Rejected input leaves the learner untouched.
+  REQUIRE(rtrl.steps() == 0);
+  REQUIRE(rtrl.influence().isZero(0));
+  rtrl.step(Eigen::VectorXd::Ones(2));
+  REQUIRE_THROWS_WITH(rtrl.accumulate_gradient(Eigen::VectorXd::Zero(4)), Contains("dL_dy") && Contains("size 3"));
+  Eigen::VectorXd g = Eigen::VectorXd::Zero(3);
+  g(0) = std::numeric_limits<double>::infinity();
+  REQUIRE_THROWS_AS(rtrl.accumulate_gradient(g), std::invalid_argument);
+  REQUIRE(rtrl.gradient_columns().isZero(0));
+  REQUIRE_THROWS_WITH(rtrl.reset(Eigen::VectorXd::Zero(2)), Contains("c0"));
+  REQUIRE_THROWS_WITH(Rtrl<double>(cell, ParameterMask::dense(4, 2)), Contains("mask is for n = 4"));
+}
+
+TEST_CASE("RTRL work counters: dense baseline multiplies every row", "[rtrl][work]") {
+  EgruCell<double> cell(test::firing_parameters<double>(8, 3, 31));
+  Rtrl<double> dense(cell, RtrlOptions{false});
+  dense.step(Eigen::VectorXd::Ones(3));
+  const auto& w = dense.last_step_work();
+  const auto P = std::uint64_t(dense.layout().columns());
+  CHECK(w.propagation_fma == (8 * 8 + 8) * P);
+  CHECK(w.dense_propagation_fma == (8 * 8 + 8) * P);
+  CHECK(dense.influence_bytes() == sizeof(double) * 8 * P);
+}
