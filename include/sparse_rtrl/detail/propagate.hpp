@@ -45,8 +45,9 @@ struct Coupling {
 template <typename Scalar>
 constexpr Index kChunk = Index(256 / sizeof(Scalar));
 
-/// Bytes of scratch the active-row tile may use (sized for L2).
-constexpr Index kScratchBytes = Index(192) * 1024;
+/// Bytes of scratch the active-row tile may use: sized to stay in L1/L2 (measured best of
+/// 16-384 KiB on the 26-active-row benchmark case on AMD EPYC, 32 KiB L1d, 512 KiB L2).
+constexpr Index kScratchBytes = Index(48) * 1024;
 
 /// Scalars of scratch needed for n rows (the largest tile ever used).
 template <typename Scalar>
@@ -85,6 +86,16 @@ inline void propagate_row_chunk(Scalar* target, Scalar decay, const Scalar* scra
   }
 }
 
+template <typename Scalar>
+inline void prefetch_chunk(const Scalar* p) {
+#if defined(__GNUC__) || defined(__clang__)
+  for (Index b = 0; b < Index(sizeof(Scalar)) * kChunk<Scalar>; b += 64)
+    __builtin_prefetch(reinterpret_cast<const char*>(p) + b, 1, 3);
+#else
+  (void)p;
+#endif
+}
+
 /// M (row-major, n x P, leading dimension ld) <- diag(decay) M + C M[C.active].
 /// scratch must hold propagation_scratch_size<Scalar>(n) scalars.
 template <typename Scalar>
@@ -100,12 +111,17 @@ void propagate_in_place(Scalar* M, Index n, Index P, Index ld, const Scalar* dec
     const Index full = (w / chunk) * chunk;
     for (Index i = 0; i < n; ++i) {
       Scalar* row = M + i * ld + c0;
+      // The next target row's segment is in another page: start fetching it now, chunk by
+      // chunk, so it is in cache when its turn comes (hardware prefetchers stop at pages).
+      const Scalar* next = i + 1 < n ? row + ld : row;
       const Index b = C.row_ptr[std::size_t(i)];
       const Index entries = C.row_ptr[std::size_t(i + 1)] - b;
       const Index* src = C.source.data() + b;
       const Scalar* cf = C.coef.data() + b;
-      for (Index cc = 0; cc < full; cc += chunk)
+      for (Index cc = 0; cc < full; cc += chunk) {
+        prefetch_chunk<Scalar>(next + cc);
         propagate_row_chunk<Scalar, chunk>(row + cc, decay[i], scratch + cc, tile, src, cf, entries, chunk);
+      }
       if (full < w)
         propagate_row_chunk<Scalar, Eigen::Dynamic>(row + full, decay[i], scratch + full, tile, src, cf,
                                                     entries, w - full);

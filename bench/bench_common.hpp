@@ -1,0 +1,73 @@
+// Shared set-up of the benchmarks: networks with a chosen backward activity, and counters.
+#pragma once
+
+#include <sparse_rtrl/sparse_rtrl.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <cmath>
+
+namespace bench {
+
+using sparse_rtrl::Index;
+
+template <typename S>
+using Mat = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
+
+/// Deterministic inputs uniform in [-1, 1).
+template <typename S>
+Mat<S> inputs(Index T, Index d, std::uint64_t seed) {
+  sparse_rtrl::detail::UniformRandom rng(seed);
+  Mat<S> X(T, d);
+  for (Index t = 0; t < T; ++t)
+    for (Index k = 0; k < d; ++k) X(t, k) = S(rng.uniform(-1, 1));
+  return X;
+}
+
+/// Parameters whose fraction of units with s != 0 is close to `activity` under the given
+/// surrogate: a common threshold is bisected on a warm-up run, since the rate is a property of
+/// the dynamics, not of any one parameter. Returns the parameters; the caller measures the rate.
+template <typename S>
+sparse_rtrl::EgruParameters<S> parameters_for_activity(Index n, Index d, double activity,
+                                                       const sparse_rtrl::ParameterMask& mask,
+                                                       S gamma, S eps, std::uint64_t seed) {
+  auto p = sparse_rtrl::init_torch_like<S>(n, d, {seed, S(0.3)});
+  // Pruning removes input: rescale so each unit's fan-in keeps its variance.
+  p.W *= S(2.0 / std::sqrt(std::max(mask.density_W(), 1e-3)) * std::sqrt(double(n) / double(d)));
+  p.R *= S(1.0 / std::sqrt(std::max(mask.density_R(), 1e-3)));
+  mask.apply(p);
+  const Mat<S> X = inputs<S>(60, d, seed + 1);
+  auto measure = [&](S theta) {
+    p.theta.setConstant(theta);
+    sparse_rtrl::Bptt<S> b(sparse_rtrl::EgruCell<S>(p, {true}, sparse_rtrl::TriangularSurrogate<S>(gamma, eps)));
+    b.forward(X);
+    double active = 0;
+    for (Index t = 10; t < X.rows(); ++t) active += double((b.step_cache(t).s.array() != S(0)).count());
+    return active / double((X.rows() - 10) * n);
+  };
+  S lo = S(-2), hi = S(3);  // activity decreases with the threshold
+  for (int it = 0; it < 30; ++it) {
+    const S mid = (lo + hi) / 2;
+    (measure(mid) > activity ? lo : hi) = mid;
+  }
+  p.theta.setConstant((lo + hi) / 2);
+  return p;
+}
+
+inline void set_work_counters(benchmark::State& state, const sparse_rtrl::WorkCounters& w,
+                              std::size_t state_bytes) {
+  const double steps = double(std::max<std::uint64_t>(w.steps, 1));
+  const double fma = double(w.propagation_fma + w.readout_fma) / steps;
+  state.counters["fma"] = fma;
+  state.counters["dense_fma"] = double(w.dense_propagation_fma + w.dense_readout_fma) / steps;
+  state.counters["ideal_ratio"] = w.ideal_speedup();
+  state.counters["activity"] = 1.0 - w.backward_sparsity();
+  state.counters["event_rate"] = 1.0 - w.event_sparsity();
+  state.counters["state_bytes"] = double(state_bytes);
+  // One benchmark iteration is one step: flops of the step's counted work per second.
+  state.counters["GFLOPS"] = benchmark::Counter(2.0 * fma * double(state.iterations()),
+                                                benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+}
+
+}  // namespace bench
