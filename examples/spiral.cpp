@@ -102,6 +102,7 @@ std::vector<Sequence> make_spirals(std::size_t count, std::uint64_t seed) {
   return data;
 }
 
+float g_lr_scale = 1.0f;
 /// Adam (Kingma & Ba 2015) over flat float arrays; one moment slot per tensor.
 class Adam {
  public:
@@ -124,7 +125,7 @@ class Adam {
     for (Index i = 0; i < size; ++i) {
       m(i) = kBeta1 * m(i) + (1.0f - kBeta1) * g[i];
       v(i) = kBeta2 * v(i) + (1.0f - kBeta2) * g[i] * g[i];
-      p[i] -= lr_ * (m(i) / correction1_) / (std::sqrt(v(i) / correction2_) + kEps);
+      p[i] -= g_lr_scale * lr_ * (m(i) / correction1_) / (std::sqrt(v(i) / correction2_) + kEps);
     }
   }
 
@@ -257,6 +258,7 @@ int main(int argc, char** argv) {
   Readout readout{Matrix(kClasses, kUnits), Vector(kClasses)};
   const float k = 1.0f / std::sqrt(float(kUnits));
   for (Index i = 0; i < readout.W.size(); ++i) readout.W.data()[i] = rng.uniform(-k, k);
+  readout.W *= env("ROS", 1.0f);
   readout.b.setZero();
 
   std::printf("spiral: EGRU n = %d, d = %d, T = %d, exact RTRL; weight density %.2f "
@@ -306,7 +308,7 @@ int main(int argc, char** argv) {
       apply(1, p.R, grad.R);
       apply(2, p.bW, grad.bW);
       apply(3, p.bR, grad.bR);
-      apply(4, p.theta, grad.theta);
+      { g_lr_scale = env("FT",1.0f); apply(4, p.theta, grad.theta); g_lr_scale = 1.0f; }
       apply(5, readout.W, readout_grad.W);
       apply(6, readout.b, readout_grad.b);
       // Adam leaves pruned weights at zero already (their gradient is zero, so are their

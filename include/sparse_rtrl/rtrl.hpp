@@ -75,6 +75,45 @@ class Rtrl {
   const InfluenceLayout& layout() const { return layout_; }
   const RtrlOptions& options() const { return options_; }
 
+  /// @brief Changes which weights are tracked, at any step (e.g. pruning during training).
+  ///
+  /// Weights the new mask prunes are set to zero and their columns (influence and accumulated
+  /// gradient) dropped; columns kept by both masks are carried over unchanged, so pruning
+  /// disturbs nothing else. A revived weight (pruned before, kept now) starts from value zero
+  /// with a zero influence column: its gradient is exact for a weight that exists from this
+  /// step on, not for one that existed all along. Allocates (not for the per-step hot path).
+  void set_mask(const ParameterMask& mask) {
+    mask.require_matches(cell_.parameters(), "sparse_rtrl::Rtrl::set_mask()");
+    InfluenceLayout next(mask, cell_.events());
+    const Index n = units();
+    std::vector<Index> new_of_old(std::size_t(layout_.columns()), -1);
+    for (Index rr = 0; rr < 3 * n; ++rr) {
+      const Index* wk = layout_.w_inputs(rr);
+      for (Index e = 0; e < layout_.w_count(rr); ++e)
+        new_of_old[std::size_t(layout_.column_of_W(rr, wk[e]))] = next.column_of_W(rr, wk[e]);
+      const Index* rj = layout_.r_inputs(rr);
+      for (Index e = 0; e < layout_.r_count(rr); ++e)
+        new_of_old[std::size_t(layout_.column_of_R(rr, rj[e]))] = next.column_of_R(rr, rj[e]);
+      new_of_old[std::size_t(layout_.column_of_bW(rr))] = next.column_of_bW(rr);
+      new_of_old[std::size_t(layout_.column_of_bR(rr))] = next.column_of_bR(rr);
+    }
+    if (layout_.tracks_theta())
+      for (Index j = 0; j < n; ++j) new_of_old[std::size_t(layout_.theta_column(j))] = next.theta_column(j);
+    InfluenceMatrix M = InfluenceMatrix::Zero(n, next.columns());
+    Vector grad = Vector::Zero(next.columns());
+    for (Index c = 0; c < layout_.columns(); ++c) {
+      const Index to = new_of_old[std::size_t(c)];
+      if (to < 0) continue;
+      M.col(to) = M_.col(c);
+      grad(to) = grad_(c);
+    }
+    build(std::move(next));
+    M_ = std::move(M);
+    grad_ = std::move(grad);
+    mask_ = mask;
+    mask_.apply(cell_.parameters());
+  }
+
   /// Starts a new sequence from c_0 = 0: clears M and the step's cache. Keeps the gradient.
   void reset() {
     initial_state_.setZero();
@@ -238,10 +277,10 @@ class Rtrl {
         a_values_[std::size_t(p)] = a;
         const Index pos = position_[std::size_t(j)];
         if (pos >= 0) {
-          const Scalar coef = a * cache_.s_prev(j);
-          if (coef == Scalar(0) && options_.skip_silent_rows) continue;
+          // Only silent rows are skipped, not coefficients that happen to vanish (saturated
+          // gates): the work then depends on activity and pattern alone, as documented.
           coupling_.source[std::size_t(e)] = pos;
-          coupling_.coef[std::size_t(e)] = coef;
+          coupling_.coef[std::size_t(e)] = a * cache_.s_prev(j);
           ++e;
         }
       }

@@ -1,0 +1,205 @@
+// Exact sparse RTRL: skipping silent rows and pruned columns changes no gradient, and the skipped
+// work is really skipped (work counters checked against an independent count).
+#include "test_support.hpp"
+
+using namespace sparse_rtrl;
+using test::Mat;
+
+namespace {
+
+enum class Activity { all_silent, low, medium, all_active };
+
+const char* name(Activity a) {
+  switch (a) {
+    case Activity::all_silent: return "all silent";
+    case Activity::low: return "low";
+    case Activity::medium: return "medium";
+    default: return "all active";
+  }
+}
+
+template <typename S>
+EgruParameters<S> network(Index n, Index d, Activity activity, std::uint64_t seed) {
+  auto p = test::firing_parameters<S>(n, d, seed);
+  switch (activity) {
+    case Activity::all_silent: p.theta.setConstant(S(10)); break;   // never fires, |c - theta| > 8
+    case Activity::low: p.theta.array() += S(0.25); break;
+    case Activity::medium: break;
+    // theta = -1.5 always fires: by induction c > -1 (h = c + 1.5 > 0 and g > -1), and c stays
+    // bounded because z < 1. Then s = 1 + c psi >= 1 - 0.35 > 0 for eps <= 1: every row active.
+    case Activity::all_active: p.theta.setConstant(S(-1.5)); break;
+  }
+  return p;
+}
+
+/// Rows and coupling entries an exact sparse step must use, counted from BPTT's caches.
+template <typename S>
+std::uint64_t expected_propagation_fma(const Bptt<S>& bptt, const InfluenceLayout& layout) {
+  std::uint64_t fma = 0;
+  const Index n = layout.units();
+  for (Index t = 0; t < bptt.length(); ++t) {
+    const auto& k = bptt.step_cache(t);
+    std::uint64_t nnz = 0;
+    for (Index i = 0; i < n; ++i)
+      for (Index p = layout.coupling_row_ptr()[i]; p < layout.coupling_row_ptr()[i + 1]; ++p)
+        nnz += k.s_prev(layout.coupling_cols()[p]) != S(0);
+    fma += (nnz + std::uint64_t(n)) * std::uint64_t(layout.columns());
+  }
+  return fma;
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("Sparse RTRL == dense RTRL == BPTT over 1000 steps, all densities and activities",
+                   "[rtrl][sparse]", float, double) {
+  using S = TestType;
+  const Index n = 16, d = 4, T = 1000;
+  const auto tol = test::Tolerance<S>::gradient;
+  std::uint64_t seed = 500;
+  for (double density : {1.0, 0.5, 0.1})
+    for (Activity activity : {Activity::all_silent, Activity::low, Activity::medium, Activity::all_active})
+      for (auto sg : {std::pair<S, S>{S(1.0), S(0.1)}, std::pair<S, S>{S(0.7), S(1.0)}}) {
+        ++seed;
+        INFO("density " << density << ", activity " << name(activity) << ", surrogate (" << sg.first << ", " << sg.second << ")");
+        const auto mask = ParameterMask::random(n, d, density, density, seed);
+        const TriangularSurrogate<S> surrogate(sg.first, sg.second);
+        EgruCell<S> cell(network<S>(n, d, activity, seed), CellOptions{true}, surrogate);
+        const Mat<S> X = test::random_matrix<S>(T, d, seed + 1);
+        const Mat<S> G = test::random_matrix<S>(T, n, seed + 2);
+
+        Bptt<S> bptt(cell, mask);
+        bptt.forward(X);
+        const auto g_ref = bptt.backward(G);
+
+        Rtrl<S> sparse(cell, mask);
+        const auto g_sparse = test::rtrl_gradient(sparse, X, G);
+        // Dense RTRL: every parameter tracked (pruned ones are zero-valued), every row multiplied.
+        EgruParameters<S> pruned = cell.parameters();
+        mask.apply(pruned);
+        Rtrl<S> dense(EgruCell<S>(pruned, CellOptions{true}, surrogate), RtrlOptions{false});
+        auto g_dense = test::rtrl_gradient(dense, X, G);
+        mask.apply(g_dense);
+
+        const auto& work = sparse.total_work();
+        CHECK(test::relative_error(g_sparse, g_ref) <= tol);
+        CHECK(test::relative_error(g_dense, g_ref) <= tol);
+        CHECK(mask.respected_by(g_sparse));
+        REQUIRE(g_ref.R.allFinite());
+
+        // Rows were skipped exactly as the activity says.
+        CHECK(work.propagation_fma == expected_propagation_fma(bptt, sparse.layout()));
+        CHECK(work.dense_propagation_fma == std::uint64_t(T) * std::uint64_t(n * n + n) * std::uint64_t(dense.layout().columns()));
+        if (activity == Activity::all_silent) {
+          CHECK(work.active_rows == 0);
+          CHECK(work.event_units == 0);
+          CHECK(work.propagation_fma == std::uint64_t(T * n * sparse.layout().columns()));
+        }
+        if (activity == Activity::all_active) {
+          CHECK(work.active_rows == std::uint64_t(T * n));
+          CHECK(work.event_units == std::uint64_t(T * n));
+        }
+        if (density < 1.0 || activity != Activity::all_active)
+          CHECK(work.propagation_fma < work.dense_propagation_fma);
+      }
+}
+
+TEMPLATE_TEST_CASE("Influence storage is n x P_kept scalars", "[rtrl][sparse][memory]", float, double) {
+  using S = TestType;
+  const Index n = 20, d = 6;
+  for (double density : {1.0, 0.5, 0.1}) {
+    const auto mask = ParameterMask::random(n, d, density, density, 9);
+    Rtrl<S> rtrl(EgruCell<S>(n, d), mask);
+    const Index kept = mask.kept_W() + mask.kept_R() + 6 * n + n;
+    CHECK(rtrl.layout().columns() == kept);
+    CHECK(rtrl.influence().rows() == n);
+    CHECK(rtrl.influence().cols() == kept);
+    CHECK(rtrl.influence_bytes() == sizeof(S) * std::size_t(n * kept));
+    CHECK(rtrl.gradient_columns().size() == kept);
+    // The kernel's scratch is cache-sized, independent of P.
+    CHECK(rtrl.scratch_bytes() <= std::size_t(64 * 1024) + sizeof(S) * std::size_t(n) * 64);
+  }
+}
+
+TEMPLATE_TEST_CASE("Pruning mid-sequence drops columns without disturbing the rest", "[rtrl][sparse][mask]", float, double) {
+  using S = TestType;
+  const Index n = 12, d = 3, T = 400, t0 = 150;
+  // Mask A keeps 50%; some of A's kept weights are set to zero, and at t0 the mask B prunes
+  // exactly those (plus nothing else), so the network itself never changes and BPTT with mask B
+  // is the reference for B's kept weights.
+  const auto mask_a = ParameterMask::random(n, d, 0.5, 0.5, 3);
+  auto params = network<S>(n, d, Activity::medium, 4);
+  mask_a.apply(params);
+  const auto mask_b = ParameterMask::random(n, d, 0.5, 0.5, 5);
+  ParameterMask::BoolMatrix keep_w = mask_a.W() && mask_b.W(), keep_r = mask_a.R() && mask_b.R();
+  const ParameterMask mask_ab(keep_w, keep_r);
+  mask_ab.apply(params);  // weights pruned at t0 are already zero: the dynamics do not change
+  REQUIRE(mask_ab.kept_R() < mask_a.kept_R());
+
+  EgruCell<S> cell(params, CellOptions{true}, TriangularSurrogate<S>(S(1), S(0.3)));
+  const Mat<S> X = test::random_matrix<S>(T, d, 6), G = test::random_matrix<S>(T, n, 7);
+  Bptt<S> bptt(cell, mask_ab);
+  bptt.forward(X);
+  const auto g_ref = bptt.backward(G);
+
+  Rtrl<S> rtrl(cell, mask_a);
+  for (Index t = 0; t < T; ++t) {
+    if (t == t0) {
+      rtrl.set_mask(mask_ab);
+      REQUIRE(rtrl.influence().cols() == rtrl.layout().columns());
+      REQUIRE(rtrl.layout().columns() == mask_ab.kept_W() + mask_ab.kept_R() + 7 * n);
+    }
+    rtrl.step(X.row(t));
+    rtrl.accumulate_gradient(G.row(t));
+  }
+  CHECK(test::relative_error(rtrl.gradient(), g_ref) <= test::Tolerance<S>::gradient);
+}
+
+TEST_CASE("A revived weight's gradient is exact for a weight that exists from revival on", "[rtrl][sparse][mask]") {
+  // GRU mode (no event discontinuities) so finite differences apply.
+  const Index n = 6, d = 2, T = 60, t0 = 25;
+  const auto mask_before = ParameterMask::random(n, d, 1.0, 0.5, 11);
+  ParameterMask::BoolMatrix keep_r = mask_before.R();
+  Index rr = -1, j = -1;
+  for (Index a = 0; a < 3 * n && rr < 0; ++a)
+    for (Index b = 0; b < n; ++b)
+      if (!keep_r(a, b)) {
+        rr = a;
+        j = b;
+        break;
+      }
+  REQUIRE(rr >= 0);
+  keep_r(rr, j) = true;
+  const ParameterMask mask_after(mask_before.W(), keep_r);
+  const auto params = init_torch_like<double>(n, d, {12, 0.3});
+  const Mat<double> X = test::random_matrix<double>(T, d, 13), G = test::random_matrix<double>(T, n, 14);
+
+  // Loss when the revived weight takes value w from step t0 on (0 before, as pruned).
+  auto loss = [&](double w, Rtrl<double>* learner) {
+    Rtrl<double> local(EgruCell<double>(params, CellOptions{false}), mask_before);
+    Rtrl<double>& r = learner ? *learner : local;
+    double L = 0;
+    for (Index t = 0; t < T; ++t) {
+      if (t == t0) {
+        r.set_mask(mask_after);
+        r.cell().parameters().R(rr, j) = w;
+      }
+      r.step(X.row(t));
+      L += G.row(t).dot(r.output());
+      r.accumulate_gradient(G.row(t));
+    }
+    return L;
+  };
+  Rtrl<double> rtrl(EgruCell<double>(params, CellOptions{false}), mask_before);
+  loss(0.0, &rtrl);
+  const double g = rtrl.gradient().R(rr, j);
+  const double h = 1e-6;
+  const double fd = (loss(h, nullptr) - loss(-h, nullptr)) / (2 * h);
+  REQUIRE(std::abs(fd) > 1e-6);
+  CHECK(std::abs(g - fd) / std::abs(fd) <= 1e-6);
+}
+
+TEST_CASE("set_mask rejects a mask of another shape", "[rtrl][mask][errors]") {
+  Rtrl<double> rtrl(EgruCell<double>(4, 2));
+  REQUIRE_THROWS_WITH(rtrl.set_mask(ParameterMask::dense(4, 3)), Catch::Matchers::Contains("sparse_rtrl::Rtrl::set_mask()"));
+  REQUIRE(rtrl.layout().columns() == 3 * 4 * 2 + 3 * 16 + 7 * 4);
+}
