@@ -191,3 +191,35 @@ TEST_CASE("RTRL work counters: dense baseline multiplies every row", "[rtrl][wor
   CHECK(w.dense_propagation_fma == (8 * 8 + 8) * P);
   CHECK(dense.influence_bytes() == sizeof(double) * 8 * P);
 }
+
+TEMPLATE_TEST_CASE("RTRL gradient of a loss on events (activity regulariser) equals BPTT", "[rtrl][events]", float, double) {
+  using S = TestType;
+  const Index n = 10, d = 3, T = 120;
+  EgruCell<S> cell(test::firing_parameters<S>(n, d, 71), CellOptions{true}, TriangularSurrogate<S>(S(1), S(0.5)));
+  const Mat<S> X = test::random_matrix<S>(T, d, 72);
+  const Mat<S> G = test::random_matrix<S>(T, n, 73);
+  // E.g. L_reg = lambda * sum_t (mean_i o_t,i - target)^2 has dL/do_t,i = 2 lambda (rate_t - target) / n.
+  const Mat<S> G_events = test::random_matrix<S>(T, n, 74);
+  Bptt<S> bptt(cell);
+  bptt.forward(X);
+  const auto g_ref = bptt.backward(G, G_events);
+  const auto g_y_only = bptt.backward(G);
+  REQUIRE(test::relative_error(g_ref, g_y_only) > 1e-3);  // the event loss matters
+
+  Rtrl<S> rtrl(cell);
+  for (Index t = 0; t < T; ++t) {
+    rtrl.step(X.row(t));
+    rtrl.accumulate_gradient(G.row(t), G_events.row(t));
+  }
+  CHECK(test::relative_error(rtrl.gradient(), g_ref) <= test::Tolerance<S>::gradient);
+
+  // Events only (dL/dy = 0) through the same path.
+  const auto g_events_only = bptt.backward(Mat<S>::Zero(T, n), G_events);
+  rtrl.reset();
+  rtrl.zero_gradient();
+  for (Index t = 0; t < T; ++t) {
+    rtrl.step(X.row(t));
+    rtrl.accumulate_gradient(test::Vec<S>::Zero(n), G_events.row(t));
+  }
+  CHECK(test::relative_error(rtrl.gradient(), g_events_only) <= test::Tolerance<S>::gradient);
+}

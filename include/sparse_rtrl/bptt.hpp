@@ -88,6 +88,26 @@ class Bptt {
   /// Gradient of L with dL/dy_t = G.row(t) (G is T x n, finite), after forward().
   template <typename G>
   Parameters backward(const Eigen::MatrixBase<G>& G_seq) {
+    return backward_impl(G_seq, static_cast<const Matrix*>(nullptr));
+  }
+
+  /// Gradient of L with dL/dy_t = G.row(t) and dL/do_t = G_events.row(t) (a loss on the events,
+  /// e.g. an activity regulariser; both T x n, finite). do/dc = psi, do/dtheta = -psi.
+  template <typename G, typename GO>
+  Parameters backward(const Eigen::MatrixBase<G>& G_seq, const Eigen::MatrixBase<GO>& G_events) {
+    const char* where = "sparse_rtrl::Bptt::backward()";
+    detail::require_shape(where, "G_events", G_events, length_, units());
+    detail::require_finite(where, "G_events", G_events);
+    const Matrix events = G_events;
+    return backward_impl(G_seq, &events);
+  }
+
+  /// dL/dc_0 of the last backward().
+  const Vector& initial_state_gradient() const { return initial_state_grad_; }
+
+ private:
+  template <typename G>
+  Parameters backward_impl(const Eigen::MatrixBase<G>& G_seq, const Matrix* G_events) {
     const char* where = "sparse_rtrl::Bptt::backward()";
     if (length_ == 0) throw std::logic_error(std::string(where) + ": call forward() first");
     detail::require_shape(where, "G", G_seq, length_, units());
@@ -106,6 +126,11 @@ class Bptt {
              carry_h.cwiseProduct((Vector::Ones(n) - p.theta.cwiseProduct(k.psi)));
         grad.theta += -gy.cwiseProduct(k.c).cwiseProduct(k.psi) +
                       carry_h.cwiseProduct(p.theta.cwiseProduct(k.psi) - k.o);
+        if (G_events) {
+          const Vector go = G_events->row(t).transpose();
+          gc += go.cwiseProduct(k.psi);
+          grad.theta -= go.cwiseProduct(k.psi);
+        }
       } else {
         gc = gy + carry_h;
       }
@@ -134,10 +159,6 @@ class Bptt {
     return grad;
   }
 
-  /// dL/dc_0 of the last backward().
-  const Vector& initial_state_gradient() const { return initial_state_grad_; }
-
- private:
   Cell cell_;
   ParameterMask mask_;
   bool masked_ = false;

@@ -60,6 +60,7 @@ class Rtrl {
     state_.setZero(n);
     initial_state_.setZero(n);
     dL_dc_.setZero(n);
+    theta_direct_.setZero(n);
     c_psi_.setZero(n);
     build(InfluenceLayout(mask_, cell_.events()));
     M_.setZero();
@@ -173,26 +174,28 @@ class Rtrl {
   template <typename G>
   void accumulate_gradient(const Eigen::MatrixBase<G>& dL_dy) {
     const char* where = "sparse_rtrl::Rtrl::accumulate_gradient()";
-    if (steps_ == 0)
-      throw std::logic_error(std::string(where) + ": call step() first: the loss is on y_t of a step");
-    detail::require_vector(where, "dL_dy", dL_dy, units());
-    detail::require_finite(where, "dL_dy", dL_dy);
-    const Index n = units();
-    std::uint64_t fma = 0;
-    for (Index i = 0; i < n; ++i) {
-      const Scalar gi = dL_dy(i) * cache_.s(i);
-      if (gi == Scalar(0)) continue;
-      grad_.noalias() += gi * M_.row(i).transpose();
-      fma += std::uint64_t(layout_.columns());
+    require_output_gradient(where, "dL_dy", dL_dy);
+    for (Index i = 0; i < units(); ++i) {
+      dL_dc_(i) = dL_dy(i) * cache_.s(i);
+      theta_direct_(i) = -dL_dy(i) * cache_.c(i) * cache_.psi(i);
     }
-    if (layout_.tracks_theta())
-      for (Index j = 0; j < n; ++j)
-        grad_(layout_.theta_column(j)) -= dL_dy(j) * cache_.c(j) * cache_.psi(j);
-    last_.readout_fma += fma;
-    total_.readout_fma += fma;
-    const std::uint64_t dense = std::uint64_t(n) * std::uint64_t(layout_.dense_columns());
-    last_.dense_readout_fma += dense;
-    total_.dense_readout_fma += dense;
+    read_out();
+  }
+
+  /// @brief The same for a loss on this step's output and on its events o_t (e.g. an activity
+  /// regulariser): dL/dc_t = dL/dy_t s_t + dL/do_t psi_t, and theta's direct term
+  /// -(dL/dy_t c_t + dL/do_t) psi_t, since do/dc = psi and do/dtheta = -psi under the surrogate.
+  /// In GRU mode the events are constant and dL/do_t contributes nothing.
+  template <typename G, typename GO>
+  void accumulate_gradient(const Eigen::MatrixBase<G>& dL_dy, const Eigen::MatrixBase<GO>& dL_do) {
+    const char* where = "sparse_rtrl::Rtrl::accumulate_gradient()";
+    require_output_gradient(where, "dL_dy", dL_dy);
+    require_output_gradient(where, "dL_do", dL_do);
+    for (Index i = 0; i < units(); ++i) {
+      dL_dc_(i) = dL_dy(i) * cache_.s(i) + dL_do(i) * cache_.psi(i);
+      theta_direct_(i) = -(dL_dy(i) * cache_.c(i) + dL_do(i)) * cache_.psi(i);
+    }
+    read_out();
   }
 
   /// The accumulated gradient, in parameter layout (pruned entries are zero).
@@ -239,6 +242,33 @@ class Rtrl {
     a_values_.resize(std::size_t(layout_.coupling_nonzeros()));
     position_.assign(std::size_t(n), -1);
     scratch_.resize(std::size_t(detail::propagation_scratch_size<Scalar>(n)));
+  }
+
+  template <typename G>
+  void require_output_gradient(const char* where, const char* name, const Eigen::MatrixBase<G>& g) const {
+    if (steps_ == 0)
+      throw std::logic_error(std::string(where) + ": call step() first: the loss is on y_t of a step");
+    detail::require_vector(where, name, g, units());
+    detail::require_finite(where, name, g);
+  }
+
+  /// gradient += (dL/dc_t)^T M_t over rows with dL/dc_t != 0, plus theta's direct term.
+  void read_out() {
+    const Index n = units();
+    std::uint64_t fma = 0;
+    for (Index i = 0; i < n; ++i) {
+      const Scalar gi = dL_dc_(i);
+      if (gi == Scalar(0)) continue;
+      grad_.noalias() += gi * M_.row(i).transpose();
+      fma += std::uint64_t(layout_.columns());
+    }
+    if (layout_.tracks_theta())
+      for (Index j = 0; j < n; ++j) grad_(layout_.theta_column(j)) += theta_direct_(j);
+    last_.readout_fma += fma;
+    total_.readout_fma += fma;
+    const std::uint64_t dense = std::uint64_t(n) * std::uint64_t(layout_.dense_columns());
+    last_.dense_readout_fma += dense;
+    total_.dense_readout_fma += dense;
   }
 
   void restart() {
@@ -337,7 +367,7 @@ class Rtrl {
   ParameterMask mask_;
   InfluenceLayout layout_;
   EgruStepCache<Scalar> cache_;
-  Vector state_, initial_state_, dL_dc_, c_psi_;
+  Vector state_, initial_state_, dL_dc_, theta_direct_, c_psi_;
   InfluenceMatrix M_;
   Vector grad_;
   detail::Coupling<Scalar> coupling_;
