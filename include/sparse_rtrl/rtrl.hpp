@@ -224,8 +224,9 @@ class Rtrl {
 
   /// M_t, n x P_kept, columns as layout() describes.
   const InfluenceMatrix& influence() const { return M_; }
-  /// Bytes held by the learning state: M plus the kernel's cache-sized scratch.
+  /// Bytes of the influence matrix M (n x P_kept scalars).
   std::size_t influence_bytes() const { return sizeof(Scalar) * std::size_t(M_.size()); }
+  /// Bytes of the kernel's cache-sized scratch (one per OpenMP thread when built with OpenMP).
   std::size_t scratch_bytes() const { return sizeof(Scalar) * scratch_.size(); }
 
   const WorkCounters& last_step_work() const { return last_; }
@@ -241,7 +242,8 @@ class Rtrl {
     coupling_.reserve(n, layout_.coupling_nonzeros());
     a_values_.resize(std::size_t(layout_.coupling_nonzeros()));
     position_.assign(std::size_t(n), -1);
-    scratch_.resize(std::size_t(detail::propagation_scratch_size<Scalar>(n)));
+    scratch_.resize(std::size_t(detail::propagation_max_threads()) *
+                    std::size_t(detail::propagation_scratch_size<Scalar>(n)));
   }
 
   template <typename G>

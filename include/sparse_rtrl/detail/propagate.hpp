@@ -21,6 +21,10 @@
 #include <cstring>
 #include <vector>
 
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
 namespace sparse_rtrl {
 namespace detail {
 
@@ -96,16 +100,16 @@ inline void prefetch_chunk(const Scalar* p) {
 #endif
 }
 
-/// M (row-major, n x P, leading dimension ld) <- diag(decay) M + C M[C.active].
-/// scratch must hold propagation_scratch_size<Scalar>(n) scalars.
+/// Columns [c_begin, c_end) of M (row-major, n rows, leading dimension ld) <- diag(decay) M +
+/// C M[C.active]. scratch must hold propagation_scratch_size<Scalar>(n) scalars.
 template <typename Scalar>
-void propagate_in_place(Scalar* M, Index n, Index P, Index ld, const Scalar* decay,
-                        const Coupling<Scalar>& C, Scalar* scratch) {
+void propagate_columns(Scalar* M, Index n, Index c_begin, Index c_end, Index ld, const Scalar* decay,
+                       const Coupling<Scalar>& C, Scalar* scratch) {
   const Index k = Index(C.active.size());
-  const Index tile = propagation_tile_width<Scalar>(k, P);
+  const Index tile = propagation_tile_width<Scalar>(k, c_end - c_begin);
   constexpr Index chunk = kChunk<Scalar>;
-  for (Index c0 = 0; c0 < P; c0 += tile) {
-    const Index w = std::min<Index>(tile, P - c0);
+  for (Index c0 = c_begin; c0 < c_end; c0 += tile) {
+    const Index w = std::min<Index>(tile, c_end - c0);
     for (Index a = 0; a < k; ++a)
       std::memcpy(scratch + a * tile, M + C.active[std::size_t(a)] * ld + c0, sizeof(Scalar) * std::size_t(w));
     const Index full = (w / chunk) * chunk;
@@ -127,6 +131,45 @@ void propagate_in_place(Scalar* M, Index n, Index P, Index ld, const Scalar* dec
                                                     entries, w - full);
     }
   }
+}
+
+/// Threads the kernel may use: OpenMP's maximum when the including program is compiled with
+/// OpenMP (-fopenmp), else 1.
+inline int propagation_max_threads() {
+#if defined(_OPENMP)
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+/// Below this many multiply-adds a step runs on one thread: a parallel region costs more.
+constexpr double kParallelMinFma = 2e6;
+
+/// M <- diag(decay) M + C M[C.active], in place, over all P columns. With OpenMP the columns are
+/// split into one contiguous, chunk-aligned range per thread; ranges share nothing but the
+/// read-only coupling, so threads never synchronise. scratch must hold
+/// propagation_max_threads() * propagation_scratch_size<Scalar>(n) scalars.
+template <typename Scalar>
+void propagate_in_place(Scalar* M, Index n, Index P, Index ld, const Scalar* decay,
+                        const Coupling<Scalar>& C, Scalar* scratch) {
+#if defined(_OPENMP)
+  const double fma = double(C.nnz() + n) * double(P);
+  const int threads = fma < kParallelMinFma ? 1 : propagation_max_threads();
+  if (threads > 1) {
+    const Index per_scratch = propagation_scratch_size<Scalar>(n);
+#pragma omp parallel num_threads(threads)
+    {
+      const Index t = omp_get_thread_num(), T = omp_get_num_threads();
+      const Index chunks = (P + kChunk<Scalar> - 1) / kChunk<Scalar>;
+      const Index begin = std::min<Index>(P, (chunks * t / T) * kChunk<Scalar>);
+      const Index end = std::min<Index>(P, (chunks * (t + 1) / T) * kChunk<Scalar>);
+      if (begin < end) propagate_columns(M, n, begin, end, ld, decay, C, scratch + t * per_scratch);
+    }
+    return;
+  }
+#endif
+  propagate_columns(M, n, Index(0), P, ld, decay, C, scratch);
 }
 
 }  // namespace detail
