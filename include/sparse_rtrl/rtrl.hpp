@@ -9,6 +9,7 @@
 
 #include <sparse_rtrl/config.hpp>
 #include <sparse_rtrl/detail/check.hpp>
+#include <sparse_rtrl/detail/immediate_jacobian.hpp>
 #include <sparse_rtrl/detail/propagate.hpp>
 #include <sparse_rtrl/egru_cell.hpp>
 #include <sparse_rtrl/influence_layout.hpp>
@@ -285,8 +286,7 @@ class Rtrl {
     if (!mask_.all_kept()) mask_.apply(cell_.parameters());
   }
 
-  /// A_t[i, j] = dr_i R_r[i, j] + dz_i R_z[i, j] + dg_i r_i R_g[i, j] on R's pattern, and the
-  /// compressed coupling A_t diag(s_{t-1}) over active source rows.
+  /// A_t on R's pattern (detail::coupling_entry), and the compressed coupling A_t diag(s_{t-1}) over active source rows.
   void build_coupling() {
     const Index n = units();
     const auto& R = cell_.parameters().R;
@@ -301,11 +301,10 @@ class Rtrl {
     }
     Index e = 0;
     for (Index i = 0; i < n; ++i) {
-      const Scalar dr = cache_.dc_dq(i), dz = cache_.dc_dq(n + i), dgr = cache_.dc_dq(2 * n + i);
       coupling_.row_ptr[std::size_t(i)] = e;
       for (Index p = ptr[std::size_t(i)]; p < ptr[std::size_t(i + 1)]; ++p) {
         const Index j = cols[std::size_t(p)];
-        const Scalar a = dr * R(i, j) + dz * R(n + i, j) + dgr * R(2 * n + i, j);
+        const Scalar a = detail::coupling_entry(R, cache_, n, i, j);
         a_values_[std::size_t(p)] = a;
         const Index pos = position_[std::size_t(j)];
         if (pos >= 0) {
@@ -325,38 +324,17 @@ class Rtrl {
   /// presynaptic units (y_{t-1, j} = 0) contribute nothing and are skipped.
   void add_immediate_jacobian() {
     const Index n = units();
-    for (Index i = 0; i < n; ++i) {
-      Scalar* row = M_.data() + i * M_.cols();
-      for (int gate = 0; gate < 3; ++gate) {
-        const Index rr = gate * n + i;
-        const Scalar ca = cache_.dc_da(rr);
-        const Scalar cq = cache_.dc_dq(rr);
-        Scalar* col = row + layout_.group_begin(i, gate);
-        const Index nw = layout_.w_count(rr);
-        const Index* wk = layout_.w_inputs(rr);
-        for (Index e = 0; e < nw; ++e) col[e] += ca * cache_.x(wk[e]);
-        col += nw;
-        const Index nr = layout_.r_count(rr);
-        const Index* rj = layout_.r_inputs(rr);
-        for (Index e = 0; e < nr; ++e) {
-          const Scalar y = cache_.y_prev(rj[e]);
-          if (y != Scalar(0)) col[e] += cq * y;
-        }
-        col += nr;
-        col[0] += ca;  // bW
-        col[1] += cq;  // bR
-      }
-    }
+    for (Index i = 0; i < n; ++i)
+      detail::add_unit_immediate_jacobian(layout_, cache_, i, M_.data() + i * M_.cols() + layout_.unit_begin(i));
     if (!layout_.tracks_theta()) return;
-    // Thresholds act through h_{t-1} (diagonal: dh/dtheta = theta psi - o) and y_{t-1}
-    // (dy/dtheta = -c psi, spread by A_t's column).
+    // Thresholds act through h_{t-1} (the diagonal) and y_{t-1} (dy/dtheta = -c psi, spread by
+    // A_t's column).
     const auto& ptr = layout_.coupling_row_ptr();
     const auto& cols = layout_.coupling_cols();
     const auto& theta = cell_.parameters().theta;
     for (Index i = 0; i < n; ++i) {
       Scalar* row = M_.data() + i * M_.cols();
-      row[layout_.theta_column(i)] +=
-          cache_.z(i) * (theta(i) * cache_.psi_prev(i) - cache_.o_prev(i));
+      row[layout_.theta_column(i)] += detail::threshold_reset_entry(cache_, theta, i);
       for (Index p = ptr[std::size_t(i)]; p < ptr[std::size_t(i + 1)]; ++p) {
         const Index j = cols[std::size_t(p)];
         if (c_psi_(j) != Scalar(0)) row[layout_.theta_column(j)] -= a_values_[std::size_t(p)] * c_psi_(j);

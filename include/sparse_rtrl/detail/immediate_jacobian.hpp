@@ -1,0 +1,59 @@
+/// @file detail/immediate_jacobian.hpp
+/// @brief Pieces of one RTRL step shared by the exact learner and SnAp: the coupling
+///        A_t = dc_t/dy_{t-1} and the immediate Jacobian Mbar_t (model.md, "RTRL").
+#pragma once
+#ifndef SPARSE_RTRL_INTERNAL_INCLUDE_OK
+#error "sparse_rtrl/detail/* is internal: include <sparse_rtrl/sparse_rtrl.hpp> instead."
+#endif
+
+#include <sparse_rtrl/egru_cell.hpp>
+#include <sparse_rtrl/influence_layout.hpp>
+
+namespace sparse_rtrl {
+namespace detail {
+
+/// A_t[i, j] = dr_i R_r[i, j] + dz_i R_z[i, j] + dg_i r_i R_g[i, j]: the reset gate multiplies
+/// R_g y after the product, so its coefficient carries r_i (cache.dc_dq holds all three).
+template <typename Scalar, typename RMatrix>
+inline Scalar coupling_entry(const RMatrix& R, const EgruStepCache<Scalar>& cache, Index n, Index i, Index j) {
+  return cache.dc_dq(i) * R(i, j) + cache.dc_dq(n + i) * R(n + i, j) + cache.dc_dq(2 * n + i) * R(2 * n + i, j);
+}
+
+/// Adds Mbar_t's entries for the weights and biases feeding `unit` to `segment`, which points
+/// at column layout.unit_begin(unit) of the row holding dc_{t, unit}/d(.): those columns have no
+/// other nonzero. Recurrent weights from silent presynaptic units (y_{t-1, j} = 0) are skipped.
+template <typename Scalar>
+inline void add_unit_immediate_jacobian(const InfluenceLayout& layout, const EgruStepCache<Scalar>& cache,
+                                        Index unit, Scalar* segment) {
+  const Index n = layout.units();
+  const Index begin = layout.unit_begin(unit);
+  for (int gate = 0; gate < 3; ++gate) {
+    const Index rr = gate * n + unit;
+    const Scalar ca = cache.dc_da(rr);
+    const Scalar cq = cache.dc_dq(rr);
+    Scalar* col = segment + (layout.group_begin(unit, gate) - begin);
+    const Index nw = layout.w_count(rr);
+    const Index* wk = layout.w_inputs(rr);
+    for (Index e = 0; e < nw; ++e) col[e] += ca * cache.x(wk[e]);
+    col += nw;
+    const Index nr = layout.r_count(rr);
+    const Index* rj = layout.r_inputs(rr);
+    for (Index e = 0; e < nr; ++e) {
+      const Scalar y = cache.y_prev(rj[e]);
+      if (y != Scalar(0)) col[e] += cq * y;
+    }
+    col += nr;
+    col[0] += ca;  // bW
+    col[1] += cq;  // bR
+  }
+}
+
+/// Diagonal part of Mbar_t for theta_i: theta acts on c_t through the soft reset
+/// h = c - o theta, dh/dtheta = theta psi - o (the off-diagonal part is -A_t[:, i] c psi).
+template <typename Scalar, typename Theta>
+inline Scalar threshold_reset_entry(const EgruStepCache<Scalar>& cache, const Theta& theta, Index i) {
+  return cache.z(i) * (theta(i) * cache.psi_prev(i) - cache.o_prev(i));
+}
+
+}  // namespace detail
+}  // namespace sparse_rtrl
