@@ -14,3 +14,4 @@
 #include <sparse_rtrl/work_counters.hpp>
 #include <sparse_rtrl/rtrl.hpp>
 #include <sparse_rtrl/bptt.hpp>
+#include <sparse_rtrl/snap.hpp>
