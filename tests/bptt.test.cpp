@@ -176,3 +176,34 @@ TEST_CASE("BPTT rejects bad input", "[bptt][errors]") {
   b.forward(Mat<double>::Zero(4, 2));
   REQUIRE_THROWS_WITH(b.backward(Mat<double>::Zero(5, 3)), Contains("G must be 4 x 3"));
 }
+
+TEMPLATE_TEST_CASE("Event-sparse BPTT equals dense BPTT and does less work", "[bptt][sparse]", float, double) {
+  using S = TestType;
+  const Index n = 24, d = 4, T = 200;
+  const auto mask = ParameterMask::random(n, d, 1.0, 0.5, 91);
+  EgruCell<S> cell(test::firing_parameters<S>(n, d, 92), CellOptions{true}, TriangularSurrogate<S>(S(1), S(0.2)));
+  const Mat<S> X = test::random_matrix<S>(T, d, 93), G = test::random_matrix<S>(T, n, 94);
+  Bptt<S> dense(cell, mask), sparse(cell, mask, BpttOptions{true});
+  const Mat<S> Yd = dense.forward(X);
+  const Mat<S> Ys = sparse.forward(X);
+  CHECK(test::relative_error(Ys, Yd) == 0.0);  // skipping exact zeros changes no bit
+  const auto gd = dense.backward(G);
+  const auto gs = sparse.backward(G);
+  CHECK(test::relative_error(gs, gd) <= test::Tolerance<S>::gradient);
+  // Independent count of the columns the sparse pass must touch.
+  std::uint64_t events = 0, needed = 0;
+  for (Index t = 0; t < T; ++t) {
+    const auto& k = sparse.step_cache(t);
+    for (Index j = 0; j < n; ++j) {
+      events += k.y_prev(j) != S(0);
+      needed += k.s_prev(j) != S(0) || k.c_prev(j) * k.psi_prev(j) != S(0);
+    }
+  }
+  const auto& w = sparse.work();
+  CHECK(w.forward_fma == 3 * std::uint64_t(n) * (std::uint64_t(T * d) + events));
+  CHECK(w.backward_fma == 3 * std::uint64_t(n) * (std::uint64_t(T * d) + events + needed));
+  CHECK(w.forward_fma < w.dense_forward_fma);
+  CHECK(w.backward_fma < w.dense_backward_fma);
+  CHECK(dense.work().backward_fma == dense.work().dense_backward_fma);
+  CHECK(sparse.history_bytes() == std::size_t(T) * sizeof(S) * std::size_t(d + 15 * n + 4 * 3 * n));  // x, 15 n-vectors, 4 3n-vectors
+}

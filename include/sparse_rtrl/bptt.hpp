@@ -18,10 +18,27 @@
 
 #include <Eigen/Core>
 
+#include <cstdint>
 #include <stdexcept>
 #include <vector>
 
 namespace sparse_rtrl {
+
+/// @brief Options of BPTT.
+struct BpttOptions {
+  /// Exploit events (exact): the forward product R y_{t-1} reads only columns of units with
+  /// events, the weight gradient's outer product only those columns, and dL/dy_{t-1} = R^T e_q
+  /// is computed only for units with s_{t-1} != 0 (or c psi != 0), the others being multiplied
+  /// by zero. false: dense BPTT.
+  bool exploit_events = false;
+};
+
+/// @brief Multiply-adds of BPTT's matrix products, per run (forward + backward).
+struct BpttWork {
+  std::uint64_t steps = 0;
+  std::uint64_t forward_fma = 0, dense_forward_fma = 0;    ///< R y_{t-1} (and W x_t)
+  std::uint64_t backward_fma = 0, dense_backward_fma = 0;  ///< gW, gR outer products and R^T e_q
+};
 
 /// @brief BPTT for the EGRU. forward() stores the sequence's caches; backward() returns dL/dparams
 /// for a loss given as dL/dy_t at every step (rows of zeros where a step has no loss).
@@ -33,11 +50,12 @@ class Bptt {
   using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
   using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
 
-  explicit Bptt(Cell cell) : cell_(std::move(cell)) {}
+  explicit Bptt(Cell cell, BpttOptions options = {}) : cell_(std::move(cell)), options_(options) {}
 
   /// With pruned weights: masked weights of the cell are set to zero, and their gradient
   /// entries are reported as zero (a pruned weight has no gradient).
-  Bptt(Cell cell, const ParameterMask& mask) : cell_(std::move(cell)), mask_(mask), masked_(true) {
+  Bptt(Cell cell, const ParameterMask& mask, BpttOptions options = {})
+      : cell_(std::move(cell)), options_(options), mask_(mask), masked_(true) {
     mask_.require_matches(cell_.parameters(), "sparse_rtrl::Bptt::Bptt()");
     mask_.apply(cell_.parameters());
   }
@@ -69,10 +87,17 @@ class Bptt {
     length_ = T;
     Y_.resize(T, units());
     Vector c = c0;
+    const bool sparse = options_.exploit_events && cell_.events();
+    work_ = BpttWork{};
+    work_.steps = std::uint64_t(T);
+    const std::uint64_t n3 = 3 * std::uint64_t(units());
     for (Index t = 0; t < T; ++t) {
       auto& cache = caches_[std::size_t(t)];
       cache.resize(units(), inputs());
-      cell_.forward(c, X_seq.row(t), cache);
+      cell_.forward(c, X_seq.row(t), cache, sparse);
+      const std::uint64_t events = sparse ? std::uint64_t((cache.y_prev.array() != Scalar(0)).count()) : std::uint64_t(units());
+      work_.forward_fma += n3 * (std::uint64_t(inputs()) + events);
+      work_.dense_forward_fma += n3 * std::uint64_t(inputs() + units());
       c = cache.c;
       Y_.row(t) = cache.y.transpose();
     }
@@ -102,6 +127,21 @@ class Bptt {
     return backward_impl(G_seq, &events);
   }
 
+  /// Work of the last forward() and backward().
+  const BpttWork& work() const { return work_; }
+  const BpttOptions& options() const { return options_; }
+  /// Bytes of the stored history of the last forward() (what BPTT keeps that RTRL does not).
+  std::size_t history_bytes() const {
+    std::size_t per_step = 0;
+    if (length_ > 0) {
+      const auto& k = caches_[0];
+      for (const Vector* v : {&k.x, &k.c_prev, &k.o_prev, &k.y_prev, &k.h_prev, &k.psi_prev, &k.s_prev, &k.a, &k.q, &k.r,
+                              &k.z, &k.g, &k.c, &k.o, &k.y, &k.psi, &k.s, &k.dc_da, &k.dc_dq, &k.decay})
+        per_step += sizeof(Scalar) * std::size_t(v->size());
+    }
+    return per_step * std::size_t(length_);
+  }
+
   /// dL/dc_0 of the last backward().
   const Vector& initial_state_gradient() const { return initial_state_grad_; }
 
@@ -115,6 +155,8 @@ class Bptt {
     const Index n = units();
     const auto& p = cell_.parameters();
     const bool events = cell_.events();
+    const bool sparse = options_.exploit_events && events;
+    work_.backward_fma = work_.dense_backward_fma = 0;
     Parameters grad(n, inputs());
     Vector carry_y = Vector::Zero(n), carry_h = Vector::Zero(n);
     Vector gc(n), e_a(3 * n), e_q(3 * n);
@@ -140,9 +182,27 @@ class Bptt {
       }
       grad.W.noalias() += e_a * k.x.transpose();
       grad.bW += e_a;
-      grad.R.noalias() += e_q * k.y_prev.transpose();
       grad.bR += e_q;
-      carry_y.noalias() = p.R.transpose() * e_q;
+      const std::uint64_t n3 = 3 * std::uint64_t(n);
+      work_.dense_backward_fma += n3 * std::uint64_t(inputs() + 2 * n);
+      if (sparse) {
+        std::uint64_t used = 0;
+        for (Index j = 0; j < n; ++j) {
+          if (k.y_prev(j) != Scalar(0)) {  // silent presynaptic unit: zero column of y^T
+            grad.R.col(j) += e_q * k.y_prev(j);
+            ++used;
+          }
+          // dL/dy_{t-1, j} is only ever multiplied by s_{t-1, j} and c_{t-1, j} psi_{t-1, j}.
+          const bool needed = k.s_prev(j) != Scalar(0) || k.c_prev(j) * k.psi_prev(j) != Scalar(0);
+          carry_y(j) = needed ? p.R.col(j).dot(e_q) : Scalar(0);
+          used += needed;
+        }
+        work_.backward_fma += n3 * (std::uint64_t(inputs()) + used);
+      } else {
+        grad.R.noalias() += e_q * k.y_prev.transpose();
+        carry_y.noalias() = p.R.transpose() * e_q;
+        work_.backward_fma += n3 * std::uint64_t(inputs() + 2 * n);
+      }
       carry_h = gc.cwiseProduct(k.z);
     }
     if (masked_) mask_.apply(grad);
@@ -160,6 +220,8 @@ class Bptt {
   }
 
   Cell cell_;
+  BpttOptions options_;
+  BpttWork work_;
   ParameterMask mask_;
   bool masked_ = false;
   std::vector<EgruStepCache<Scalar>> caches_;

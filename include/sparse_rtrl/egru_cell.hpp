@@ -123,9 +123,11 @@ class EgruCell {
   /// @brief One step from c_prev with input x (a row or column vector of size d).
   /// Fills @p cache (which must have been resize()d to this cell's sizes); allocates nothing.
   /// Inputs are trusted here: the learners validate user input before calling.
+  /// @param event_sparse compute R y_{t-1} from the columns of units with events only (the
+  ///        same value; the EGRU's forward saving). Off: one dense matrix-vector product.
   template <typename CP, typename X>
   void forward(const Eigen::MatrixBase<CP>& c_prev, const Eigen::MatrixBase<X>& x,
-               Cache& cache) const {
+               Cache& cache, bool event_sparse = false) const {
     const Index n = units();
     const Index d = inputs();
     SPARSE_RTRL_ASSERT(cache.c.size() == n && cache.x.size() == d);
@@ -139,8 +141,13 @@ class EgruCell {
 
     cache.a.noalias() = params_.W * cache.x;
     cache.a += params_.bW;
-    cache.q.noalias() = params_.R * cache.y_prev;
-    cache.q += params_.bR;
+    // Column by column in both modes: skipping a column with y_j = 0 only skips adding exact
+    // zeros, so the event-sparse and the dense product are bitwise identical and every learner
+    // sees the same forward pass.
+    const bool skip = event_sparse && options_.events;
+    cache.q = params_.bR;
+    for (Index j = 0; j < n; ++j)
+      if (!skip || cache.y_prev(j) != Scalar(0)) cache.q += params_.R.col(j) * cache.y_prev(j);
 
     for (Index i = 0; i < n; ++i) {
       const Scalar r = sigmoid(cache.a(i) + cache.q(i));

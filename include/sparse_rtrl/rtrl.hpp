@@ -139,7 +139,7 @@ class Rtrl {
     detail::require_vector(where, "x", x, inputs());
     detail::require_finite(where, "x", x);
     enforce_mask();
-    cell_.forward(state_, x, cache_);
+    cell_.forward(state_, x, cache_, /*event_sparse=*/options_.skip_silent_rows);
     const Index n = units();
     const Index P = layout_.columns();
 

@@ -15,3 +15,7 @@
 #include <sparse_rtrl/rtrl.hpp>
 #include <sparse_rtrl/bptt.hpp>
 #include <sparse_rtrl/snap.hpp>
+#include <sparse_rtrl/readout.hpp>
+#include <sparse_rtrl/loss.hpp>
+#include <sparse_rtrl/optimizer.hpp>
+#include <sparse_rtrl/pruning.hpp>

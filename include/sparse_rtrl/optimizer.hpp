@@ -1,0 +1,498 @@
+/// @file optimizer.hpp
+/// @brief First-order optimizers for EgruParameters and ReadoutParameters: SGD with momentum
+///        (optionally Nesterov), Adam, AdamW, and global gradient-norm clipping.
+///
+/// Update rules (elementwise; the same as torch.optim with default flags, so hyper-parameters
+/// carry over):
+///   Sgd:   g' = g + wd p;  buf = mu buf + g';  p -= lr (nesterov ? g' + mu buf : buf)   (mu = 0: p -= lr g')
+///   Adam:  g' = g + wd p;  m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2;
+///          p -= lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+///   AdamW: p *= 1 - lr wd (decoupled decay, Loshchilov & Hutter 2019), then Adam with wd = 0.
+/// Weight decay applies to the weight matrices W, R and the readout's V only, never to biases or
+/// to the thresholds theta: decaying theta towards zero would change which units fire.
+///
+/// One optimizer object holds the state (moments, step count t) of ONE parameter set: use one
+/// for the EGRU and another for the readout. The state is created at the first step() from the
+/// set's shapes; a later step() on a set of other shapes throws (reset() forgets the state).
+///
+/// Masks: step(params, grad, mask) keeps every pruned entry of W and R at exactly zero after the
+/// update, and zeroes its moments too, so a weight revived later starts from a clean state.
+/// Pass Rtrl::mask() after every Rtrl::set_mask() (pruning.hpp).
+///
+/// When to update: every k steps (k = 1 is fully online learning), or at the end of a sequence.
+///
+///     Adam<float> adam_cell(AdamOptions<float>{1e-3f}), adam_out(AdamOptions<float>{1e-3f});
+///     EgruParameters<float> g;
+///     for (Index t = 0; t < T; ++t) {
+///       rtrl.step(x.row(t));
+///       ... loss on this step (loss.hpp): readout.backward(...); rtrl.accumulate_gradient(dL_dy);
+///       if ((t + 1) % k == 0) {                       // or: if (t == T - 1)
+///         rtrl.gradient(g);                           // sum of the losses since the last update
+///         clip_gradient_norm(1.0f, g, readout.gradient());  // optional; global over both sets
+///         adam_cell.step(rtrl.cell().parameters(), g, rtrl.mask());
+///         adam_out.step(readout);
+///         rtrl.zero_gradient();
+///         readout.zero_gradient();
+///       }
+///     }
+///
+/// Updating at the end of each sequence gives the exact gradient of that sequence's loss (equal
+/// to BPTT's). With k shorter than the sequence, M keeps carrying Jacobians of earlier parameter
+/// values: that is the usual online-RTRL approximation (Williams & Zipser 1989), good for small
+/// learning rates, and it is what makes learning without a sequence end possible at all.
+#pragma once
+
+#include <sparse_rtrl/config.hpp>
+#include <sparse_rtrl/detail/check.hpp>
+#include <sparse_rtrl/egru_parameters.hpp>
+#include <sparse_rtrl/parameter_mask.hpp>
+#include <sparse_rtrl/readout.hpp>
+
+#include <Eigen/Core>
+
+#include <array>
+#include <cmath>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace sparse_rtrl {
+
+namespace detail {
+
+/// A tensor of a parameter set seen as contiguous column-major storage.
+template <typename T>
+struct TensorView {
+  T* data;
+  Index rows;
+  Index cols;
+  const char* name;
+  bool is_weight;  ///< weight decay applies (weight matrices only)
+  Index size() const { return rows * cols; }
+};
+
+/// Which types optimizers can update, and how to see them as a list of tensors.
+template <typename Set>
+struct ParameterSetTraits {
+  static constexpr bool known = false;
+  using Scalar = void;
+};
+
+template <typename S>
+struct ParameterSetTraits<EgruParameters<S>> {
+  static constexpr bool known = true;
+  using Scalar = S;
+  static constexpr std::size_t count = 5;
+  static constexpr const char* name = "EgruParameters";
+  template <typename P>
+  static auto views(P& p) {
+    using T = std::remove_reference_t<decltype(*p.W.data())>;
+    return std::array<TensorView<T>, count>{{{p.W.data(), p.W.rows(), p.W.cols(), "W", true},
+                                             {p.R.data(), p.R.rows(), p.R.cols(), "R", true},
+                                             {p.bW.data(), p.bW.rows(), 1, "bW", false},
+                                             {p.bR.data(), p.bR.rows(), 1, "bR", false},
+                                             {p.theta.data(), p.theta.rows(), 1, "theta", false}}};
+  }
+};
+
+template <typename S>
+struct ParameterSetTraits<ReadoutParameters<S>> {
+  static constexpr bool known = true;
+  using Scalar = S;
+  static constexpr std::size_t count = 2;
+  static constexpr const char* name = "ReadoutParameters";
+  template <typename P>
+  static auto views(P& p) {
+    using T = std::remove_reference_t<decltype(*p.V.data())>;
+    return std::array<TensorView<T>, count>{{{p.V.data(), p.V.rows(), p.V.cols(), "V", true},
+                                             {p.b.data(), p.b.rows(), 1, "b", false}}};
+  }
+};
+
+template <typename Set, typename Scalar>
+constexpr void check_parameter_set() {
+  static_assert(ParameterSetTraits<Set>::known,
+                "sparse_rtrl optimizers update EgruParameters<Scalar> or ReadoutParameters<Scalar> "
+                "(pass readout.parameters(), or the LinearReadout itself)");
+  static_assert(std::is_same<typename ParameterSetTraits<Set>::Scalar, Scalar>::value,
+                "sparse_rtrl optimizers: the parameter set's scalar type must be the optimizer's");
+}
+
+inline void require_option(const char* where, const char* name, double value, bool ok,
+                           const char* expected) {
+  if (!ok) {
+    std::ostringstream s;
+    s << "options." << name << " must be " << expected << ", received " << value;
+    fail(where, s.str());
+  }
+}
+
+inline bool positive_finite(double v) { return std::isfinite(v) && v > 0.0; }
+inline bool nonnegative_finite(double v) { return std::isfinite(v) && v >= 0.0; }
+inline bool unit_interval_open_right(double v) { return v >= 0.0 && v < 1.0; }
+
+/// Shared machinery: per-tensor state created at the first step, validation of every input
+/// before anything is written (bad input leaves parameters and state unchanged), masks.
+template <typename Scalar>
+class OptimizerState {
+ public:
+  using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+
+  /// Number of step() calls since construction or reset(): Adam's t.
+  Index steps() const { return steps_; }
+  /// Forgets the state (moments and step count): the next step() may be on any parameter set.
+  void reset() {
+    first_.clear();
+    second_.clear();
+    shapes_.clear();
+    set_name_ = nullptr;
+    steps_ = 0;
+  }
+
+ protected:
+  explicit OptimizerState(bool two_moments) : two_moments_(two_moments) {}
+
+  /// State tensor @p tensor of @p moments, shaped like the parameter tensor.
+  Eigen::Map<const Matrix> state_tensor(const std::vector<Vector>& moments, Index tensor,
+                                        const char* where) const {
+    if (tensor < 0 || tensor >= Index(moments.size())) {
+      std::ostringstream s;
+      s << where << ": tensor must be in [0, " << moments.size() << ")"
+        << (moments.empty() ? " (no state before the first step())" : "") << ", received " << tensor;
+      throw std::out_of_range(s.str());
+    }
+    const auto& shape = shapes_[std::size_t(tensor)];
+    return Eigen::Map<const Matrix>(moments[std::size_t(tensor)].data(), shape.first, shape.second);
+  }
+
+  /// Validates, creates or checks the state, then calls rule(p, g, first, second, is_weight) on
+  /// every kept entry; pruned entries (keep[k] == false) get p = first = second = 0.
+  template <typename Set, typename Rule>
+  void run(const char* where, Set& params, const Set& grad,
+           const std::array<const bool*, detail::ParameterSetTraits<Set>::count>& keep, Rule&& rule) {
+    using Traits = ParameterSetTraits<Set>;
+    params.validate(where);
+    const auto pv = Traits::views(params);
+    const auto gv = Traits::views(grad);
+    for (std::size_t k = 0; k < Traits::count; ++k) {
+      const std::string name = std::string("grad.") + gv[k].name;
+      if (gv[k].rows != pv[k].rows || gv[k].cols != pv[k].cols)
+        fail(where, name + " must be " + shape_string(pv[k].rows, pv[k].cols) + " like params." +
+                        pv[k].name + ", received " + shape_string(gv[k].rows, gv[k].cols));
+      require_finite(where, name.c_str(),
+                     Eigen::Map<const Matrix>(gv[k].data, gv[k].rows, gv[k].cols));
+    }
+    if (first_.empty()) {
+      for (std::size_t k = 0; k < Traits::count; ++k) {
+        shapes_.emplace_back(pv[k].rows, pv[k].cols);
+        first_.push_back(Vector::Zero(pv[k].size()));
+        if (two_moments_) second_.push_back(Vector::Zero(pv[k].size()));
+      }
+      set_name_ = Traits::name;
+    } else {
+      if (std::string(set_name_) != Traits::name)
+        fail(where, std::string("this optimizer holds the state of ") + set_name_ + ", received " +
+                        Traits::name + ": use one optimizer per parameter set, or call reset() first");
+      for (std::size_t k = 0; k < Traits::count; ++k)
+        if (shapes_[k].first != pv[k].rows || shapes_[k].second != pv[k].cols)
+          fail(where, std::string("this optimizer's state is for ") + pv[k].name + " of shape " +
+                          shape_string(shapes_[k].first, shapes_[k].second) + ", received " +
+                          shape_string(pv[k].rows, pv[k].cols) +
+                          ": use one optimizer per parameter set, or call reset() first");
+    }
+    ++steps_;
+    for (std::size_t k = 0; k < Traits::count; ++k) {
+      Scalar* p = pv[k].data;
+      const Scalar* g = gv[k].data;
+      Scalar* m = first_[k].data();
+      Scalar* v = two_moments_ ? second_[k].data() : nullptr;
+      const bool* kept = keep[k];
+      const bool decays = pv[k].is_weight;
+      const Index size = pv[k].size();
+      Scalar unused(0);
+      for (Index i = 0; i < size; ++i) {
+        if (kept && !kept[i]) {
+          p[i] = Scalar(0);
+          m[i] = Scalar(0);
+          if (v) v[i] = Scalar(0);
+          continue;
+        }
+        rule(p[i], g[i], m[i], v ? v[i] : unused, decays);
+      }
+    }
+  }
+
+  template <typename Set>
+  static std::array<const bool*, ParameterSetTraits<Set>::count> no_mask() {
+    std::array<const bool*, ParameterSetTraits<Set>::count> keep{};
+    keep.fill(nullptr);
+    return keep;
+  }
+
+  /// W and R follow the mask's BoolMatrix storage (column-major, like Eigen's default Matrix).
+  template <typename S>
+  static std::array<const bool*, 5> egru_mask(const ParameterMask& mask, const EgruParameters<S>& params,
+                                              const char* where) {
+    mask.require_matches(params, where);
+    return {{mask.W().data(), mask.R().data(), nullptr, nullptr, nullptr}};
+  }
+
+  std::vector<Vector> first_, second_;
+
+ private:
+  bool two_moments_;
+  std::vector<std::pair<Index, Index>> shapes_;
+  const char* set_name_ = nullptr;
+  Index steps_ = 0;
+};
+
+}  // namespace detail
+
+/// @brief Options of Sgd (torch.optim.SGD's meaning; dampening is always 0).
+template <typename Scalar>
+struct SgdOptions {
+  Scalar learning_rate = Scalar(0.01);  ///< lr > 0
+  Scalar momentum = Scalar(0);          ///< mu in [0, 1); 0 is plain SGD
+  bool nesterov = false;                ///< Nesterov momentum (needs momentum > 0)
+  Scalar weight_decay = Scalar(0);      ///< L2 coefficient wd >= 0, added to the gradient of W, R, V
+};
+
+/// @brief Stochastic gradient descent with optional (Nesterov) momentum.
+/// @tparam Scalar float or double (the parameter sets' scalar).
+template <typename Scalar>
+class Sgd : public detail::OptimizerState<Scalar> {
+  using Base = detail::OptimizerState<Scalar>;
+
+ public:
+  using Options = SgdOptions<Scalar>;
+
+  /// @brief Validates the options (std::invalid_argument naming the option and its value).
+  explicit Sgd(const Options& options = {}) : Base(false), options_(options) {
+    const char* where = "sparse_rtrl::Sgd::Sgd()";
+    detail::require_option(where, "learning_rate", double(options.learning_rate),
+                           detail::positive_finite(double(options.learning_rate)), "> 0 and finite");
+    detail::require_option(where, "momentum", double(options.momentum),
+                           detail::unit_interval_open_right(double(options.momentum)), "in [0, 1)");
+    detail::require_option(where, "weight_decay", double(options.weight_decay),
+                           detail::nonnegative_finite(double(options.weight_decay)), ">= 0 and finite");
+    if (options.nesterov && !(options.momentum > Scalar(0)))
+      detail::require_option(where, "momentum", double(options.momentum), false,
+                             "> 0 when options.nesterov is true");
+  }
+
+  const Options& options() const { return options_; }
+  Scalar learning_rate() const { return options_.learning_rate; }
+  /// For learning-rate schedules; must be > 0 and finite.
+  void set_learning_rate(Scalar learning_rate) {
+    detail::require_option("sparse_rtrl::Sgd::set_learning_rate()", "learning_rate", double(learning_rate),
+                           detail::positive_finite(double(learning_rate)), "> 0 and finite");
+    options_.learning_rate = learning_rate;
+  }
+
+  /// @brief One update of @p params (EgruParameters or ReadoutParameters) from @p grad (same
+  /// shapes, finite). Bad input throws and leaves params and state unchanged.
+  template <typename Set>
+  void step(Set& params, const Set& grad) {
+    detail::check_parameter_set<Set, Scalar>();
+    this->run("sparse_rtrl::Sgd::step()", params, grad, Base::template no_mask<Set>(), rule());
+  }
+  /// @brief The same with pruned weights: masked entries of W and R (and their momentum) are
+  /// exactly zero afterwards, whatever grad holds there.
+  void step(EgruParameters<Scalar>& params, const EgruParameters<Scalar>& grad, const ParameterMask& mask) {
+    const char* where = "sparse_rtrl::Sgd::step()";
+    this->run(where, params, grad, Base::egru_mask(mask, params, where), rule());
+  }
+  /// @brief Updates a readout from its accumulated gradient (does not zero the gradient).
+  void step(LinearReadout<Scalar>& readout) { step(readout.parameters(), readout.gradient()); }
+
+  /// @brief The momentum buffer of tensor @p tensor, shaped like it; tensors in the set's order
+  /// (W, R, bW, bR, theta or V, b). Throws std::out_of_range before the first step().
+  Eigen::Map<const typename Base::Matrix> velocity(Index tensor) const {
+    return this->state_tensor(this->first_, tensor, "sparse_rtrl::Sgd::velocity()");
+  }
+
+ private:
+  auto rule() const {
+    const Scalar lr = options_.learning_rate, mu = options_.momentum, wd = options_.weight_decay;
+    const bool nesterov = options_.nesterov;
+    return [lr, mu, wd, nesterov](Scalar& p, Scalar g, Scalar& buf, Scalar&, bool decays) {
+      if (decays) g += wd * p;
+      Scalar d = g;
+      if (mu != Scalar(0)) {
+        buf = mu * buf + g;
+        d = nesterov ? g + mu * buf : buf;
+      }
+      p -= lr * d;
+    };
+  }
+
+  Options options_;
+};
+
+/// @brief Options of Adam (torch.optim.Adam's meaning: weight decay is an L2 term added to the
+///        gradient, i.e. coupled with the moments).
+template <typename Scalar>
+struct AdamOptions {
+  Scalar learning_rate = Scalar(1e-3);  ///< lr > 0
+  Scalar beta1 = Scalar(0.9);           ///< first-moment decay, in [0, 1)
+  Scalar beta2 = Scalar(0.999);         ///< second-moment decay, in [0, 1)
+  Scalar eps = Scalar(1e-8);            ///< > 0, added to sqrt(v_hat)
+  Scalar weight_decay = Scalar(0);      ///< L2 coefficient >= 0 on W, R, V
+};
+
+/// @brief Options of AdamW (torch.optim.AdamW's meaning and default weight decay 0.01).
+template <typename Scalar>
+struct AdamWOptions {
+  Scalar learning_rate = Scalar(1e-3);  ///< lr > 0
+  Scalar beta1 = Scalar(0.9);           ///< first-moment decay, in [0, 1)
+  Scalar beta2 = Scalar(0.999);         ///< second-moment decay, in [0, 1)
+  Scalar eps = Scalar(1e-8);            ///< > 0, added to sqrt(v_hat)
+  Scalar weight_decay = Scalar(0.01);   ///< decoupled decay >= 0 on W, R, V: p *= 1 - lr wd
+};
+
+/// @brief Adam (Kingma & Ba 2015) and, with Decoupled = true, AdamW. Use the aliases Adam and
+/// AdamW.
+/// @tparam Scalar float or double (the parameter sets' scalar).
+/// @tparam Decoupled false: L2 weight decay in the gradient; true: decoupled weight decay.
+template <typename Scalar, bool Decoupled>
+class AdamType : public detail::OptimizerState<Scalar> {
+  using Base = detail::OptimizerState<Scalar>;
+
+ public:
+  using Options = std::conditional_t<Decoupled, AdamWOptions<Scalar>, AdamOptions<Scalar>>;
+
+  /// @brief Validates the options (std::invalid_argument naming the option and its value).
+  explicit AdamType(const Options& options = {}) : Base(true), options_(options) {
+    const char* where = Decoupled ? "sparse_rtrl::AdamW::AdamW()" : "sparse_rtrl::Adam::Adam()";
+    detail::require_option(where, "learning_rate", double(options.learning_rate),
+                           detail::positive_finite(double(options.learning_rate)), "> 0 and finite");
+    detail::require_option(where, "beta1", double(options.beta1),
+                           detail::unit_interval_open_right(double(options.beta1)), "in [0, 1)");
+    detail::require_option(where, "beta2", double(options.beta2),
+                           detail::unit_interval_open_right(double(options.beta2)), "in [0, 1)");
+    detail::require_option(where, "eps", double(options.eps), detail::positive_finite(double(options.eps)),
+                           "> 0 and finite");
+    detail::require_option(where, "weight_decay", double(options.weight_decay),
+                           detail::nonnegative_finite(double(options.weight_decay)), ">= 0 and finite");
+  }
+
+  const Options& options() const { return options_; }
+  Scalar learning_rate() const { return options_.learning_rate; }
+  /// For learning-rate schedules; must be > 0 and finite.
+  void set_learning_rate(Scalar learning_rate) {
+    detail::require_option(Decoupled ? "sparse_rtrl::AdamW::set_learning_rate()"
+                                     : "sparse_rtrl::Adam::set_learning_rate()",
+                           "learning_rate", double(learning_rate), detail::positive_finite(double(learning_rate)),
+                           "> 0 and finite");
+    options_.learning_rate = learning_rate;
+  }
+
+  /// @brief One update of @p params (EgruParameters or ReadoutParameters) from @p grad (same
+  /// shapes, finite). Bad input throws and leaves params and state unchanged.
+  template <typename Set>
+  void step(Set& params, const Set& grad) {
+    detail::check_parameter_set<Set, Scalar>();
+    run_step(params, grad, Base::template no_mask<Set>());
+  }
+  /// @brief The same with pruned weights: masked entries of W and R (and both moments) are
+  /// exactly zero afterwards, whatever grad holds there.
+  void step(EgruParameters<Scalar>& params, const EgruParameters<Scalar>& grad, const ParameterMask& mask) {
+    run_step(params, grad, Base::egru_mask(mask, params, where()));
+  }
+  /// @brief Updates a readout from its accumulated gradient (does not zero the gradient).
+  void step(LinearReadout<Scalar>& readout) { step(readout.parameters(), readout.gradient()); }
+
+  /// @brief m of tensor @p tensor, shaped like it; tensors in the set's order (W, R, bW, bR,
+  /// theta or V, b). Throws std::out_of_range before the first step().
+  Eigen::Map<const typename Base::Matrix> first_moment(Index tensor) const {
+    return this->state_tensor(this->first_, tensor, where_moment());
+  }
+  /// @brief v of tensor @p tensor (see first_moment()).
+  Eigen::Map<const typename Base::Matrix> second_moment(Index tensor) const {
+    return this->state_tensor(this->second_, tensor, where_moment());
+  }
+
+ private:
+  static const char* where() { return Decoupled ? "sparse_rtrl::AdamW::step()" : "sparse_rtrl::Adam::step()"; }
+  static const char* where_moment() {
+    return Decoupled ? "sparse_rtrl::AdamW::moment()" : "sparse_rtrl::Adam::moment()";
+  }
+
+  template <typename Set, typename Keep>
+  void run_step(Set& params, const Set& grad, const Keep& keep) {
+    const Scalar lr = options_.learning_rate, b1 = options_.beta1, b2 = options_.beta2,
+                 eps = options_.eps, wd = options_.weight_decay;
+    // t is the step about to be taken (run() increments the count only after validation).
+    const double t = double(this->steps() + 1);
+    const Scalar correction1 = Scalar(1.0 - std::pow(double(b1), t));
+    const Scalar sqrt_correction2 = Scalar(std::sqrt(1.0 - std::pow(double(b2), t)));
+    const Scalar shrink = Scalar(1) - lr * wd;
+    this->run(where(), params, grad, keep, [=](Scalar& p, Scalar g, Scalar& m, Scalar& v, bool decays) {
+      if (decays) {
+        if (Decoupled) p *= shrink;
+        else g += wd * p;
+      }
+      m = b1 * m + (Scalar(1) - b1) * g;
+      v = b2 * v + (Scalar(1) - b2) * g * g;
+      p -= (lr / correction1) * m / (std::sqrt(v) / sqrt_correction2 + eps);
+    });
+  }
+
+  Options options_;
+};
+
+/// @brief Adam; weight decay (if any) is an L2 term in the gradient, as torch.optim.Adam.
+template <typename Scalar>
+using Adam = AdamType<Scalar, false>;
+/// @brief AdamW: decoupled weight decay, as torch.optim.AdamW.
+template <typename Scalar>
+using AdamW = AdamType<Scalar, true>;
+
+/// @brief Global gradient-norm clipping over one or more gradient sets (EgruParameters,
+///        ReadoutParameters): if the Euclidean norm over all their entries exceeds @p max_norm,
+///        every entry is scaled by max_norm / norm (as torch.nn.utils.clip_grad_norm_).
+/// @param max_norm > 0 and finite.
+/// @return the norm before clipping.
+template <typename First, typename... Rest>
+typename detail::ParameterSetTraits<First>::Scalar clip_gradient_norm(
+    typename detail::ParameterSetTraits<First>::Scalar max_norm, First& grad, Rest&... more) {
+  using Scalar = typename detail::ParameterSetTraits<First>::Scalar;
+  using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+  detail::check_parameter_set<First, Scalar>();
+  static_assert((std::is_same<typename detail::ParameterSetTraits<Rest>::Scalar, Scalar>::value && ...),
+                "clip_gradient_norm: every gradient set must have the same scalar type");
+  const char* where = "sparse_rtrl::clip_gradient_norm()";
+  if (!detail::positive_finite(double(max_norm))) {
+    std::ostringstream s;
+    s << "max_norm must be > 0 and finite, received " << max_norm;
+    detail::fail(where, s.str());
+  }
+  // Squares summed in double: a float gradient of norm above 1.8e19 would overflow in float.
+  double sum = 0.0;
+  auto accumulate = [&](auto& set) {
+    for (const auto& view : detail::ParameterSetTraits<std::remove_const_t<std::remove_reference_t<decltype(set)>>>::views(set)) {
+      const Eigen::Map<const Matrix> m(view.data, view.rows, view.cols);
+      detail::require_finite(where, (std::string("grad.") + view.name).c_str(), m);
+      sum += m.template cast<double>().squaredNorm();
+    }
+  };
+  accumulate(grad);
+  (accumulate(more), ...);
+  const double norm = std::sqrt(sum);
+  if (norm > double(max_norm)) {
+    const Scalar scale = Scalar(double(max_norm) / norm);
+    auto rescale = [&](auto& set) {
+      for (auto& view : detail::ParameterSetTraits<std::remove_const_t<std::remove_reference_t<decltype(set)>>>::views(set))
+        Eigen::Map<Matrix>(view.data, view.rows, view.cols) *= scale;
+    };
+    rescale(grad);
+    (rescale(more), ...);
+  }
+  return Scalar(norm);
+}
+
+}  // namespace sparse_rtrl
