@@ -136,6 +136,7 @@ class Snap {
     detail::require_finite(where, "dL_dy", dL_dy);
     const Index n = units();
     for (Index i = 0; i < n; ++i) dL_dc_(i) = dL_dy(i) * cache_.s(i);
+    std::uint64_t fma = 0;
     for (Index u = 0; u < n; ++u) {
       const auto& S = rows_[std::size_t(u)];
       const Block& B = blocks_[std::size_t(u)];
@@ -144,11 +145,17 @@ class Snap {
         const Scalar g = dL_dc_(S[std::size_t(a)]);
         if (g == Scalar(0)) continue;
         grad_.segment(layout_.unit_begin(u), P_u) += g * B.row(a).head(P_u).transpose();
+        fma += std::uint64_t(B.cols());
         if (layout_.tracks_theta()) grad_(layout_.theta_column(u)) += g * B(a, P_u);
       }
     }
     if (layout_.tracks_theta())
       for (Index j = 0; j < n; ++j) grad_(layout_.theta_column(j)) -= dL_dy(j) * cache_.c(j) * cache_.psi(j);
+    const std::uint64_t dense = std::uint64_t(n) * std::uint64_t(layout_.dense_columns());
+    last_.readout_fma += fma;
+    total_.readout_fma += fma;
+    last_.dense_readout_fma += dense;
+    total_.dense_readout_fma += dense;
   }
 
   Parameters gradient() const {

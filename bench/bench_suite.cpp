@@ -1,0 +1,206 @@
+// The cost-curve suite: time and memory per step of exact sparse RTRL, dense RTRL, SnAp-1/2 and
+// BPTT (dense and event-sparse) over hidden size, backward activity, weight density and (for
+// BPTT) sequence length. One iteration of an RTRL benchmark is one step (step + gradient
+// readout); one iteration of a BPTT benchmark is a whole sequence, reported per step.
+//
+// Run through bench/run_suite.py (writes JSON, the report and the plots), or directly:
+//   build/bench/bench/bench_suite [--quick|--full|--smoke] [google-benchmark flags]
+// --smoke runs one tiny point of each family with one iteration: what the tests run.
+#include "bench_common.hpp"
+
+#include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <tuple>
+
+using namespace sparse_rtrl;
+using S = float;
+
+namespace {
+
+constexpr Index kInputs = 32;
+constexpr double kMaxInfluenceBytes = 4e9;  // skip points whose M would exceed ~4 GB
+const TriangularSurrogate<S> kSurrogate(S(1.0), S(0.1));  // narrow: silent rows skippable
+
+enum class Mode { smoke, quick, full };
+
+struct Network {
+  ParameterMask mask;
+  EgruParameters<S> params;
+};
+
+/// Networks are calibrated once per (n, activity, density) and shared by all algorithms.
+const Network& network(Index n, double activity, double density) {
+  static std::map<std::tuple<Index, double, double>, std::unique_ptr<Network>> cache;
+  auto& slot = cache[{n, activity, density}];
+  if (!slot) {
+    auto mask = ParameterMask::random(n, kInputs, density, density, 1000 + std::uint64_t(n));
+    auto params = bench::parameters_for_activity<S>(n, kInputs, activity, mask, kSurrogate.gamma(),
+                                                    kSurrogate.eps(), 7 + std::uint64_t(n));
+    slot = std::make_unique<Network>(Network{std::move(mask), std::move(params)});
+  }
+  return *slot;
+}
+
+double influence_bytes_for(Index n, Index columns) { return double(n) * double(columns) * double(sizeof(S)); }
+
+void common_counters(benchmark::State& state, Index n, double density) {
+  state.counters["n"] = double(n);
+  state.counters["density"] = density;
+  // Seconds per step: iterations are steps.
+  state.counters["step_seconds"] = benchmark::Counter(double(state.iterations()), benchmark::Counter::kIsRate |
+                                                                                      benchmark::Counter::kInvert);
+}
+
+template <typename Learner>
+void run_learner(benchmark::State& state, Learner& learner, Index n) {
+  const bench::Mat<S> X = bench::inputs<S>(256, kInputs, 5);
+  const Eigen::VectorXf g = Eigen::VectorXf::Constant(n, 0.01f);
+  for (Index t = 0; t < 10; ++t) learner.step(X.row(t));  // past the start-up transient
+  learner.reset_work();
+  Index t = 10;
+  for (auto _ : state) {
+    learner.step(X.row(t % X.rows()));
+    learner.accumulate_gradient(g);
+    benchmark::ClobberMemory();
+    ++t;
+  }
+  bench::set_work_counters(state, learner.total_work(), learner.influence_bytes());
+}
+
+/// algo: "sparse_rtrl", "dense_rtrl", "snap1", "snap2".
+void bm_rtrl(benchmark::State& state, std::string algo, Index n, double activity, double density) {
+  const Network& net = network(n, activity, density);
+  EgruCell<S> cell(net.params, {true}, kSurrogate);
+  if (algo == "sparse_rtrl") {
+    Rtrl<S> rtrl(cell, net.mask);
+    run_learner(state, rtrl, n);
+  } else if (algo == "dense_rtrl") {
+    const Index P = InfluenceLayout(ParameterMask::dense(n, kInputs), true).columns();
+    if (influence_bytes_for(n, P) > kMaxInfluenceBytes) {
+      state.SkipWithError(("influence matrix would need " + std::to_string(influence_bytes_for(n, P) / 1e9) +
+                           " GB > 4 GB").c_str());
+      return;
+    }
+    Rtrl<S> rtrl(cell, RtrlOptions{false});  // every parameter, every row
+    run_learner(state, rtrl, n);
+  } else {
+    Snap<S> snap(cell, net.mask, algo == "snap1" ? 1 : 2);
+    run_learner(state, snap, n);
+  }
+  common_counters(state, n, density);
+}
+
+/// One iteration: forward and backward over T steps; counters per step.
+void bm_bptt(benchmark::State& state, bool sparse, Index n, Index T, double activity, double density) {
+  const Network& net = network(n, activity, density);
+  Bptt<S> bptt(EgruCell<S>(net.params, {true}, kSurrogate), net.mask, BpttOptions{sparse});
+  const bench::Mat<S> X = bench::inputs<S>(T, kInputs, 5);
+  const bench::Mat<S> G = bench::Mat<S>::Constant(T, n, 0.01f);
+  double active = 0, events = 0;
+  for (auto _ : state) {
+    bptt.forward(X);
+    auto g = bptt.backward(G);
+    benchmark::DoNotOptimize(g.R.data());
+    benchmark::ClobberMemory();
+  }
+  for (Index t = 0; t < T; ++t) {
+    active += double((bptt.step_cache(t).s_prev.array() != S(0)).count());
+    events += double((bptt.step_cache(t).o_prev.array() != S(0)).count());
+  }
+  const auto& w = bptt.work();
+  state.counters["n"] = double(n);
+  state.counters["T"] = double(T);
+  state.counters["density"] = density;
+  state.counters["activity"] = active / double(T * n);
+  state.counters["event_rate"] = events / double(T * n);
+  state.counters["fma"] = double(w.forward_fma + w.backward_fma) / double(T);
+  state.counters["state_bytes"] = double(bptt.history_bytes());
+  state.counters["GFLOPS"] = benchmark::Counter(2.0 * double(w.forward_fma + w.backward_fma) * double(state.iterations()),
+                                                benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+  state.counters["step_seconds"] = benchmark::Counter(double(T) * double(state.iterations()),
+                                                      benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+
+std::string fmt(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
+benchmark::internal::Benchmark* limit(benchmark::internal::Benchmark* b, Mode mode, double step_fma) {
+  b->Unit(benchmark::kMillisecond)->UseRealTime();
+  if (mode == Mode::smoke) return b->Iterations(1);
+  // Expensive points: a fixed small number of steps instead of Google Benchmark's time target.
+  if (step_fma > 5e9) return b->Iterations(mode == Mode::quick ? 1 : 3);
+  if (step_fma > 5e8) return b->Iterations(mode == Mode::quick ? 3 : 10);
+  return b->MinTime(mode == Mode::quick ? 0.2 : 1.0);
+}
+
+/// Rough multiply-adds per step, only to size iteration counts.
+double rough_fma(const std::string& algo, Index n, double activity, double density) {
+  const double P_dense = 3.0 * n * kInputs + 3.0 * n * n + 7.0 * n;
+  const double fill = 1 - std::pow(1 - density, 3);
+  if (algo == "dense_rtrl") return double(n) * n * P_dense;
+  if (algo == "sparse_rtrl") return (n * activity * n * fill + n) * (density * (P_dense - 7.0 * n) + 7.0 * n);
+  return 0;
+}
+
+void register_all(Mode mode) {
+  std::vector<Index> sizes = {64, 128, 256, 512, 1024};
+  if (mode == Mode::smoke) sizes = {16};
+  const double act = 0.1, dens = 0.1;
+  auto rtrl = [&](const std::string& sweep, const std::string& algo, Index n, double a, double d) {
+    if (algo == "dense_rtrl" && mode == Mode::quick && n >= 512) return;  // seconds per step
+    const std::string name = sweep + "/" + algo + "/n:" + std::to_string(n) + "/act:" + fmt(a) + "/dens:" + fmt(d);
+    limit(benchmark::RegisterBenchmark(name.c_str(), bm_rtrl, algo, n, a, d), mode, rough_fma(algo, n, a, d));
+  };
+  auto bptt = [&](const std::string& sweep, bool sparse, Index n, Index T, double a, double d) {
+    const std::string name = sweep + "/" + (sparse ? "sparse_bptt" : "dense_bptt") + "/n:" + std::to_string(n) +
+                             "/T:" + std::to_string(T) + "/act:" + fmt(a) + "/dens:" + fmt(d);
+    limit(benchmark::RegisterBenchmark(name.c_str(), bm_bptt, sparse, n, T, a, d), mode, 0);
+  };
+  // Hidden size, with the n sweep's complexity fits done by the report script (O(n^k) slopes).
+  for (Index n : sizes) {
+    for (const char* algo : {"sparse_rtrl", "dense_rtrl", "snap1", "snap2"}) rtrl("size", algo, n, act, dens);
+    for (bool sparse : {false, true}) bptt("size", sparse, n, mode == Mode::smoke ? 4 : 100, act, dens);
+  }
+  if (mode == Mode::smoke) return;
+  const Index n = 256;
+  for (double a : {0.02, 0.05, 0.1, 0.25, 0.5, 1.0}) rtrl("activity", "sparse_rtrl", n, a, dens);
+  for (double a : {0.05, 0.1, 0.5, 1.0}) bptt("activity", true, n, 100, a, dens);
+  for (double d : {1.0, 0.5, 0.1, 0.05}) {
+    rtrl("density", "sparse_rtrl", n, act, d);
+    bptt("density", true, n, 100, act, d);
+  }
+  rtrl("density", "dense_rtrl", n, act, 1.0);
+  // The goal points of the benchmark issue: 90/90 and 95/95 (backward sparsity / weight sparsity).
+  rtrl("goal", "sparse_rtrl", n, 0.1, 0.1);
+  rtrl("goal", "sparse_rtrl", n, 0.05, 0.05);
+  for (Index T : {10, 100, 1000, 10000}) {
+    bptt("length", false, n, T, act, dens);
+    bptt("length", true, n, T, act, dens);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Mode mode = Mode::quick;
+  std::vector<char*> args;
+  for (int i = 0; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--quick") == 0) mode = Mode::quick;
+    else if (std::strcmp(argv[i], "--full") == 0) mode = Mode::full;
+    else if (std::strcmp(argv[i], "--smoke") == 0) mode = Mode::smoke;
+    else args.push_back(argv[i]);
+  }
+  int count = int(args.size());
+  register_all(mode);
+  benchmark::Initialize(&count, args.data());
+  if (benchmark::ReportUnrecognizedArguments(count, args.data())) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
