@@ -1,0 +1,317 @@
+#!/usr/bin/python3
+"""Runs the benchmark suite and writes bench/results/*.json, docs/benchmarks.md and docs/img/*.png.
+
+Usage (from the repository root, after `bash cmake/dev.sh bench`, which calls this):
+    /usr/bin/python3 bench/run_suite.py [--quick | --full] [--build build/bench] [--no-run]
+
+--quick (default) takes a few minutes on 2 cores, --full longer; --no-run rebuilds the report from
+the JSON already in bench/results. Every number in the report comes from those JSON files.
+"""
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "bench", "results")
+DOCS = os.path.join(ROOT, "docs")
+IMG = os.path.join(DOCS, "img")
+
+
+def run(cmd, **kw):
+    print("+", " ".join(cmd), flush=True)
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def parse_name(name):
+    """'size/sparse_rtrl/n:64/act:0.1/dens:0.1/...' -> ('size', 'sparse_rtrl', {'n': 64, ...})."""
+    parts = name.split("/")
+    fields = {}
+    for p in parts[2:]:
+        if ":" in p:
+            k, v = p.split(":", 1)
+            try:
+                fields[k] = float(v)
+            except ValueError:
+                fields[k] = v
+    return parts[0], parts[1], fields
+
+
+def rows(suite):
+    out = []
+    for b in suite["benchmarks"]:
+        if b.get("run_type") != "iteration":
+            continue
+        sweep, algo, f = parse_name(b["name"])
+        r = dict(sweep=sweep, algo=algo, **f)
+        r["error"] = b.get("error_message") if b.get("error_occurred") else None
+        for k in ("step_seconds", "state_bytes", "activity", "event_rate", "fma", "dense_fma", "ideal_ratio", "GFLOPS"):
+            if k in b:
+                r[k] = b[k]
+        out.append(r)
+    return out
+
+
+def ms(s):
+    return "–" if s is None else f"{s * 1e3:.3g} ms"
+
+
+def mb(b):
+    return "–" if b is None else f"{b / 1e6:.3g} MB"
+
+
+def ratio(a, b):
+    return "–" if (a is None or b is None or b == 0) else f"{a / b:.3g}"
+
+
+def find(rs, sweep, algo, **match):
+    for r in rs:
+        if r["sweep"] == sweep and r["algo"] == algo and all(abs(r.get(k, -1) - v) < 1e-9 for k, v in match.items()):
+            return r
+    return None
+
+
+def slope(xs, ys):
+    pts = [(math.log(x), math.log(y)) for x, y in zip(xs, ys) if x and y]
+    if len(pts) < 2:
+        return None
+    mx = sum(p[0] for p in pts) / len(pts)
+    my = sum(p[1] for p in pts) / len(pts)
+    den = sum((p[0] - mx) ** 2 for p in pts)
+    return sum((p[0] - mx) * (p[1] - my) for p in pts) / den if den else None
+
+
+def torch_point(peer, n, T=100, density=0.1, activity=0.1):
+    for p in peer or []:
+        if p["n"] == n and p["T"] == T and abs(p["density"] - density) < 1e-9 and abs(p.get("activity", p.get("activity_target", activity)) - activity) < 1e-9:
+            return p
+    return None
+
+
+def plots(rs, peer):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    os.makedirs(IMG, exist_ok=True)
+    made = []
+    algos = ["sparse_rtrl", "dense_rtrl", "snap1", "snap2", "dense_bptt", "sparse_bptt"]
+    for key, label, fname in (("step_seconds", "time per step [s]", "size_time.png"),
+                              ("state_bytes", "learning-state bytes", "size_memory.png")):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for a in algos:
+            pts = sorted((r["n"], r[key]) for r in rs if r["sweep"] == "size" and r["algo"] == a and not r["error"] and key in r)
+            if pts:
+                ax.loglog(*zip(*pts), marker="o", label=a)
+        tp = sorted((p["n"], p["step_seconds"] if key == "step_seconds" else p["peak_rss_bytes"])
+                    for p in (peer or []) if p["T"] == 100 and abs(p["density"] - 0.1) < 1e-9 and abs(p.get("activity", 0.1) - 0.1) < 1e-9)
+        if tp:
+            ax.loglog(*zip(*tp), marker="s", linestyle="--", label="pytorch_bptt" + (" (peak RSS)" if key == "state_bytes" else ""))
+        ax.set_xlabel("hidden units n (d = 32, weight density 0.1, activity ~0.1)")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(IMG, fname), dpi=110)
+        plt.close(fig)
+        made.append(fname)
+    for sweep, xkey, xlabel, fname in (("activity", "activity", "measured backward activity (fraction of rows with s != 0)", "activity_time.png"),
+                                       ("density", "dens", "weight density", "density_time.png")):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for a in ("sparse_rtrl", "sparse_bptt"):
+            pts = sorted((r[xkey], r["step_seconds"]) for r in rs if r["sweep"] == sweep and r["algo"] == a and not r["error"])
+            if pts:
+                ax.loglog(*zip(*pts), marker="o", label=a + " (n = 256)")
+        dense = find(rs, "size", "dense_rtrl", n=256)
+        if dense and not dense["error"]:
+            ax.axhline(dense["step_seconds"], color="k", linestyle=":", label="dense RTRL (n = 256)")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("time per step [s]")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(IMG, fname), dpi=110)
+        plt.close(fig)
+        made.append(fname)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for a in ("dense_bptt", "sparse_bptt"):
+        pts = sorted((r["T"], r["state_bytes"]) for r in rs if r["sweep"] == "length" and r["algo"] == a)
+        if pts:
+            ax.loglog(*zip(*pts), marker="o", label=a + " history")
+    rt = find(rs, "size", "sparse_rtrl", n=256)
+    cross = None
+    if rt:
+        ax.axhline(rt["state_bytes"], color="C2", label="sparse RTRL influence matrix (any T)")
+        b = sorted((r["T"], r["state_bytes"]) for r in rs if r["sweep"] == "length" and r["algo"] == "sparse_bptt")
+        if b:
+            per_step = b[-1][1] / b[-1][0]
+            cross = rt["state_bytes"] / per_step
+            ax.axvline(cross, color="C3", linestyle="--", label=f"crossover T = {cross:.0f}")
+    ax.set_xlabel("sequence length T (n = 256)")
+    ax.set_ylabel("learning-state bytes")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(IMG, "length_memory.png"), dpi=110)
+    plt.close(fig)
+    made.append("length_memory.png")
+    return made, cross
+
+
+def machine(suite):
+    c = suite.get("context", {})
+    model = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    caches = ", ".join(f"L{x['level']} {x['type']} {x['size'] // 1024} KiB x{x['num_sharing'] or 1}" for x in c.get("caches", []))
+    return (f"{model}, {c.get('num_cpus', '?')} cores at {c.get('mhz_per_cpu', '?')} MHz; {caches}. "
+            f"Benchmarks single-threaded, Release, -march=native (SPARSE_RTRL_NATIVE); run {c.get('date', '?')}.")
+
+
+def report(mode, suite, kernel_table, peer):
+    rs = rows(suite)
+    made, cross = plots(rs, peer)
+    L = []
+    L.append("# Benchmarks\n")
+    L.append(f"Generated by `/usr/bin/python3 bench/run_suite.py --{mode}` (called by `bash cmake/dev.sh bench`); "
+             "every number below comes from `bench/results/*.json` of that one run. Machine: " + machine(suite) + "\n")
+    L.append("Conventions: d = 32 inputs; surrogate gamma = 1, eps = 0.1 (narrow, so silent units' rows are "
+             "skippable; see docs/model.md); *activity* is the measured fraction of units with s = o + c psi != 0 "
+             "(rows RTRL must propagate), *event rate* the fraction with o = 1; *density* the fraction of kept "
+             "weights in W and R. RTRL time is per step including the gradient readout; BPTT time is forward + "
+             "backward of a T-step sequence divided by T. Learning-state bytes: the influence matrix for RTRL and "
+             "SnAp, the stored history for BPTT, peak RSS growth for PyTorch.\n")
+    if kernel_table:
+        L.append("## Sparse vs dense exact RTRL at n = 256 (bench_rtrl)\n")
+        L.append(kernel_table + "\n")
+    # Goal points.
+    L.append("## Where we stand: sparse RTRL vs PyTorch BPTT\n")
+    L.append("| point (backward sparsity / weight sparsity) | sparse RTRL step | dense RTRL step | sparse/dense | ideal (work counters) | PyTorch BPTT step | sparse RTRL / PyTorch |")
+    L.append("|---|---|---|---|---|---|---|")
+    dense256 = find(rs, "size", "dense_rtrl", n=256)
+    for act, dens, label in ((0.1, 0.1, "90 / 90"), (0.05, 0.05, "95 / 95")):
+        s = find(rs, "goal", "sparse_rtrl", act=act, dens=dens)
+        t = torch_point(peer, 256, 100, dens, act)
+        if not s:
+            continue
+        L.append(f"| {label} (measured activity {s['activity']:.3f}) | {ms(s['step_seconds'])} | {ms(dense256 and dense256['step_seconds'])} | "
+                 f"{ratio(s['step_seconds'], dense256 and dense256['step_seconds'])} | {s['ideal_ratio']:.0f}x | "
+                 f"{ms(t and t['step_seconds'])} | {ratio(s['step_seconds'], t and t['step_seconds'])} |")
+    if not peer:
+        L.append("\nPyTorch was not available for this run (Debian's python3-torch); its columns are empty.")
+    L.append("")
+    # Size sweep.
+    L.append("## Hidden size (weight density 0.1, activity ~0.1, T = 100 for BPTT)\n")
+    algos = ["sparse_rtrl", "dense_rtrl", "snap1", "snap2", "dense_bptt", "sparse_bptt"]
+    L.append("| n | " + " | ".join(algos) + " | pytorch_bptt | sparse/dense RTRL | sparse RTRL / sparse BPTT | sparse RTRL / PyTorch |")
+    L.append("|---" * (len(algos) + 5) + "|")
+    sizes = sorted({int(r["n"]) for r in rs if r["sweep"] == "size"})
+    for n in sizes:
+        cells, t = [], {}
+        for a in algos:
+            r = find(rs, "size", a, n=n)
+            if r is None:
+                cells.append("not run (quick mode)" if a == "dense_rtrl" else "–")
+            elif r["error"]:
+                cells.append("skipped: " + r["error"])
+            else:
+                t[a] = r["step_seconds"]
+                cells.append(f"{ms(r['step_seconds'])}, {mb(r.get('state_bytes'))}")
+        tp = torch_point(peer, n)
+        cells.append(f"{ms(tp['step_seconds'])}, {mb(tp['peak_rss_bytes'])}" if tp else "–")
+        L.append(f"| {n} | " + " | ".join(cells) + f" | {ratio(t.get('sparse_rtrl'), t.get('dense_rtrl'))} | "
+                 f"{ratio(t.get('sparse_rtrl'), t.get('sparse_bptt'))} | {ratio(t.get('sparse_rtrl'), tp and tp['step_seconds'])} |")
+    L.append("\nCells: time per step, learning-state bytes. Complexity fits (slope of log time vs log n): " + ", ".join(
+        f"{a} n^{slope(*zip(*sorted((r['n'], r['step_seconds']) for r in rs if r['sweep'] == 'size' and r['algo'] == a and not r['error']))):.2f}"
+        for a in algos if sum(1 for r in rs if r['sweep'] == 'size' and r['algo'] == a and not r['error']) >= 2) + ".\n")
+    L.append("![time vs n](img/size_time.png) ![memory vs n](img/size_memory.png)\n")
+    # Activity sweep.
+    L.append("## Backward activity (n = 256, weight density 0.1)\n")
+    L.append("| target | measured activity | event rate | sparse RTRL step | multiply-adds | ideal vs dense | measured vs dense RTRL |")
+    L.append("|---|---|---|---|---|---|---|")
+    for r in sorted((r for r in rs if r["sweep"] == "activity" and r["algo"] == "sparse_rtrl"), key=lambda r: r["act"]):
+        L.append(f"| {r['act']} | {r['activity']:.3f} | {r['event_rate']:.3f} | {ms(r['step_seconds'])} | {r['fma']:.3g} | "
+                 f"{r['ideal_ratio']:.0f}x | {ratio(dense256 and dense256['step_seconds'], r['step_seconds'])}x |")
+    L.append("\n![time vs activity](img/activity_time.png)\n")
+    L.append("## Weight density (n = 256, activity ~0.1)\n")
+    L.append("| density | sparse RTRL step | influence bytes | ideal vs dense | measured vs dense RTRL | sparse BPTT step |")
+    L.append("|---|---|---|---|---|---|")
+    for r in sorted((r for r in rs if r["sweep"] == "density" and r["algo"] == "sparse_rtrl"), key=lambda r: -r["dens"]):
+        b = find(rs, "density", "sparse_bptt", dens=r["dens"])
+        L.append(f"| {r['dens']} | {ms(r['step_seconds'])} | {mb(r['state_bytes'])} | {r['ideal_ratio']:.0f}x | "
+                 f"{ratio(dense256 and dense256['step_seconds'], r['step_seconds'])}x | {ms(b and b['step_seconds'])} |")
+    L.append("\n![time vs density](img/density_time.png)\n")
+    L.append("## Sequence length: BPTT memory grows with T, RTRL's does not (n = 256)\n")
+    L.append("| T | dense BPTT step | dense BPTT history | sparse BPTT step | sparse BPTT history |")
+    L.append("|---|---|---|---|---|")
+    for T in sorted({int(r["T"]) for r in rs if r["sweep"] == "length"}):
+        d = find(rs, "length", "dense_bptt", T=T)
+        s = find(rs, "length", "sparse_bptt", T=T)
+        L.append(f"| {T} | {ms(d and d['step_seconds'])} | {mb(d and d['state_bytes'])} | {ms(s and s['step_seconds'])} | {mb(s and s['state_bytes'])} |")
+    rt = find(rs, "size", "sparse_rtrl", n=256)
+    if rt and cross:
+        L.append(f"\nSparse RTRL keeps {mb(rt['state_bytes'])} at any T; BPTT's history passes that at T = {cross:.0f} steps "
+                 "(and BPTT cannot learn online without truncation).\n")
+    L.append("![memory vs T](img/length_memory.png)\n")
+    with open(os.path.join(DOCS, "benchmarks.md"), "w") as f:
+        f.write("\n".join(L) + "\n")
+    print("wrote docs/benchmarks.md and", ", ".join("docs/img/" + m for m in made))
+
+
+def kernel_table_from(stdout):
+    lines = [l for l in stdout.splitlines() if l.startswith("|")]
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--quick", action="store_true")
+    g.add_argument("--full", action="store_true")
+    ap.add_argument("--build", default=os.path.join(ROOT, "build", "bench"))
+    ap.add_argument("--no-run", action="store_true", help="only rebuild the report from bench/results")
+    a = ap.parse_args()
+    mode = "full" if a.full else "quick"
+    os.makedirs(RESULTS, exist_ok=True)
+    suite_json = os.path.join(RESULTS, f"suite_{mode}.json")
+    rtrl_json = os.path.join(RESULTS, f"rtrl_{mode}.json")
+    rtrl_txt = os.path.join(RESULTS, f"rtrl_{mode}.txt")
+    torch_json = os.path.join(RESULTS, f"torch_{mode}.json")
+    exe = lambda name: os.path.join(a.build, "bench", name)
+    if not a.no_run:
+        for name in ("bench_rtrl", "bench_suite"):
+            if not os.path.exists(exe(name)):
+                sys.exit(f"run_suite.py: {exe(name)} not found: build first with `bash cmake/dev.sh bench`")
+        out = run([exe("bench_rtrl"), f"--benchmark_out={rtrl_json}", "--benchmark_out_format=json", "--benchmark_color=false"],
+                  capture_output=True, text=True).stdout
+        with open(rtrl_txt, "w") as f:
+            f.write(out)
+        run([exe("bench_suite"), f"--{mode}", f"--benchmark_out={suite_json}", "--benchmark_out_format=json"])
+        if os.path.exists(torch_json):
+            os.remove(torch_json)
+        peer_cmd = ["/usr/bin/python3", os.path.join(ROOT, "bench", "torch_peer.py"), "--sweep", "--out", torch_json]
+        if mode == "quick":
+            peer_cmd.append("--quick")
+        run(peer_cmd)
+    suite = load(suite_json)
+    peer = load(torch_json) if os.path.exists(torch_json) else None
+    kernel = kernel_table_from(open(rtrl_txt).read()) if os.path.exists(rtrl_txt) else ""
+    report(mode, suite, kernel, peer)
+
+
+if __name__ == "__main__":
+    main()
