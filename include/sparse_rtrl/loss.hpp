@@ -110,7 +110,9 @@ typename P::Scalar mean_squared_error(
   detail::require_vector(where, "dL_dprediction", dL_dprediction, k);
   Scalar sum(0);
   const Scalar scale = Scalar(2) / Scalar(k);
-  for (Index i = 0; i < k; ++i) {
+  // Bounded by the output's own size (equal to k once validated): GCC's -Warray-bounds cannot
+  // tell that a mismatch has already thrown.
+  for (Index i = 0; i < dL_dprediction.size(); ++i) {
     const Scalar e = prediction(i) - target(i);
     sum += e * e;
     dL_dprediction(i) = scale * e;

@@ -14,6 +14,7 @@
 /// One optimizer object holds the state (moments, step count t) of ONE parameter set: use one
 /// for the EGRU and another for the readout. The state is created at the first step() from the
 /// set's shapes; a later step() on a set of other shapes throws (reset() forgets the state).
+/// Every later step() allocates nothing, and neither does clip_gradient_norm().
 ///
 /// Masks: step(params, grad, mask) keeps every pruned entry of W and R at exactly zero after the
 /// update, and zeroes its moments too, so a weight revived later starts from a clean state.
@@ -52,6 +53,7 @@
 
 #include <array>
 #include <cmath>
+#include <cstring>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -178,13 +180,13 @@ class OptimizerState {
     params.validate(where);
     const auto pv = Traits::views(params);
     const auto gv = Traits::views(grad);
+    // Messages are built only on failure: a step allocates nothing once the state exists.
     for (std::size_t k = 0; k < Traits::count; ++k) {
-      const std::string name = std::string("grad.") + gv[k].name;
       if (gv[k].rows != pv[k].rows || gv[k].cols != pv[k].cols)
-        fail(where, name + " must be " + shape_string(pv[k].rows, pv[k].cols) + " like params." +
-                        pv[k].name + ", received " + shape_string(gv[k].rows, gv[k].cols));
-      require_finite(where, name.c_str(),
-                     Eigen::Map<const Matrix>(gv[k].data, gv[k].rows, gv[k].cols));
+        fail(where, std::string("grad.") + gv[k].name + " must be " + shape_string(pv[k].rows, pv[k].cols) +
+                        " like params." + pv[k].name + ", received " + shape_string(gv[k].rows, gv[k].cols));
+      const Eigen::Map<const Matrix> gk(gv[k].data, gv[k].rows, gv[k].cols);
+      if (!gk.allFinite()) require_finite(where, (std::string("grad.") + gv[k].name).c_str(), gk);
     }
     if (first_.empty()) {
       for (std::size_t k = 0; k < Traits::count; ++k) {
@@ -194,7 +196,7 @@ class OptimizerState {
       }
       set_name_ = Traits::name;
     } else {
-      if (std::string(set_name_) != Traits::name)
+      if (std::strcmp(set_name_, Traits::name) != 0)
         fail(where, std::string("this optimizer holds the state of ") + set_name_ + ", received " +
                         Traits::name + ": use one optimizer per parameter set, or call reset() first");
       for (std::size_t k = 0; k < Traits::count; ++k)
@@ -237,6 +239,8 @@ class OptimizerState {
   template <typename S>
   static std::array<const bool*, 5> egru_mask(const ParameterMask& mask, const EgruParameters<S>& params,
                                               const char* where) {
+    static_assert(!ParameterMask::BoolMatrix::IsRowMajor && !EgruParameters<S>::Matrix::IsRowMajor,
+                  "masks and weights must share one storage order: entry i of the mask is entry i of W");
     mask.require_matches(params, where);
     return {{mask.W().data(), mask.R().data(), nullptr, nullptr, nullptr}};
   }
@@ -476,7 +480,7 @@ typename detail::ParameterSetTraits<First>::Scalar clip_gradient_norm(
   auto accumulate = [&](auto& set) {
     for (const auto& view : detail::ParameterSetTraits<std::remove_const_t<std::remove_reference_t<decltype(set)>>>::views(set)) {
       const Eigen::Map<const Matrix> m(view.data, view.rows, view.cols);
-      detail::require_finite(where, (std::string("grad.") + view.name).c_str(), m);
+      if (!m.allFinite()) detail::require_finite(where, (std::string("grad.") + view.name).c_str(), m);
       sum += m.template cast<double>().squaredNorm();
     }
   };

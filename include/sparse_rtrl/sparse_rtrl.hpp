@@ -15,6 +15,7 @@
 #include <sparse_rtrl/rtrl.hpp>
 #include <sparse_rtrl/bptt.hpp>
 #include <sparse_rtrl/snap.hpp>
+#include <sparse_rtrl/activity_regularizer.hpp>
 #include <sparse_rtrl/readout.hpp>
 #include <sparse_rtrl/loss.hpp>
 #include <sparse_rtrl/optimizer.hpp>
