@@ -13,13 +13,18 @@
 /// and how many fewer multiply-adds the influence updates took than dense RTRL would have.
 ///
 /// Usage: spiral [--short] [--density D] [--epochs E] [--seed S]
-///   --short      smaller data set and fewer epochs (a quick demonstration)
+///   --short      1000 instead of 2000 training sequences, 10 instead of 30 epochs
 ///   --density D  fraction of W and R entries kept, 0 < D <= 1 (random mask), default 1
-///   --epochs E   number of passes over the training set (default 40, or 12 with --short)
+///   --epochs E   number of passes over the training set
 ///   --seed S     seeds weights, mask and shuffling; the data set is fixed (default 1)
+/// Arguments it does not know, or cannot parse, end it with exit code 2.
 ///
-/// Run time (Release, 2 shared cores): --short about XX s; full about XX s at density 1.0 and
-/// XX s at density 0.1.
+/// Typical result (full run, seeds 1-8): 100% test accuracy at density 1, with 31-55% of units
+/// silent per step, 30-53% of influence rows skipped and 1.4-2.0x fewer multiply-adds than
+/// dense RTRL; >= 99% at density 0.1, with 19-32x fewer (mostly from the pruned columns).
+///
+/// Run time (Release build, 2 cores shared with other work; the example is single-threaded):
+/// --short about 4 s; the full run about 23 s at density 1.0 and 5 s at density 0.1.
 #include <sparse_rtrl/sparse_rtrl.hpp>
 
 #include <Eigen/Core>
@@ -102,7 +107,6 @@ std::vector<Sequence> make_spirals(std::size_t count, std::uint64_t seed) {
   return data;
 }
 
-float g_lr_scale = 1.0f;
 /// Adam (Kingma & Ba 2015) over flat float arrays; one moment slot per tensor.
 class Adam {
  public:
@@ -125,7 +129,7 @@ class Adam {
     for (Index i = 0; i < size; ++i) {
       m(i) = kBeta1 * m(i) + (1.0f - kBeta1) * g[i];
       v(i) = kBeta2 * v(i) + (1.0f - kBeta2) * g[i] * g[i];
-      p[i] -= g_lr_scale * lr_ * (m(i) / correction1_) / (std::sqrt(v(i) / correction2_) + kEps);
+      p[i] -= lr_ * (m(i) / correction1_) / (std::sqrt(v(i) / correction2_) + kEps);
     }
   }
 
@@ -181,11 +185,12 @@ struct Options {
   std::uint64_t seed = 1;
 };
 
+constexpr const char* kUsage =
+    "usage: spiral [--short] [--density D] [--epochs E] [--seed S]\n"
+    "  D in (0, 1], E a positive integer, S a non-negative integer\n";
+
 [[noreturn]] void usage_error(const std::string& message) {
-  std::fprintf(stderr,
-               "spiral: %s\nusage: spiral [--short] [--density D] [--epochs E] [--seed S]\n"
-               "  D in (0, 1], E a positive integer, S a non-negative integer\n",
-               message.c_str());
+  std::fprintf(stderr, "spiral: %s\n%s", message.c_str(), kUsage);
   std::exit(2);
 }
 
@@ -193,6 +198,10 @@ Options parse(int argc, char** argv) {
   Options o;
   for (int k = 1; k < argc; ++k) {
     const std::string arg = argv[k];
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(kUsage, stdout);
+      std::exit(0);
+    }
     if (arg == "--short") {
       o.short_run = true;
       continue;
@@ -209,7 +218,7 @@ Options parse(int argc, char** argv) {
       if (end == text || *end != '\0' || errno != 0 || !(o.density > 0.0 && o.density <= 1.0))
         usage_error(std::string("--density needs a number in (0, 1], received '") + text + "'");
     } else {
-      // strtoll/strtoull accept signs and leading blanks; demand plain digits.
+      // strtol/strtoull accept signs and leading blanks; demand plain digits.
       const bool digits = *text != '\0' && std::strspn(text, "0123456789") == std::strlen(text);
       if (arg == "--epochs") {
         o.epochs = digits ? std::strtol(text, &end, 10) : 0;
@@ -233,33 +242,37 @@ int main(int argc, char** argv) {
   const auto start = std::chrono::steady_clock::now();
 
   // The data set is fixed (its own seed), so runs with different --seed see the same task.
-  const std::size_t n_train = opt.short_run ? 600 : 2000;
+  const std::size_t n_train = opt.short_run ? 1000 : 2000;
   const std::size_t n_test = 1000;
-  const long epochs = opt.epochs > 0 ? opt.epochs : (opt.short_run ? 12 : 40);
+  const long epochs = opt.epochs > 0 ? opt.epochs : (opt.short_run ? 10 : 30);
   const std::size_t batch = 16;
-  std::vector<Sequence> train = make_spirals(n_train, 20230310);
+  const std::vector<Sequence> train = make_spirals(n_train, 20230310);
   const std::vector<Sequence> test = make_spirals(n_test, 20230311);
 
-  // A narrow surrogate (half-width 0.3 around theta = 0.3) makes psi vanish for c <= 0, so
-  // silent units with negative state have s = dy/dc = 0 and their influence rows are skipped
-  // exactly. The default half-width of 1 would keep almost every row (model.md).
+  // Thresholds start at 0, so y = max(c, 0): continuous, and with a narrow surrogate
+  // (half-width 0.05) s = dy/dc is 0 for almost every silent unit, whose influence row is then
+  // skipped exactly. In our runs, thresholds started higher (0.1-0.3) made y jump by theta at
+  // the threshold, and training often silenced every unit before the readout had learned
+  // anything; a unit silent outside the surrogate window gets no gradient, so the network never
+  // recovered, most often at low density. Thresholds are trained and free to rise.
   sparse_rtrl::InitOptions<float> init;
   init.seed = opt.seed;
-  auto env=[](const char* n,float d){const char* v=std::getenv(n);return v?float(std::atof(v)):d;};
-  init.threshold = env("TH",0.3f);
-  Cell cell(kUnits, kInputs, init, sparse_rtrl::CellOptions{}, Surrogate(env("GA",1.0f), env("EPS",0.3f)));
-  cell.parameters().W *= env("WS",1.0f);
-  cell.parameters().R *= env("RS",1.0f);
+  init.threshold = 0.0f;
+  Cell cell(kUnits, kInputs, init, sparse_rtrl::CellOptions{}, Surrogate(1.0f, 0.05f));
+  // Pruning removes drive: keep each unit's recurrent input variance (1/sqrt(density)), and
+  // its summed input drive (1/density), since with d = 2 a random mask at density 0.1 leaves
+  // only ~10 input weights for 48 gate rows, and those must push units across threshold.
+  cell.parameters().W /= float(opt.density);
+  cell.parameters().R /= float(std::sqrt(opt.density));
   const auto mask = sparse_rtrl::ParameterMask::random(kUnits, kInputs, opt.density, opt.density,
                                                        opt.seed + 1);
   Learner rtrl(cell, mask);
 
+  // A zero readout sends no gradient into the EGRU until it has picked up output features that
+  // correlate with the label. A random one at first pushes units towards silence (uninformative
+  // events only add noise to the logits), and in our runs it left fewer units active.
+  Readout readout{Matrix::Zero(kClasses, kUnits), Vector::Zero(kClasses)};
   Random rng(opt.seed + 2);
-  Readout readout{Matrix(kClasses, kUnits), Vector(kClasses)};
-  const float k = 1.0f / std::sqrt(float(kUnits));
-  for (Index i = 0; i < readout.W.size(); ++i) readout.W.data()[i] = rng.uniform(-k, k);
-  readout.W *= env("ROS", 1.0f);
-  readout.b.setZero();
 
   std::printf("spiral: EGRU n = %d, d = %d, T = %d, exact RTRL; weight density %.2f "
               "(%d of %d W, %d of %d R kept); %zu train / %zu test sequences, batch %zu\n",
@@ -267,7 +280,7 @@ int main(int argc, char** argv) {
               int(3 * kUnits * kInputs), int(mask.kept_R()), int(3 * kUnits * kUnits), n_train,
               n_test, batch);
 
-  Adam adam(env("LR",0.01f), 7);
+  Adam adam(0.003f, 7);
   Parameters grad(kUnits, kInputs);
   Readout readout_grad{Matrix::Zero(kClasses, kUnits), Vector::Zero(kClasses)};
   Vector logits(kClasses), dlogits(kClasses), dL_dy(kUnits);
@@ -276,7 +289,7 @@ int main(int argc, char** argv) {
   double test_accuracy = 0.0;
 
   for (long epoch = 1; epoch <= epochs; ++epoch) {
-    for (std::size_t k2 = n_train - 1; k2 > 0; --k2) std::swap(order[k2], order[rng.below(k2 + 1)]);
+    for (std::size_t i = n_train - 1; i > 0; --i) std::swap(order[i], order[rng.below(i + 1)]);
     rtrl.reset_work();
     double loss_sum = 0.0;
     for (std::size_t first = 0; first < n_train; first += batch) {
@@ -308,7 +321,7 @@ int main(int argc, char** argv) {
       apply(1, p.R, grad.R);
       apply(2, p.bW, grad.bW);
       apply(3, p.bR, grad.bR);
-      { g_lr_scale = env("FT",1.0f); apply(4, p.theta, grad.theta); g_lr_scale = 1.0f; }
+      apply(4, p.theta, grad.theta);
       apply(5, readout.W, readout_grad.W);
       apply(6, readout.b, readout_grad.b);
       // Adam leaves pruned weights at zero already (their gradient is zero, so are their
@@ -331,7 +344,6 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
   }
 
-  if (std::getenv("DBG")) { auto& P = rtrl.cell().parameters(); std::printf("theta %s\n|W| %g |R| %g\n", "", P.W.norm(), P.R.norm()); for (Index i=0;i<kUnits;++i) std::printf("%.3f ", P.theta(i)); std::printf("\n"); }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("final test accuracy %.1f%% (%zu sequences), %.1f s\n", 100.0 * test_accuracy,
