@@ -213,6 +213,14 @@ def report(mode, suite, kernel_table, peer):
                  f"{ms(t and t['step_seconds'])} | {ratio(s['step_seconds'], t and t['step_seconds'])} |")
     if not peer:
         L.append("\nPyTorch was not available for this run (Debian's python3-torch); its columns are empty.")
+    else:
+        p0 = peer[0]
+        L.append(f"\nPeer: PyTorch {p0.get('torch_version', '?')} (Debian python3-torch), float32, batch 1, "
+                 f"{p0.get('threads', '?')} thread(s), autograd BPTT over T = 100 steps of the same EGRU with the same mask "
+                 f"and surrogate; BLAS loaded: {p0.get('blas') or 'unknown'}. Debian's torch links the BLAS that "
+                 "`update-alternatives` selects (the reference netlib BLAS unless OpenBLAS is installed), so its "
+                 "dense products may be slower than with a tuned BLAS: read the PyTorch column as 'what a Debian "
+                 "user gets', not as PyTorch's best.")
     L.append("")
     # Size sweep.
     L.append("## Hidden size (weight density 0.1, activity ~0.1, T = 100 for BPTT)\n")

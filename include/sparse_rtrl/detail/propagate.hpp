@@ -49,9 +49,15 @@ struct Coupling {
 template <typename Scalar>
 constexpr Index kChunk = Index(256 / sizeof(Scalar));
 
-/// Bytes of scratch the active-row tile may use: sized to stay in L1/L2 (measured best of
-/// 16-384 KiB on the 26-active-row benchmark case on AMD EPYC, 32 KiB L1d, 512 KiB L2).
-constexpr Index kScratchBytes = Index(48) * 1024;
+/// Bytes of scratch the active-row tile may use: small enough that the tile and the target rows
+/// streaming past it both stay in L1. Measured on the 26-active-row, P = 24000 benchmark case
+/// (bench_rtrl, BM_PropagationKernel) on AMD EPYC with 48 KiB L1d and 1 MiB L2, CPU time per
+/// call over three runs: 16 KiB 2.28-2.41 ms, 24 KiB 2.05-2.35, 32 KiB 2.35-2.58, 48 KiB
+/// 2.58-3.03, 128-512 KiB 2.7-2.96. Override with -DSPARSE_RTRL_SCRATCH_KIB=<KiB> for other caches.
+#ifndef SPARSE_RTRL_SCRATCH_KIB
+#define SPARSE_RTRL_SCRATCH_KIB 24
+#endif
+constexpr Index kScratchBytes = Index(SPARSE_RTRL_SCRATCH_KIB) * 1024;
 
 /// Scalars of scratch needed for n rows (the largest tile ever used).
 template <typename Scalar>
