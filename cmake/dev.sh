@@ -20,6 +20,9 @@ case "$what" in
     "$build/examples/spiral" --short
     ;;
   test)
+    # Optional: the Fashion-MNIST example's smoke test runs on the real files when they are
+    # installable, and reports itself skipped otherwise.
+    bash "$root/cmake/install_deps.sh" dataset-fashion-mnist || echo "sparse_rtrl: dataset-fashion-mnist not installed; its smoke test will be skipped"
     build="$root/build/test"
     cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPARSE_RTRL_BUILD_TESTS=ON \
       -DSPARSE_RTRL_BUILD_BENCHMARKS=ON -DSPARSE_RTRL_BUILD_EXAMPLES=ON >/dev/null
