@@ -316,7 +316,8 @@ def standing(rs, peer, rtrl_suite, dense256):
         k = by.get("BM_PropagationKernel/26/27/24000")
         g = by.get("BM_EigenSgemm/512")
         f = by.get("BM_InfluenceStream/24000")
-        st = next((b for n, b in by.items() if n.startswith("BM_SparseRtrlStep")), None)
+        st = next((b for n, b in by.items() if n.startswith("BM_SparseRtrlStep/")), None)
+        ftz = next((b for n, b in by.items() if n.startswith("BM_SparseRtrlStepFlushDenormals")), None)
         if k and g and f and st:
             unit = {"ms": 1e-3, "us": 1e-6, "ns": 1e-9, "s": 1.0}
             sec = lambda b: b["cpu_time"] * unit[b.get("time_unit", "ms")]
@@ -328,6 +329,11 @@ def standing(rs, peer, rtrl_suite, dense256):
                        f"is decayed and almost every row receives coupling): streaming M once takes {sec(f) * 1e3:.2f} ms "
                        f"here, the floor for any step at this size; the kernel takes {sec(k) / sec(f):.1f}x that floor and "
                        f"the whole step {sec(st) / sec(f):.1f}x.")
+            if ftz:
+                out.append(f"* Subnormal floats: rows of long-silent units decay into the subnormal range, where arithmetic "
+                           f"is slow. With `ScopedFlushDenormals` (opt-in, include/sparse_rtrl/denormals.hpp) the same step "
+                           f"takes {sec(ftz) * 1e3:.2f} ms instead of {sec(st) * 1e3:.2f} ms (bench_rtrl). The suite's "
+                           "tables above run with the IEEE default.")
             if peer:
                 t = torch_point(peer, 256, 100, 0.1, 0.1)
                 if t:

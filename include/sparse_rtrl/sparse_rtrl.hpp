@@ -13,6 +13,7 @@
 #include <sparse_rtrl/influence_layout.hpp>
 #include <sparse_rtrl/work_counters.hpp>
 #include <sparse_rtrl/rtrl.hpp>
+#include <sparse_rtrl/denormals.hpp>
 #include <sparse_rtrl/bptt.hpp>
 #include <sparse_rtrl/snap.hpp>
 #include <sparse_rtrl/activity_regularizer.hpp>
