@@ -3,6 +3,13 @@
 ///
 /// A masked weight is zero and stays zero; the learners store no influence column for it, so
 /// the influence matrix is n x P_kept. Biases and thresholds are never masked.
+///
+/// Gate sharing: the coupling A_t = dc_t/dy_{t-1} has an entry (i, j) when ANY of R's three gate
+/// blocks keeps R(gate * n + i, j). Three blocks drawn independently at density d therefore
+/// couple a fraction 1 - (1 - d)^3 of the pairs (0.271 at d = 0.1), while one pattern shared by
+/// the blocks couples exactly d, for the same number of kept weights (model.md, "Gate-shared
+/// masks"). RTRL's propagation does one multiply-add per coupling entry (of an active source
+/// unit) per column of M.
 #pragma once
 
 #include <sparse_rtrl/config.hpp>
@@ -22,6 +29,26 @@
 #include <vector>
 
 namespace sparse_rtrl {
+
+/// @brief How a mask's pattern relates across the three gate blocks (r, z, g) of W and R.
+enum class MaskSharing {
+  /// Each of the 3n rows' entries is kept or pruned on its own (each stacked matrix as a whole
+  /// keeps round(density * size) entries).
+  independent,
+  /// One pattern per matrix, shared by the three gate blocks: connection j -> i (R) or input
+  /// k -> unit i (W) exists in all three gates or in none; round(density * n * n) (R) and
+  /// round(density * n * d) (W) connections, i.e. three times as many kept weights.
+  gate_shared,
+};
+
+/// "independent" or "gate_shared" (for printing); "invalid" for any other value.
+inline const char* mask_sharing_name(MaskSharing sharing) {
+  switch (sharing) {
+    case MaskSharing::independent: return "independent";
+    case MaskSharing::gate_shared: return "gate_shared";
+  }
+  return "invalid";
+}
 
 /// @brief Boolean keep-masks for W (3n x d) and R (3n x n), torch layout.
 class ParameterMask {
@@ -49,28 +76,45 @@ class ParameterMask {
                          BoolMatrix::Constant(3 * n_units, n_units, true));
   }
 
-  /// Keeps round(density * size) entries of each matrix, chosen uniformly at random (seeded).
+  /// Random keep-masks, chosen uniformly (seeded; the same arguments give the same mask).
+  /// independent (default): round(density * size) entries of each stacked matrix (3n x d, 3n x n).
+  /// gate_shared: round(density * n * d) input and round(density * n * n) recurrent connections,
+  /// each kept in all three gate blocks (see MaskSharing); the coupling A_t then has exactly
+  /// kept_R() / 3 entries instead of about 1 - (1 - density_R)^3 of n * n.
   static ParameterMask random(Index n_units, Index n_inputs, double density_W, double density_R,
-                              std::uint64_t seed = 0) {
+                              std::uint64_t seed = 0, MaskSharing sharing = MaskSharing::independent) {
     const char* where = "sparse_rtrl::ParameterMask::random()";
     detail::require_positive_size(where, "n_units", n_units);
     detail::require_positive_size(where, "n_inputs", n_inputs);
     require_density(where, "density_W", density_W);
     require_density(where, "density_R", density_R);
+    require_sharing(where, sharing);
     detail::UniformRandom rng(seed);
+    if (sharing == MaskSharing::gate_shared) {
+      BoolMatrix keep_W = stack_gates(random_matrix(n_units, n_inputs, density_W, rng));
+      BoolMatrix keep_R = stack_gates(random_matrix(n_units, n_units, density_R, rng));
+      return ParameterMask(std::move(keep_W), std::move(keep_R));
+    }
     return ParameterMask(random_matrix(3 * n_units, n_inputs, density_W, rng),
                          random_matrix(3 * n_units, n_units, density_R, rng));
   }
 
-  /// Keeps the round(density * size) entries of largest magnitude of each matrix (ties: the
-  /// lower linear index wins, so the result is deterministic).
+  /// Magnitude keep-masks (ties: the lower column-major index wins, so the result is deterministic).
+  /// independent (default): the round(density * size) entries of largest |w| of each matrix.
+  /// gate_shared: the round(density * n * d) input and round(density * n * n) recurrent
+  /// connections of largest norm over their three gate weights, sqrt(w_r^2 + w_z^2 + w_g^2),
+  /// each kept in all three gate blocks.
   template <typename Scalar>
   static ParameterMask from_magnitude(const EgruParameters<Scalar>& params, double density_W,
-                                      double density_R) {
+                                      double density_R, MaskSharing sharing = MaskSharing::independent) {
     const char* where = "sparse_rtrl::ParameterMask::from_magnitude()";
     params.validate(where);
     require_density(where, "density_W", density_W);
     require_density(where, "density_R", density_R);
+    require_sharing(where, sharing);
+    if (sharing == MaskSharing::gate_shared)
+      return ParameterMask(stack_gates(magnitude_matrix(gate_norms(params.W), density_W)),
+                           stack_gates(magnitude_matrix(gate_norms(params.R), density_R)));
     return ParameterMask(magnitude_matrix(params.W, density_W),
                          magnitude_matrix(params.R, density_R));
   }
@@ -84,6 +128,9 @@ class ParameterMask {
   double density_W() const { return W_.size() ? double(kept_W()) / double(W_.size()) : 0.0; }
   double density_R() const { return R_.size() ? double(kept_R()) / double(R_.size()) : 0.0; }
   bool all_kept() const { return W_.all() && R_.all(); }
+  /// True when the three gate blocks of W have one pattern and those of R have one pattern
+  /// (every gate_shared mask, and the dense one).
+  bool gate_shared() const { return blocks_equal(W_) && blocks_equal(R_); }
 
   /// Zeroes the masked entries of W and R.
   template <typename Scalar>
@@ -146,6 +193,41 @@ class ParameterMask {
       s << name << " must be in [0, 1], received " << density;
       detail::fail(where, s.str());
     }
+  }
+
+  static void require_sharing(const char* where, MaskSharing sharing) {
+    if (sharing != MaskSharing::independent && sharing != MaskSharing::gate_shared) {
+      std::ostringstream s;
+      s << "sharing must be MaskSharing::independent or MaskSharing::gate_shared, received "
+        << static_cast<int>(sharing);
+      detail::fail(where, s.str());
+    }
+  }
+
+  /// The n-row pattern repeated for the gates r, z, g.
+  static BoolMatrix stack_gates(const BoolMatrix& block) {
+    const Index n = block.rows();
+    BoolMatrix m(3 * n, block.cols());
+    m.topRows(n) = block;
+    m.middleRows(n, n) = block;
+    m.bottomRows(n) = block;
+    return m;
+  }
+
+  static bool blocks_equal(const BoolMatrix& m) {
+    const Index n = m.rows() / 3;
+    return (m.topRows(n) == m.middleRows(n, n)).all() && (m.topRows(n) == m.bottomRows(n)).all();
+  }
+
+  /// n x cols matrix of each connection's norm over its three gate weights (in double).
+  template <typename Matrix>
+  static Eigen::MatrixXd gate_norms(const Matrix& w) {
+    const Index n = w.rows() / 3;
+    const Eigen::MatrixXd v = w.template cast<double>();
+    return (v.topRows(n).array().square() + v.middleRows(n, n).array().square() +
+            v.bottomRows(n).array().square())
+        .sqrt()
+        .matrix();
   }
 
   static Index kept_count(Index size, double density) {
