@@ -172,8 +172,10 @@ int main(int argc, char** argv) {
   cell.parameters().W *= kInputGain;
   // Pruning R removes recurrent drive: keep each unit's recurrent input variance.
   cell.parameters().R /= float(std::sqrt(opt.density));
+  // Mask kind: independent (R's 3 gate blocks drawn on their own; W is dense; see MaskSharing
+  // in parameter_mask.hpp and model.md, "Gate-shared masks").
   const auto mask = sparse_rtrl::ParameterMask::random(kUnits, kSymbols, /*density_W=*/1.0, opt.density,
-                                                       opt.seed + 1);
+                                                       opt.seed + 1, sparse_rtrl::MaskSharing::independent);
   Learner rtrl(cell, mask);
 
   // A zero readout sends no gradient into the EGRU until it has found features of the output

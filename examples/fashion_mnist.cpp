@@ -412,6 +412,8 @@ Options parse(int argc, char** argv) {
 /// A random keep-mask of W and R at kDensity, with R's three gate blocks sharing the reset
 /// gate's pattern: A_t's entry (i, j) exists when any block keeps R[., j] for unit i, so shared
 /// blocks keep A_t (and RTRL's coupling work) as sparse as one block.
+/// Mask kind: R gate-shared (built by hand, predating MaskSharing::gate_shared, which would draw
+/// other patterns and so change the measured results), W independent.
 Mask make_mask(Index n, std::uint64_t seed) {
   const Mask random = Mask::random(n, kSide, kDensity, kDensity, seed);
   Mask::BoolMatrix keep_R = random.R();

@@ -220,8 +220,10 @@ int main(int argc, char** argv) {
   // only ~10 input weights for 48 gate rows, and those must push units across threshold.
   cell.parameters().W /= float(opt.density);
   cell.parameters().R /= float(std::sqrt(opt.density));
+  // Mask kind: independent (each of the 3 gate blocks' entries drawn on its own; see
+  // MaskSharing in parameter_mask.hpp and model.md, "Gate-shared masks").
   const auto mask = sparse_rtrl::ParameterMask::random(kUnits, kInputs, opt.density, opt.density,
-                                                       opt.seed + 1);
+                                                       opt.seed + 1, sparse_rtrl::MaskSharing::independent);
   Learner rtrl(cell, mask);
 
   // A zero readout sends no gradient into the EGRU until it has picked up output features that
