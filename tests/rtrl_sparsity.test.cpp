@@ -115,8 +115,9 @@ TEMPLATE_TEST_CASE("Influence storage is n x P_kept scalars", "[rtrl][sparse][me
     CHECK(rtrl.influence().cols() == kept);
     CHECK(rtrl.influence_bytes() == sizeof(S) * std::size_t(n * kept));
     CHECK(rtrl.gradient_columns().size() == kept);
-    // The kernel's scratch is cache-sized, independent of P.
-    CHECK(rtrl.scratch_bytes() <= std::size_t(detail::propagation_max_threads()) * (std::size_t(64 * 1024) + sizeof(S) * std::size_t(n) * 64));
+    // The kernel's scratch is one tile per thread, independent of P.
+    CHECK(rtrl.scratch_bytes() == std::size_t(rtrl.threads()) * sizeof(S) * std::size_t(detail::propagation_scratch_size<S>(n)));
+    CHECK(rtrl.scratch_bytes() <= std::size_t(64 * 1024) + sizeof(S) * std::size_t(n) * 1024);
   }
 }
 
@@ -206,7 +207,7 @@ TEST_CASE("set_mask rejects a mask of another shape", "[rtrl][mask][errors]") {
 
 TEMPLATE_TEST_CASE("Sparse RTRL on a network large enough for the threaded kernel path", "[rtrl][sparse][threads]", float, double) {
   // (nnz + n) * P is about 2e7 multiply-adds per step: above the kernel's parallel threshold,
-  // so the OpenMP build of this test runs the column-split path.
+  // so with threads > 1 the column-split path runs.
   using S = TestType;
   const Index n = 64, d = 8, T = 60;
   const auto mask = ParameterMask::random(n, d, 0.5, 0.5, 21);
@@ -215,8 +216,12 @@ TEMPLATE_TEST_CASE("Sparse RTRL on a network large enough for the threaded kerne
   Bptt<S> bptt(cell, mask);
   bptt.forward(X);
   const auto g_ref = bptt.backward(G);
-  Rtrl<S> rtrl(cell, mask);
-  const auto g = test::rtrl_gradient(rtrl, X, G);
-  REQUIRE(double(rtrl.last_step_work().propagation_fma) > detail::kParallelMinFma);
-  CHECK(test::relative_error(g, g_ref) <= test::Tolerance<S>::gradient);
+  for (int threads : {1, 2, 3}) {
+    RtrlOptions options;
+    options.threads = threads;
+    Rtrl<S> rtrl(cell, mask, options);
+    const auto g = test::rtrl_gradient(rtrl, X, G);
+    REQUIRE(double(rtrl.last_step_work().propagation_fma) > detail::kParallelMinFma);
+    CHECK(test::relative_error(g, g_ref) <= test::Tolerance<S>::gradient);
+  }
 }

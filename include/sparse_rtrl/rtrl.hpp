@@ -8,9 +8,12 @@
 #pragma once
 
 #include <sparse_rtrl/config.hpp>
+#include <sparse_rtrl/denormals.hpp>
 #include <sparse_rtrl/detail/check.hpp>
 #include <sparse_rtrl/detail/immediate_jacobian.hpp>
+#include <sparse_rtrl/detail/influence_storage.hpp>
 #include <sparse_rtrl/detail/propagate.hpp>
+#include <sparse_rtrl/parallel/thread_pool.hpp>
 #include <sparse_rtrl/egru_cell.hpp>
 #include <sparse_rtrl/influence_layout.hpp>
 #include <sparse_rtrl/parameter_mask.hpp>
@@ -18,7 +21,9 @@
 
 #include <Eigen/Core>
 
+#include <sstream>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 namespace sparse_rtrl {
@@ -28,6 +33,14 @@ struct RtrlOptions {
   /// Skip rows of M whose unit has s_{t-1} = 0 (exact). false gives the dense-RTRL baseline,
   /// which multiplies every row.
   bool skip_silent_rows = true;
+  /// Threads this learner's step uses (>= 1): the calling thread plus threads - 1 workers the
+  /// learner owns (parallel/thread_pool.hpp). The columns of M are split between them; every
+  /// result is bitwise the same for any number of threads.
+  int threads = 1;
+  /// Flush subnormal floats to zero during step() and accumulate_gradient(), on every thread that
+  /// touches M, restoring each thread's mode afterwards (denormals.hpp: long-silent rows of M
+  /// decay into subnormals, which are 6-13x slower on Intel CPUs). false: strict IEEE.
+  bool flush_subnormals = true;
 };
 
 /// @brief Real-time recurrent learning: advances state and influence matrix together.
@@ -52,7 +65,7 @@ class Rtrl {
 
   /// Tracks the kept parameters of @p mask; masked weights of the cell are set to zero.
   Rtrl(Cell cell, const ParameterMask& mask, RtrlOptions options = {})
-      : cell_(std::move(cell)), options_(options) {
+      : cell_(std::move(cell)), options_(checked(options)), pool_(options_.threads) {
     mask.require_matches(cell_.parameters(), "sparse_rtrl::Rtrl::Rtrl()");
     mask_ = mask;
     mask_.apply(cell_.parameters());
@@ -64,14 +77,15 @@ class Rtrl {
     theta_direct_.setZero(n);
     c_psi_.setZero(n);
     build(InfluenceLayout(mask_, cell_.events()));
-    M_.setZero();
     grad_.setZero();
   }
 
   Index units() const { return cell_.units(); }
   Index inputs() const { return cell_.inputs(); }
   const Cell& cell() const { return cell_; }
-  /// Mutable cell, e.g. for an optimizer. Masked weights must stay zero: step() re-zeroes them.
+  /// Mutable cell, e.g. for an optimizer. Keep the shapes and keep values finite: step() checks
+  /// both (a changed shape, or a non-finite value that reaches the state, throws
+  /// std::invalid_argument before anything of the learner changes) and re-zeroes masked weights.
   Cell& cell() { return cell_; }
   const ParameterMask& mask() const { return mask_; }
   const InfluenceLayout& layout() const { return layout_; }
@@ -101,16 +115,19 @@ class Rtrl {
     }
     if (layout_.tracks_theta())
       for (Index j = 0; j < n; ++j) new_of_old[std::size_t(layout_.theta_column(j))] = next.theta_column(j);
-    InfluenceMatrix M = InfluenceMatrix::Zero(n, next.columns());
+    detail::InfluenceStorage<Scalar> storage(n, next.columns());
     Vector grad = Vector::Zero(next.columns());
-    for (Index c = 0; c < layout_.columns(); ++c) {
-      const Index to = new_of_old[std::size_t(c)];
-      if (to < 0) continue;
-      M.col(to) = M_.col(c);
-      grad(to) = grad_(c);
+    {
+      auto M = storage.map();
+      const auto old = M_.map();
+      for (Index c = 0; c < layout_.columns(); ++c) {
+        const Index to = new_of_old[std::size_t(c)];
+        if (to < 0) continue;
+        M.col(to) = old.col(c);
+        grad(to) = grad_(c);
+      }
     }
-    build(std::move(next));
-    M_ = std::move(M);
+    build(std::move(next), std::move(storage));
     grad_ = std::move(grad);
     mask_ = mask;
     mask_.apply(cell_.parameters());
@@ -136,10 +153,21 @@ class Rtrl {
   template <typename X>
   void step(const Eigen::MatrixBase<X>& x) {
     const char* where = "sparse_rtrl::Rtrl::step()";
+    require_parameter_shapes(where);
     detail::require_vector(where, "x", x, inputs());
     detail::require_finite(where, "x", x);
+    detail::SubnormalGuard flush(options_.flush_subnormals);
     enforce_mask();
     cell_.forward(state_, x, cache_, /*event_sparse=*/options_.skip_silent_rows);
+    // A non-finite parameter (written through cell()) shows in c_t: refuse the step before M or
+    // the state change. O(n); the full O(P) parameter scan runs only to name the culprit.
+    if (!cache_.c.allFinite()) {
+      steps_valid_ = false;
+      cell_.parameters().validate(where);
+      detail::fail(where, "the state c_t became non-finite (inputs and parameters are finite: the "
+                          "parameters are too large?)");
+    }
+    steps_valid_ = true;
     const Index n = units();
     const Index P = layout_.columns();
 
@@ -149,7 +177,7 @@ class Rtrl {
     for (Index j = 0; j < n; ++j) w.event_units += cache_.o_prev(j) != Scalar(0);
 
     build_coupling();
-    w.active_rows = coupling_.active.size();
+    w.active_rows = std::uint64_t(coupling_.active_count);
     w.coupling_nonzeros = std::uint64_t(coupling_.nnz());
     if (!options_.skip_silent_rows) {
       w.active_rows = 0;
@@ -157,7 +185,8 @@ class Rtrl {
     }
 
     // J_t M_{t-1}: the dominant product (model.md "RTRL").
-    detail::propagate_in_place(M_.data(), n, P, P, cache_.decay.data(), coupling_, scratch_.data());
+    detail::propagate_in_place(M_.data(), n, P, M_.stride(), cache_.decay.data(), coupling_, scratch_.data(),
+                               scratch_stride_, pool_, options_.flush_subnormals);
     add_immediate_jacobian();
 
     const std::uint64_t Pd = std::uint64_t(layout_.dense_columns());
@@ -180,6 +209,7 @@ class Rtrl {
       dL_dc_(i) = dL_dy(i) * cache_.s(i);
       theta_direct_(i) = -dL_dy(i) * cache_.c(i) * cache_.psi(i);
     }
+    detail::SubnormalGuard flush(options_.flush_subnormals);
     read_out();
   }
 
@@ -196,6 +226,7 @@ class Rtrl {
       dL_dc_(i) = dL_dy(i) * cache_.s(i) + dL_do(i) * cache_.psi(i);
       theta_direct_(i) = -(dL_dy(i) * cache_.c(i) + dL_do(i)) * cache_.psi(i);
     }
+    detail::SubnormalGuard flush(options_.flush_subnormals);
     read_out();
   }
 
@@ -223,34 +254,69 @@ class Rtrl {
   const EgruStepCache<Scalar>& last_step_cache() const { return cache_; }
   Index steps() const { return steps_; }
 
-  /// M_t, n x P_kept, columns as layout() describes.
-  const InfluenceMatrix& influence() const { return M_; }
+  /// M_t, n x P_kept, columns as layout() describes (a view: rows are padded in memory).
+  typename detail::InfluenceStorage<Scalar>::ConstMap influence() const { return M_.map(); }
   /// Bytes of the influence matrix M (n x P_kept scalars).
-  std::size_t influence_bytes() const { return sizeof(Scalar) * std::size_t(M_.size()); }
-  /// Bytes of the kernel's cache-sized scratch (one per OpenMP thread when built with OpenMP).
+  std::size_t influence_bytes() const { return M_.value_bytes(); }
+  /// Bytes of the kernel's cache-sized scratch (one per thread).
   std::size_t scratch_bytes() const { return sizeof(Scalar) * scratch_.size(); }
+  /// Threads the step uses (RtrlOptions::threads).
+  int threads() const { return pool_.threads(); }
 
   const WorkCounters& last_step_work() const { return last_; }
   const WorkCounters& total_work() const { return total_; }
   void reset_work() { total_ = WorkCounters{}; }
 
  private:
+  static RtrlOptions checked(RtrlOptions options) {
+    if (options.threads < 1)
+      detail::fail("sparse_rtrl::Rtrl::Rtrl()",
+                   "options.threads must be >= 1, received " + std::to_string(options.threads));
+    return options;
+  }
+
   void build(InfluenceLayout layout) {
+    const Index n = units();
+    const Index columns = layout.columns();
+    build(std::move(layout), detail::InfluenceStorage<Scalar>(n, columns));
+  }
+  void build(InfluenceLayout layout, detail::InfluenceStorage<Scalar> storage) {
     layout_ = std::move(layout);
     const Index n = units();
-    M_.resize(n, layout_.columns());
+    M_ = std::move(storage);
     grad_.resize(layout_.columns());
+    shape_n_ = n;
+    shape_d_ = inputs();
     coupling_.reserve(n, layout_.coupling_nonzeros());
     a_values_.resize(std::size_t(layout_.coupling_nonzeros()));
     position_.assign(std::size_t(n), -1);
-    scratch_.resize(std::size_t(detail::propagation_max_threads()) *
-                    std::size_t(detail::propagation_scratch_size<Scalar>(n)));
+    scratch_stride_ = detail::propagation_scratch_size<Scalar>(n);
+    scratch_.resize(std::size_t(pool_.threads()) * std::size_t(scratch_stride_));
+  }
+
+  /// The cell's parameters may be replaced through cell(): a changed shape would make every
+  /// buffer here the wrong size. O(1) per step.
+  void require_parameter_shapes(const char* where) const {
+    const auto& p = cell_.parameters();
+    const Index n = shape_n_, d = shape_d_;
+    if (p.W.rows() != 3 * n || p.W.cols() != d || p.R.rows() != 3 * n || p.R.cols() != n ||
+        p.bW.size() != 3 * n || p.bR.size() != 3 * n || p.theta.size() != n) {
+      std::ostringstream s;
+      s << "the cell's parameters changed shape since construction (through cell()): expected W "
+        << detail::shape_string(3 * n, d) << ", R " << detail::shape_string(3 * n, n) << ", bW, bR "
+        << 3 * n << ", theta " << n << "; received W " << detail::shape_string(p.W.rows(), p.W.cols())
+        << ", R " << detail::shape_string(p.R.rows(), p.R.cols()) << ", bW " << p.bW.size() << ", bR "
+        << p.bR.size() << ", theta " << p.theta.size();
+      detail::fail(where, s.str());
+    }
   }
 
   template <typename G>
   void require_output_gradient(const char* where, const char* name, const Eigen::MatrixBase<G>& g) const {
     if (steps_ == 0)
       throw std::logic_error(std::string(where) + ": call step() first: the loss is on y_t of a step");
+    if (!steps_valid_)
+      throw std::logic_error(std::string(where) + ": the last step() failed; step again first");
     detail::require_vector(where, name, g, units());
     detail::require_finite(where, name, g);
   }
@@ -259,10 +325,11 @@ class Rtrl {
   void read_out() {
     const Index n = units();
     std::uint64_t fma = 0;
+    const auto M = M_.map();
     for (Index i = 0; i < n; ++i) {
       const Scalar gi = dL_dc_(i);
       if (gi == Scalar(0)) continue;
-      grad_.noalias() += gi * M_.row(i).transpose();
+      grad_.noalias() += gi * M.row(i).transpose();
       fma += std::uint64_t(layout_.columns());
     }
     if (layout_.tracks_theta())
@@ -276,8 +343,9 @@ class Rtrl {
 
   void restart() {
     state_ = initial_state_;
-    M_.setZero();
+    M_.set_zero();
     steps_ = 0;
+    steps_valid_ = true;
   }
 
   void enforce_mask() {
@@ -292,13 +360,14 @@ class Rtrl {
     const auto& R = cell_.parameters().R;
     const auto& ptr = layout_.coupling_row_ptr();
     const auto& cols = layout_.coupling_cols();
-    coupling_.active.clear();
+    Index k = 0;
     for (Index j = 0; j < n; ++j) {
       const bool active = !options_.skip_silent_rows || cache_.s_prev(j) != Scalar(0);
-      position_[std::size_t(j)] = active ? Index(coupling_.active.size()) : -1;
-      if (active) coupling_.active.push_back(j);
+      position_[std::size_t(j)] = active ? k : -1;
+      if (active) coupling_.active[std::size_t(k++)] = j;
       c_psi_(j) = cache_.c_prev(j) * cache_.psi_prev(j);
     }
+    coupling_.active_count = k;
     Index e = 0;
     for (Index i = 0; i < n; ++i) {
       coupling_.row_ptr[std::size_t(i)] = e;
@@ -325,7 +394,7 @@ class Rtrl {
   void add_immediate_jacobian() {
     const Index n = units();
     for (Index i = 0; i < n; ++i)
-      detail::add_unit_immediate_jacobian(layout_, cache_, i, M_.data() + i * M_.cols() + layout_.unit_begin(i));
+      detail::add_unit_immediate_jacobian(layout_, cache_, i, M_.data() + i * M_.stride() + layout_.unit_begin(i));
     if (!layout_.tracks_theta()) return;
     // Thresholds act through h_{t-1} (the diagonal) and y_{t-1} (dy/dtheta = -c psi, spread by
     // A_t's column).
@@ -333,7 +402,7 @@ class Rtrl {
     const auto& cols = layout_.coupling_cols();
     const auto& theta = cell_.parameters().theta;
     for (Index i = 0; i < n; ++i) {
-      Scalar* row = M_.data() + i * M_.cols();
+      Scalar* row = M_.data() + i * M_.stride();
       row[layout_.theta_column(i)] += detail::threshold_reset_entry(cache_, theta, i);
       for (Index p = ptr[std::size_t(i)]; p < ptr[std::size_t(i + 1)]; ++p) {
         const Index j = cols[std::size_t(p)];
@@ -344,17 +413,21 @@ class Rtrl {
 
   Cell cell_;
   RtrlOptions options_;
+  parallel::ThreadPool pool_;
   ParameterMask mask_;
   InfluenceLayout layout_;
   EgruStepCache<Scalar> cache_;
   Vector state_, initial_state_, dL_dc_, theta_direct_, c_psi_;
-  InfluenceMatrix M_;
+  detail::InfluenceStorage<Scalar> M_;
   Vector grad_;
   detail::Coupling<Scalar> coupling_;
   std::vector<Scalar> a_values_;
   std::vector<Index> position_;
   std::vector<Scalar> scratch_;
+  Index scratch_stride_ = 0;
+  Index shape_n_ = 0, shape_d_ = 0;
   Index steps_ = 0;
+  bool steps_valid_ = true;
   WorkCounters last_, total_;
 };
 
