@@ -9,9 +9,12 @@ function(run)
   endif()
   message(STATUS "${out}")
 endfunction()
+# The install needs neither Catch2 nor Google Benchmark: both are disabled here, so this fails
+# if configuring or installing with tests, examples and benchmarks off ever looks for them.
 run(${CMAKE_COMMAND} -S "${SOURCE_DIR}" -B "${WORK_DIR}/lib" -G "${GENERATOR}"
     -DCMAKE_INSTALL_PREFIX=${prefix} -DSPARSE_RTRL_BUILD_TESTS=OFF
-    -DSPARSE_RTRL_BUILD_EXAMPLES=OFF -DSPARSE_RTRL_BUILD_BENCHMARKS=OFF)
+    -DSPARSE_RTRL_BUILD_EXAMPLES=OFF -DSPARSE_RTRL_BUILD_BENCHMARKS=OFF
+    -DCMAKE_DISABLE_FIND_PACKAGE_Catch2=ON -DCMAKE_DISABLE_FIND_PACKAGE_benchmark=ON)
 run(${CMAKE_COMMAND} --install "${WORK_DIR}/lib")
 if(NOT EXISTS "${prefix}/share/cmake/sparse_rtrl/sparse_rtrlConfigVersion.cmake")
   message(FATAL_ERROR "version file not installed")
