@@ -1,5 +1,6 @@
-// Sparse vs dense exact RTRL at n = 256, d = 32 with 90% weight sparsity and ~10% of influence
-// rows active (s != 0), next to the machine's Eigen sgemm measured by the same binary.
+// Sparse vs dense exact RTRL at n = 256, d = 32 with 90% weight sparsity (independent gate
+// masks, ParameterMask::random's default) and ~10% of influence rows active (s != 0), next to the
+// machine's Eigen sgemm and memory bandwidth measured by the same binary.
 //
 // Run: bash cmake/dev.sh bench && build/bench/bench/bench_rtrl
 // The closing table gives, from this run: time per step of both, their ratio, the ideal ratio
@@ -8,6 +9,7 @@
 
 #include <sparse_rtrl/detail/propagate.hpp>
 
+#include <chrono>
 #include <cstdio>
 #include <map>
 #include <string>
@@ -54,12 +56,58 @@ void BM_SparseRtrlStep(benchmark::State& state) {
   run_steps(state, rtrl);
 }
 
-// The same, with subnormal floats flushed (denormals.hpp): entries of long-silent rows of M
-// decay into the subnormal range, where arithmetic is slow on many CPUs.
-void BM_SparseRtrlStepFlushDenormals(benchmark::State& state) {
-  ScopedFlushDenormals guard;
-  Rtrl<S> rtrl(EgruCell<S>(sparse_params(), {true}, kSurrogate), sparse_mask());
+// The same with strict IEEE arithmetic (RtrlOptions::flush_subnormals = false): entries of
+// long-silent rows of M decay into the subnormal range, where arithmetic is slow on many CPUs.
+// What the default (subnormals flushed) saves.
+void BM_SparseRtrlStepStrictIeee(benchmark::State& state) {
+  RtrlOptions options;
+  options.flush_subnormals = false;
+  Rtrl<S> rtrl(EgruCell<S>(sparse_params(), {true}, kSurrogate), sparse_mask(), options);
+  // Long enough for rows of M to reach the subnormal range (they decay by z each silent step).
+  const bench::Mat<S> X = bench::inputs<S>(512, kInputs, 3);
+  for (Index t = 0; t < 2000; ++t) rtrl.step(X.row(t % X.rows()));
   run_steps(state, rtrl);
+}
+
+// Default options: mean step time early after a reset (steps 10-210, M mostly young) and after
+// 20 000 steps (long-silent rows of M have decayed as far as they will). Without flushed
+// subnormals the late step is many times slower on CPUs with slow subnormal arithmetic.
+void BM_StepEarlyLate(benchmark::State& state) {
+  const bench::Mat<S> X = bench::inputs<S>(512, kInputs, 3);
+  const Eigen::VectorXf g = Eigen::VectorXf::Constant(kUnits, 0.01f);
+  double early = 0, late = 0;
+  for (auto _ : state) {
+    Rtrl<S> rtrl(EgruCell<S>(sparse_params(), {true}, kSurrogate), sparse_mask());
+    rtrl.reset();
+    Index t = 0;
+    auto advance = [&](Index steps) {
+      const auto start = std::chrono::steady_clock::now();
+      for (Index k = 0; k < steps; ++k, ++t) {
+        rtrl.step(X.row(t % X.rows()));
+        rtrl.accumulate_gradient(g);
+      }
+      benchmark::ClobberMemory();
+      return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / double(steps);
+    };
+    advance(10);
+    early = advance(200);
+    advance(20000 - t);
+    late = advance(200);
+  }
+  state.counters["early_seconds"] = early;
+  state.counters["late_seconds"] = late;
+  state.counters["late_over_early"] = late / early;
+}
+
+// The sparse step on 1 and 2 threads (RtrlOptions::threads): columns of M split over the
+// learner's own threads, bitwise the same result.
+void BM_SparseRtrlStepThreads(benchmark::State& state) {
+  RtrlOptions options;
+  options.threads = int(state.range(0));
+  Rtrl<S> rtrl(EgruCell<S>(sparse_params(), {true}, kSurrogate), sparse_mask(), options);
+  run_steps(state, rtrl);
+  state.counters["step_seconds"] = benchmark::Counter(double(state.iterations()),
+                                                      benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 
 void BM_DenseRtrlStep(benchmark::State& state) {
@@ -80,7 +128,7 @@ void BM_PropagationKernel(benchmark::State& state) {
   detail::Coupling<S> C;
   C.reserve(n, n * n);
   detail::UniformRandom rng(9);
-  for (Index a = 0; a < k; ++a) C.active.push_back(a * (n / k));
+  for (Index a = 0; a < k; ++a) C.active[std::size_t(a)] = a * (n / k);
   Index e = 0;
   for (Index i = 0; i < n; ++i) {
     C.row_ptr[std::size_t(i)] = e;
@@ -92,10 +140,14 @@ void BM_PropagationKernel(benchmark::State& state) {
       }
   }
   C.row_ptr[std::size_t(n)] = e;
+  C.active_count = k;
   Eigen::VectorXf decay = Eigen::VectorXf::Constant(n, 0.999f);
   std::vector<S> scratch(std::size_t(detail::propagation_scratch_size<S>(n)));
+  parallel::ThreadPool one_thread(1);
+  ScopedFlushDenormals flush;  // as the learners run it
   for (auto _ : state) {
-    detail::propagate_in_place(M.data(), n, P, P, decay.data(), C, scratch.data());
+    detail::propagate_in_place(M.data(), n, P, P, decay.data(), C, scratch.data(),
+                               detail::propagation_scratch_size<S>(n), one_thread, true);
     benchmark::ClobberMemory();
   }
   const double fma = double(C.nnz() + n) * double(P);
@@ -132,7 +184,9 @@ void BM_EigenSgemm(benchmark::State& state) {
 }
 
 BENCHMARK(BM_SparseRtrlStep)->Unit(benchmark::kMillisecond)->MinTime(2.0);
-BENCHMARK(BM_SparseRtrlStepFlushDenormals)->Unit(benchmark::kMillisecond)->MinTime(2.0);
+BENCHMARK(BM_SparseRtrlStepStrictIeee)->Unit(benchmark::kMillisecond)->MinTime(2.0);
+BENCHMARK(BM_StepEarlyLate)->Unit(benchmark::kMillisecond)->Iterations(1);
+BENCHMARK(BM_SparseRtrlStepThreads)->ArgName("threads")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(2.0)->UseRealTime();
 BENCHMARK(BM_DenseRtrlStep)->Unit(benchmark::kMillisecond)->Iterations(3);
 BENCHMARK(BM_EigenSgemm)->Arg(512)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_InfluenceStream)->Arg(24000)->Unit(benchmark::kMillisecond);
@@ -155,20 +209,23 @@ class RatioReporter : public benchmark::ConsoleReporter {
   }
   void Finalize() override {
     ConsoleReporter::Finalize();
+    // Exact names: the map is sorted as strings, so a prefix would pick ".../2000" before ".../24000".
+    auto exact = [&](const std::string& name) -> const Entry* {
+      const auto it = entries_.find(name);
+      return it == entries_.end() ? nullptr : &it->second;
+    };
     auto find = [&](const std::string& prefix) -> const Entry* {
       for (const auto& kv : entries_)
         if (kv.first.rfind(prefix, 0) == 0) return &kv.second;
       return nullptr;
     };
     const Entry* sparse = find("BM_SparseRtrlStep/");
-    const Entry* sparse_ftz = find("BM_SparseRtrlStepFlushDenormals");
+    const Entry* strict = find("BM_SparseRtrlStepStrictIeee");
+    const Entry* early_late = find("BM_StepEarlyLate");
+    const Entry* one_thread = exact("BM_SparseRtrlStepThreads/threads:1/real_time");
+    const Entry* two_threads = exact("BM_SparseRtrlStepThreads/threads:2/real_time");
     const Entry* dense = find("BM_DenseRtrlStep");
     const Entry* gemm = find("BM_EigenSgemm");
-    // Exact names: the map is sorted as strings, so a prefix would pick ".../2000" before ".../24000".
-    auto exact = [&](const std::string& name) -> const Entry* {
-      const auto it = entries_.find(name);
-      return it == entries_.end() ? nullptr : &it->second;
-    };
     const Entry* kernel = exact("BM_PropagationKernel/26/27/24000");      // the sparse step's shape
     const Entry* kernel_cached = exact("BM_PropagationKernel/26/27/2000");  // M slice in L2
     if (!sparse || !dense) return;
@@ -179,13 +236,9 @@ class RatioReporter : public benchmark::ConsoleReporter {
     std::printf("| sparse RTRL time per step | %.3f ms |\n", sparse->seconds * 1e3);
     std::printf("| measured speedup dense / sparse | %.1fx |\n", dense->seconds / sparse->seconds);
     std::printf("| ideal speedup from work counters | %.1fx |\n", sparse->counters.at("ideal_ratio"));
-    if (sparse_ftz) {
-      std::printf("| sparse RTRL time per step, subnormals flushed (ScopedFlushDenormals) | %.3f ms |\n",
-                  sparse_ftz->seconds * 1e3);
-      std::printf("| measured speedup dense / sparse with subnormals flushed | %.1fx (%.0f%% of ideal) |\n",
-                  dense->seconds / sparse_ftz->seconds,
-                  100.0 * (dense->seconds / sparse_ftz->seconds) / sparse_ftz->counters.at("ideal_ratio"));
-    }
+    if (strict)
+      std::printf("| sparse RTRL time per step with strict IEEE (subnormals not flushed), after 2000 steps | %.3f ms (%.2fx the default) |\n",
+                  strict->seconds * 1e3, strict->seconds / sparse->seconds);
     std::printf("| measured / ideal | %.0f%% |\n",
                 100.0 * (dense->seconds / sparse->seconds) / sparse->counters.at("ideal_ratio"));
     std::printf("| sparse step GFLOP/s (counted work) | %.1f |\n", sparse->counters.at("GFLOPS") / 1e9);
@@ -201,6 +254,15 @@ class RatioReporter : public benchmark::ConsoleReporter {
     if (gemm)
       std::printf("| sparse step / sgemm | %.0f%% |\n", 100.0 * sparse->counters.at("GFLOPS") / gemm->counters.at("GFLOPS"));
     const Entry* stream = exact("BM_InfluenceStream/24000");
+    if (early_late)
+      std::printf("| default step early (steps 10-210) / late (after 20 000 steps) | %.3f ms / %.3f ms: late/early %.2f (target <= 1.15) |\n",
+                  early_late->counters.at("early_seconds") * 1e3, early_late->counters.at("late_seconds") * 1e3,
+                  early_late->counters.at("late_over_early"));
+    if (one_thread && two_threads)
+      std::printf("| step on 1 / 2 threads | %.3f ms / %.3f ms: %.2fx faster on 2 (target >= 1.6) |\n",
+                  one_thread->seconds * 1e3, two_threads->seconds * 1e3, one_thread->seconds / two_threads->seconds);
+    if (one_thread && stream)
+      std::printf("| 1-thread step / M-streaming floor | %.2f (target <= 1.6) |\n", one_thread->seconds / stream->seconds);
     if (stream && kernel) {
       std::printf("| read + write of a 256 x 24000 M once (bandwidth floor of a step) | %.3f ms (%.1f GB/s) |\n",
                   stream->seconds * 1e3, stream->counters.at("GBps") / 1e9);

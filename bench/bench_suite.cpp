@@ -8,6 +8,8 @@
 // --smoke runs one tiny point of each family with one iteration: what the tests run.
 #include "bench_common.hpp"
 
+#include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -91,6 +93,33 @@ void bm_rtrl(benchmark::State& state, std::string algo, Index n, double activity
     run_learner(state, snap, n);
   }
   common_counters(state, n, density);
+}
+
+/// The sparse step at growing n (one thread), beside the cost of streaming its M once: reading
+/// and writing an n x P_kept matrix, which every exact step must do at least (each row is decayed,
+/// most receive coupling). Counters: step_seconds, GFLOPS of counted work, stream_seconds and
+/// over_floor = step / stream, all from this run.
+void bm_scale(benchmark::State& state, Index n, double activity, double density) {
+  const Network& net = network(n, activity, density);
+  Rtrl<S> rtrl(EgruCell<S>(net.params, {true}, kSurrogate), net.mask);
+  run_learner(state, rtrl, n);
+  common_counters(state, n, density);
+  // The floor, measured now on a matrix of the same shape (a few passes, the fastest kept).
+  Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> M =
+      Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>::Constant(n, rtrl.layout().columns(), 1.0f);
+  double best = 1e300;
+  for (int pass = 0; pass < 5; ++pass) {
+    const auto start = std::chrono::steady_clock::now();
+    M *= S(0.999);
+    benchmark::DoNotOptimize(M.data());
+    benchmark::ClobberMemory();
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  state.counters["stream_seconds"] = best;
+  state.counters["stream_GBps"] = 2.0 * double(M.size()) * sizeof(S) / best / 1e9;
+  // Per-iteration time is what step_seconds reports; recompute it here for the ratio.
+  state.counters["over_floor"] = benchmark::Counter(double(state.iterations()) * best,
+                                                    benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 
 /// One iteration: forward and backward over T steps; counters per step.
@@ -179,6 +208,12 @@ void register_all(Mode mode) {
   // The goal points of the benchmark issue: 90/90 and 95/95 (backward sparsity / weight sparsity).
   rtrl("goal", "sparse_rtrl", n, 0.1, 0.1);
   rtrl("goal", "sparse_rtrl", n, 0.05, 0.05);
+  // Kernel efficiency as n grows (robustness issue): step vs the M-streaming floor, one thread.
+  for (Index m : {256, 512, 1024}) {
+    const std::string name = "scale/sparse_rtrl/n:" + std::to_string(m) + "/act:0.05/dens:0.05";
+    limit(benchmark::RegisterBenchmark(name.c_str(), bm_scale, m, 0.05, 0.05), mode,
+          rough_fma("sparse_rtrl", m, 0.05, 0.05));
+  }
   for (Index T : {10, 100, 1000, 10000}) {
     bptt("length", false, n, T, act, dens);
     bptt("length", true, n, T, act, dens);

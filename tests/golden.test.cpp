@@ -87,16 +87,24 @@ TEST_CASE("Golden cases: forward outputs and BPTT, RTRL gradients match PyTorch 
     CHECK(test::relative_error(g_bptt.bR, c.grad.bR) <= 1e-10);
     CHECK(test::relative_error(g_bptt.theta, c.grad.theta) <= 1e-10);
 
-    for (bool skip : {true, false}) {
-      INFO("skip_silent_rows = " << skip);
-      Rtrl<double> rtrl(cell, c.mask, RtrlOptions{skip});
-      if (c.has_mask) REQUIRE(rtrl.layout().columns() < rtrl.layout().dense_columns());
-      const auto g = test::rtrl_gradient(rtrl, c.X, c.G);
-      CHECK(test::relative_error(g.W, c.grad.W) <= 1e-10);
-      CHECK(test::relative_error(g.R, c.grad.R) <= 1e-10);
-      CHECK(test::relative_error(g.bW, c.grad.bW) <= 1e-10);
-      CHECK(test::relative_error(g.bR, c.grad.bR) <= 1e-10);
-      CHECK(test::relative_error(g.theta, c.grad.theta) <= 1e-10);
-    }
+    // Dense and sparse RTRL, with subnormals flushed (the default) and strict IEEE, on 1 and 2
+    // threads: flushing and threads change nothing at this tolerance.
+    for (bool skip : {true, false})
+      for (bool flush : {true, false})
+        for (int threads : {1, 2}) {
+          INFO("skip_silent_rows = " << skip << ", flush_subnormals = " << flush << ", threads = " << threads);
+          RtrlOptions options;
+          options.skip_silent_rows = skip;
+          options.flush_subnormals = flush;
+          options.threads = threads;
+          Rtrl<double> rtrl(cell, c.mask, options);
+          if (c.has_mask) REQUIRE(rtrl.layout().columns() < rtrl.layout().dense_columns());
+          const auto g = test::rtrl_gradient(rtrl, c.X, c.G);
+          CHECK(test::relative_error(g.W, c.grad.W) <= 1e-10);
+          CHECK(test::relative_error(g.R, c.grad.R) <= 1e-10);
+          CHECK(test::relative_error(g.bW, c.grad.bW) <= 1e-10);
+          CHECK(test::relative_error(g.bR, c.grad.bR) <= 1e-10);
+          CHECK(test::relative_error(g.theta, c.grad.theta) <= 1e-10);
+        }
   }
 }

@@ -1,6 +1,8 @@
 // Exact RTRL: its gradient equals BPTT's (same surrogate) to rounding error.
 #include "test_support.hpp"
 
+#include <limits>
+
 using namespace sparse_rtrl;
 using test::Mat;
 
@@ -223,4 +225,51 @@ TEMPLATE_TEST_CASE("RTRL gradient of a loss on events (activity regulariser) equ
     rtrl.accumulate_gradient(test::Vec<S>::Zero(n), G_events.row(t));
   }
   CHECK(test::relative_error(rtrl.gradient(), g_events_only) <= test::Tolerance<S>::gradient);
+}
+
+TEMPLATE_TEST_CASE("Parameters made non-finite through cell() are refused before the learner changes", "[rtrl][errors]",
+                   float, double) {
+  using S = TestType;
+  const Index n = 6, d = 3;
+  Rtrl<S> rtrl(EgruCell<S>(test::firing_parameters<S>(n, d, 51)));
+  const test::Vec<S> x = test::Vec<S>::Constant(d, S(0.5));
+  for (int t = 0; t < 5; ++t) rtrl.step(x);
+  const test::Vec<S> state = rtrl.state();
+  const test::Mat<S> M = rtrl.influence();
+  const Index steps = rtrl.steps();
+  rtrl.cell().parameters().W(4, 1) = std::numeric_limits<S>::quiet_NaN();
+  REQUIRE_THROWS_WITH(rtrl.step(x), Catch::Matchers::Contains("sparse_rtrl::Rtrl::step()") &&
+                                        Catch::Matchers::Contains("W must be finite"));
+  CHECK(rtrl.state() == state);
+  CHECK(test::Mat<S>(rtrl.influence()) == M);
+  CHECK(rtrl.steps() == steps);
+  // The failed step's outputs are not a loss's to read.
+  REQUIRE_THROWS_AS(rtrl.accumulate_gradient(test::Vec<S>::Ones(n)), std::logic_error);
+  rtrl.cell().parameters().W(4, 1) = S(0.1);
+  rtrl.step(x);
+  rtrl.accumulate_gradient(test::Vec<S>::Ones(n));
+  CHECK(rtrl.state().allFinite());
+  CHECK(rtrl.gradient_columns().allFinite());
+  rtrl.cell().parameters().theta(2) = std::numeric_limits<S>::infinity();
+  REQUIRE_THROWS_WITH(rtrl.step(x), Catch::Matchers::Contains("theta must be finite"));
+}
+
+TEST_CASE("Parameters reshaped through cell() are refused, not a heap corruption", "[rtrl][errors]") {
+  const Index n = 5, d = 2;
+  Rtrl<double> rtrl(EgruCell<double>(n, d));
+  const Eigen::VectorXd x = Eigen::VectorXd::Ones(d);
+  rtrl.step(x);
+  auto& p = rtrl.cell().parameters();
+  const auto saved = p;
+  p.R.resize(3 * (n + 2), n + 2);
+  p.R.setZero();
+  REQUIRE_THROWS_WITH(rtrl.step(x), Catch::Matchers::Contains("sparse_rtrl::Rtrl::step()") &&
+                                        Catch::Matchers::Contains("changed shape") &&
+                                        Catch::Matchers::Contains("R 21 x 7"));
+  p = saved;
+  p.bW.resize(0);
+  REQUIRE_THROWS_WITH(rtrl.step(x), Catch::Matchers::Contains("bW 0"));
+  p = saved;
+  rtrl.step(x);
+  CHECK(rtrl.steps() == 2);
 }
