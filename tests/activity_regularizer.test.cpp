@@ -13,12 +13,11 @@ TEMPLATE_TEST_CASE("Activity regulariser loss and gradient", "[regularizer]", fl
   test::Vec<S> g(4);
   reg.gradient(o, g);
   CHECK(g.isConstant(S(0.4), S(1e-6)));
-  // The loss as a function of the rate has exactly this derivative: compare to differences.
-  const S h = S(1e-3);
-  test::Vec<S> op = o, om = o;
-  op(1) += h;
-  om(1) -= h;
-  CHECK((reg.loss(op) - reg.loss(om)) / (2 * h) == Approx(g(1)).epsilon(1e-3));
+  // The loss is quadratic in the rate, so one more event (rate + 1/n) changes it by exactly
+  // dL/do_i + strength / n^2: the derivative checked against a difference of events.
+  test::Vec<S> op = o;
+  op(1) = S(1);
+  CHECK(reg.loss(op) - reg.loss(o) == Approx(g(1) + S(2) / S(16)).epsilon(1e-5));
 }
 
 TEMPLATE_TEST_CASE("Regularised RTRL gradient equals BPTT's and lowers the event rate", "[regularizer][rtrl]", float, double) {
@@ -67,4 +66,29 @@ TEST_CASE("Activity regulariser rejects bad options", "[regularizer][errors]") {
   ActivityRegularizer<double> reg(0.1, 1.0);
   Eigen::VectorXd g(3);
   REQUIRE_THROWS_WITH(reg.gradient(Eigen::VectorXd::Zero(4), g), Contains("dL_do must be a vector of size 4"));
+}
+
+TEMPLATE_TEST_CASE("Activity regulariser accepts only events that are 0 or 1", "[regularizer][errors]", float, double) {
+  using S = TestType;
+  using Catch::Matchers::Contains;
+  ActivityRegularizer<S> reg(S(0.1), S(1));
+  test::Vec<S> g(3);
+  g.setConstant(S(7));
+  for (S bad : {std::numeric_limits<S>::quiet_NaN(), std::numeric_limits<S>::infinity(), S(0.5), S(-1), S(2)}) {
+    test::Vec<S> o(3);
+    o << S(1), bad, S(0);
+    INFO("bad event " << bad);
+    REQUIRE_THROWS_WITH(reg.loss(o), Contains("sparse_rtrl::ActivityRegularizer::loss()") &&
+                                         Contains("events must be 0 or 1") && Contains("at 1"));
+    REQUIRE_THROWS_WITH(reg.gradient(o, g), Contains("sparse_rtrl::ActivityRegularizer::gradient()") &&
+                                                Contains("events must be 0 or 1"));
+    CHECK(g.isConstant(S(7)));  // output untouched
+  }
+  const test::Mat<S> square = test::Mat<S>::Zero(2, 2);
+  REQUIRE_THROWS_WITH(reg.loss(square), Contains("sparse_rtrl::ActivityRegularizer::loss()") && Contains("received 2 x 2"));
+  test::Vec<S> g4(4);
+  REQUIRE_THROWS_WITH(reg.gradient(square, g4), Contains("o must be a vector") && Contains("received 2 x 2"));
+  REQUIRE_THROWS_WITH(reg.loss(test::Vec<S>(0)), Contains("must not be empty"));
+  // Row vectors of events are fine.
+  CHECK(reg.loss(test::Vec<S>::Ones(3).transpose()) == Approx(0.81));
 }

@@ -4,22 +4,84 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <cmath>
 #include <cstdlib>
 #include <new>
 
+// Every replaceable form of operator new and delete is replaced, all on malloc / free, so
+// that each allocation is counted and every deallocation matches its allocation whichever form
+// the standard library or Catch2 uses (AddressSanitizer checks new/delete pairs: replacing only
+// the plain form made it report alloc-dealloc-mismatch).
 namespace {
 std::atomic<long> g_allocations{0};
+
+void* counted_malloc(std::size_t size) noexcept {
+  ++g_allocations;
+  return std::malloc(size ? size : 1);
+}
+void* counted_aligned(std::size_t size, std::align_val_t alignment) noexcept {
+  ++g_allocations;
+  std::size_t a = static_cast<std::size_t>(alignment);
+  if (a < sizeof(void*)) a = sizeof(void*);
+  void* p = nullptr;
+  return posix_memalign(&p, a, size ? size : 1) == 0 ? p : nullptr;
+}
+void* or_throw(void* p) {
+  if (!p) throw std::bad_alloc();
+  return p;
+}
+}  // namespace
+
+void* operator new(std::size_t size) { return or_throw(counted_malloc(size)); }
+void* operator new[](std::size_t size) { return or_throw(counted_malloc(size)); }
+void* operator new(std::size_t size, const std::nothrow_t&) noexcept { return counted_malloc(size); }
+void* operator new[](std::size_t size, const std::nothrow_t&) noexcept { return counted_malloc(size); }
+void* operator new(std::size_t size, std::align_val_t a) { return or_throw(counted_aligned(size, a)); }
+void* operator new[](std::size_t size, std::align_val_t a) { return or_throw(counted_aligned(size, a)); }
+void* operator new(std::size_t size, std::align_val_t a, const std::nothrow_t&) noexcept {
+  return counted_aligned(size, a);
+}
+void* operator new[](std::size_t size, std::align_val_t a, const std::nothrow_t&) noexcept {
+  return counted_aligned(size, a);
 }
 
-void* operator new(std::size_t size) {
-  ++g_allocations;
-  if (void* p = std::malloc(size ? size : 1)) return p;
-  throw std::bad_alloc();
-}
 void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
 
 using namespace sparse_rtrl;
+
+TEST_CASE("The allocation counter counts every form of operator new", "[alloc]") {
+  struct alignas(64) Wide {
+    double v[8];
+  };
+  // Through volatile pointers, so the compiler cannot elide the new / delete pairs.
+  int* volatile a = nullptr;
+  Wide* volatile w = nullptr;
+  const long before = g_allocations.load();
+  a = new int(1);
+  delete a;
+  a = new int[3];
+  delete[] a;
+  a = new (std::nothrow) int(2);
+  delete a;
+  a = new (std::nothrow) int[2];
+  delete[] a;
+  w = new Wide;
+  delete w;
+  w = new Wide[2];
+  delete[] w;
+  CHECK(g_allocations.load() - before == 6);
+}
 
 TEMPLATE_TEST_CASE("Rtrl::step and accumulate_gradient allocate nothing", "[rtrl][alloc]", float, double) {
   using S = TestType;
@@ -41,5 +103,31 @@ TEMPLATE_TEST_CASE("Rtrl::step and accumulate_gradient allocate nothing", "[rtrl
     rtrl.gradient(out);
     CHECK(g_allocations.load() == before);
     CHECK(rtrl.total_work().active_rows > 0);
+  }
+}
+
+TEMPLATE_TEST_CASE("Inference::step and reset allocate nothing", "[inference][alloc]", float, double) {
+  using S = TestType;
+  for (bool events : {true, false}) {
+    auto params = init_torch_like<S>(24, 5, {3, S(0.05)});
+    params.R *= S(3);
+    const EgruCell<S> cell(params, CellOptions{events});
+    Inference<S> eval(cell);
+    Eigen::Matrix<S, Eigen::Dynamic, 1> x = Eigen::Matrix<S, Eigen::Dynamic, 1>::Ones(5);
+    const Eigen::Matrix<S, Eigen::Dynamic, 1> c0 = Eigen::Matrix<S, Eigen::Dynamic, 1>::Constant(24, S(0.5));
+    Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic> X = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>::Ones(3, 5);
+    const long before = g_allocations.load();
+    S sum = 0;
+    for (int t = 0; t < 20; ++t) {
+      x(t % 5) = S(-x(t % 5));
+      eval.step(x);
+      eval.step(X.row(t % 3));  // a row of a matrix, as the examples pass it
+      sum += eval.output().sum();
+      if (t == 10) eval.reset(c0);
+    }
+    eval.reset();
+    CHECK(g_allocations.load() == before);
+    CHECK(std::isfinite(double(sum)));
+    CHECK(eval.steps() == 0);
   }
 }

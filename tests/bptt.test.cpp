@@ -207,3 +207,21 @@ TEMPLATE_TEST_CASE("Event-sparse BPTT equals dense BPTT and does less work", "[b
   CHECK(dense.work().backward_fma == dense.work().dense_backward_fma);
   CHECK(sparse.history_bytes() == std::size_t(T) * sizeof(S) * std::size_t(d + 15 * n + 4 * 3 * n));  // x, 15 n-vectors, 4 3n-vectors
 }
+
+TEMPLATE_TEST_CASE("Bptt::step_cache covers only the last forward()", "[bptt][errors]", float, double) {
+  using S = TestType;
+  using Catch::Matchers::Contains;
+  Bptt<S> b(EgruCell<S>(3, 2));
+  REQUIRE_THROWS_AS(b.step_cache(0), std::out_of_range);  // no forward() yet
+  b.forward(test::random_matrix<S>(50, 2, 1));
+  CHECK(b.step_cache(49).c.size() == 3);
+  const Mat<S> X = test::random_matrix<S>(10, 2, 2);
+  b.forward(X);
+  // Steps 10..49 are left over from the longer sequence: not part of this one.
+  REQUIRE_THROWS_AS(b.step_cache(20), std::out_of_range);
+  REQUIRE_THROWS_WITH(b.step_cache(20), Contains("sparse_rtrl::Bptt::step_cache()") && Contains("[0, 10)") && Contains("received 20"));
+  REQUIRE_THROWS_WITH(b.step_cache(10), Contains("[0, 10)"));
+  REQUIRE_THROWS_WITH(b.step_cache(-1), Contains("received -1"));
+  CHECK(b.step_cache(9).x == X.row(9).transpose());
+  CHECK(b.step_cache(9).y.transpose() == b.outputs().row(9));
+}

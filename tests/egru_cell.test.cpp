@@ -46,3 +46,38 @@ TEMPLATE_TEST_CASE("GRU mode ignores thresholds", "[cell][gru]", float, double) 
   CHECK(ca.y == ca.c);
   CHECK(ca.s.isOnes(0));
 }
+
+TEMPLATE_TEST_CASE("EgruCell::forward checks the sizes of c_prev, x and the cache", "[cell][errors]", float, double) {
+  using S = TestType;
+  using Catch::Matchers::Contains;
+  const char* where = "sparse_rtrl::EgruCell::forward()";
+  EgruCell<S> cell(init_torch_like<S>(4, 2, {3, S(0.3)}));
+  EgruStepCache<S> cache;
+  cache.resize(4, 2);
+  const test::Vec<S> c = test::random_matrix<S>(4, 1, 1);
+  const test::Vec<S> x = test::random_matrix<S>(2, 1, 2);
+  REQUIRE_THROWS_WITH(cell.forward(c, test::Vec<S>::Zero(3), cache),
+                      Contains(where) && Contains("x must be a vector of size 2, received 3 x 1"));
+  REQUIRE_THROWS_WITH(cell.forward(test::Vec<S>::Zero(5), x, cache),
+                      Contains(where) && Contains("c_prev must be a vector of size 4, received 5 x 1"));
+  REQUIRE_THROWS_AS(cell.forward(c, test::Mat<S>::Zero(2, 2), cache), std::invalid_argument);
+  EgruStepCache<S> empty;
+  REQUIRE_THROWS_WITH(cell.forward(c, x, empty), Contains(where) && Contains("cache") && Contains("resize(4, 2)"));
+  EgruStepCache<S> small;
+  small.resize(3, 2);
+  REQUIRE_THROWS_AS(cell.forward(c, x, small), std::invalid_argument);
+  EgruStepCache<S> partly;  // every field but one sized right
+  partly.resize(4, 2);
+  partly.dc_dq.resize(5);
+  REQUIRE_THROWS_WITH(cell.forward(c, x, partly), Contains("cache.dc_dq has size 5, expected 12"));
+  partly.resize(4, 2);
+  partly.x.resize(1);
+  REQUIRE_THROWS_WITH(cell.forward(c, x, partly), Contains("cache.x has size 1, expected 2"));
+  // A cell whose parameters were reshaped through parameters() is refused, not read out of bounds.
+  EgruCell<S> reshaped = cell;
+  reshaped.parameters().bR.resize(3);
+  REQUIRE_THROWS_WITH(reshaped.forward(c, x, cache), Contains(where) && Contains("bR"));
+  // Right sizes, row or column vectors: runs.
+  cell.forward(c.transpose(), x.transpose(), cache);
+  CHECK(cache.c.allFinite());
+}

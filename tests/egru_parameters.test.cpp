@@ -38,3 +38,23 @@ TEST_CASE("Parameters validate shapes and values", "[parameters][errors]") {
   p.bW.resize(8);
   REQUIRE_THROWS_WITH(EgruCell<double>(p), Contains("bW must be 9 x 1, received 8 x 1"));
 }
+
+TEMPLATE_TEST_CASE("EgruParameters::operator+= rejects other shapes and changes nothing", "[parameters][errors]", float, double) {
+  using S = TestType;
+  using Catch::Matchers::Contains;
+  auto p = init_torch_like<S>(3, 2, {1, S(0.3)});
+  const auto before = p;
+  REQUIRE_THROWS_WITH(p += EgruParameters<S>(4, 2), Contains("sparse_rtrl::EgruParameters::operator+=()") &&
+                                                      Contains("n = 3, d = 2") && Contains("n = 4, d = 2"));
+  REQUIRE_THROWS_WITH(p += EgruParameters<S>(3, 5), Contains("n = 3, d = 5"));
+  auto partly = EgruParameters<S>(3, 2);
+  partly.theta.resize(1);
+  REQUIRE_THROWS_WITH(p += partly, Contains("theta 1"));
+  partly = EgruParameters<S>(3, 2);
+  partly.bR.resize(0);
+  REQUIRE_THROWS_AS(p += partly, std::invalid_argument);
+  CHECK(p.W == before.W);
+  CHECK(p.theta == before.theta);
+  p += init_torch_like<S>(3, 2, {1, S(0.3)});
+  CHECK(p.W == S(2) * before.W);
+}

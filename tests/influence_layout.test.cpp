@@ -57,3 +57,49 @@ TEST_CASE("Influence layout: unit-major contiguous columns, one per kept paramet
   CHECK(back.theta == p.theta);
   CHECK(InfluenceLayout(mask, false).columns() == L.columns() - n);
 }
+
+TEMPLATE_TEST_CASE("gradient(out) reshapes an out whose shapes differ in any of the five tensors", "[layout][rtrl][snap]", float, double) {
+  using S = TestType;
+  const Index n = 5, d = 3;
+  const auto mask = ParameterMask::random(n, d, 0.7, 0.5, 8);
+  EgruCell<S> cell(test::firing_parameters<S>(n, d, 9));
+  Rtrl<S> rtrl(cell, mask);
+  Snap<S> snap(cell, mask, 2);
+  const test::Mat<S> X = test::random_matrix<S>(6, d, 10);
+  for (Index t = 0; t < X.rows(); ++t) {
+    rtrl.step(X.row(t));
+    rtrl.accumulate_gradient(test::Vec<S>::Ones(n));
+    snap.step(X.row(t));
+    snap.accumulate_gradient(test::Vec<S>::Ones(n));
+  }
+  const EgruParameters<S> ref = rtrl.gradient();
+  // Each tensor emptied, and each given a wrong row count with the others intact.
+  for (int which = 0; which < 10; ++which) {
+    INFO("case " << which);
+    EgruParameters<S> out(n, d);
+    switch (which) {
+      case 0: out.W.resize(0, 0); break;
+      case 1: out.R.resize(0, 0); break;
+      case 2: out.bW.resize(0); break;
+      case 3: out.bR.resize(0); break;
+      case 4: out.theta.resize(0); break;
+      case 5: out.W.resize(2, d); break;
+      case 6: out.R.resize(3 * n - 1, n); break;
+      case 7: out.bW.resize(3 * n - 1); break;
+      case 8: out.bR.resize(1); break;
+      default: out.theta.resize(n - 1); break;
+    }
+    rtrl.gradient(out);
+    CHECK(out.W == ref.W);
+    CHECK(out.R == ref.R);
+    CHECK(out.bW == ref.bW);
+    CHECK(out.bR == ref.bR);
+    CHECK(out.theta == ref.theta);
+    // The layout's scatter itself (Snap::gradient uses it too).
+    EgruParameters<S> from_snap(n, d);
+    if (which == 2) from_snap.bW.resize(0);
+    snap.layout().scatter(test::Vec<S>::Ones(snap.layout().columns()), from_snap);
+    CHECK(from_snap.bW.size() == 3 * n);
+  }
+  CHECK(snap.gradient().theta.size() == n);
+}

@@ -2,6 +2,9 @@
 // otherwise; SnAp-1 is exact when units do not interact.
 #include "test_support.hpp"
 
+#include <chrono>
+#include <limits>
+
 using namespace sparse_rtrl;
 using test::Mat;
 
@@ -68,4 +71,22 @@ TEST_CASE("SnAp rejects bad options", "[snap][errors]") {
   REQUIRE_THROWS_WITH(Snap<double>(EgruCell<double>(3, 2), 0), Catch::Matchers::Contains("order must be >= 1, received 0"));
   Snap<double> snap(EgruCell<double>(3, 2), 1);
   REQUIRE_THROWS_WITH(snap.step(Eigen::VectorXd::Zero(5)), Catch::Matchers::Contains("sparse_rtrl::Snap::step()"));
+}
+
+TEMPLATE_TEST_CASE("SnAp of any order is cheap: the reach set stops growing at the graph's diameter", "[snap]", float, double) {
+  using S = TestType;
+  const Index n = 32, d = 3, T = 40;
+  const auto mask = ParameterMask::random(n, d, 1.0, 0.1, 71);
+  EgruCell<S> cell(test::firing_parameters<S>(n, d, 72), CellOptions{true}, TriangularSurrogate<S>(S(1), S(0.5)));
+  const auto start = std::chrono::steady_clock::now();
+  Snap<S> unbounded(cell, mask, std::numeric_limits<int>::max());
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  CHECK(seconds < 5.0);  // before: INT_MAX hops of an O(n^2) sweep per unit, hours
+  CHECK(unbounded.order() == std::numeric_limits<int>::max());
+  Snap<S> full(cell, mask, int(n));
+  for (Index u = 0; u < n; ++u) REQUIRE(unbounded.kept_rows(u) == full.kept_rows(u));
+  const Mat<S> X = test::random_matrix<S>(T, d, 73), G = test::random_matrix<S>(T, n, 74);
+  const auto g_full = test::rtrl_gradient(full, X, G);
+  const auto g_unbounded = test::rtrl_gradient(unbounded, X, G);
+  CHECK(test::relative_error(g_unbounded, g_full) == 0.0);
 }

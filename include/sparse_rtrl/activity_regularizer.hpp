@@ -40,27 +40,44 @@ class ActivityRegularizer {
   Scalar target_rate() const { return target_; }
   Scalar strength() const { return strength_; }
 
-  /// Penalty of one step's events o (size n, entries 0 or 1).
+  /// Penalty of one step's events o (a row or column vector of size n >= 1, entries 0 or 1,
+  /// e.g. Rtrl::events()); anything else throws std::invalid_argument.
   template <typename O>
   Scalar loss(const Eigen::MatrixBase<O>& o) const {
-    const Scalar gap = rate(o) - target_;
+    const Scalar gap = rate("sparse_rtrl::ActivityRegularizer::loss()", o) - target_;
     return strength_ * gap * gap;
   }
 
-  /// Writes dL/do (size n) into @p dL_do; allocates nothing.
+  /// Writes dL/do (size n) into @p dL_do; o as for loss(). Allocates nothing; on a throw
+  /// @p dL_do is unchanged.
   template <typename O, typename G>
   void gradient(const Eigen::MatrixBase<O>& o, Eigen::MatrixBase<G>& dL_do) const {
     const char* where = "sparse_rtrl::ActivityRegularizer::gradient()";
+    const Scalar r = rate(where, o);
     detail::require_vector(where, "dL_do", dL_do, o.size());
-    const Scalar g = Scalar(2) * strength_ * (rate(o) - target_) / Scalar(o.size());
+    const Scalar g = Scalar(2) * strength_ * (r - target_) / Scalar(o.size());
     for (Index i = 0; i < o.size(); ++i) dL_do(i) = g;
   }
 
  private:
+  /// Mean of o after checking that o is a non-empty vector of 0s and 1s.
   template <typename O>
-  static Scalar rate(const Eigen::MatrixBase<O>& o) {
-    if (o.size() == 0) detail::fail("sparse_rtrl::ActivityRegularizer", "events vector must not be empty");
-    return o.sum() / Scalar(o.size());
+  static Scalar rate(const char* where, const Eigen::MatrixBase<O>& o) {
+    if (o.size() == 0) detail::fail(where, "events vector o must not be empty");
+    if (o.rows() != 1 && o.cols() != 1)
+      detail::fail(where, "o must be a vector of events, received " + detail::shape_string(o.rows(), o.cols()));
+    Index count = 0;
+    for (Index i = 0; i < o.size(); ++i) {
+      const Scalar v = o(i);
+      if (v == Scalar(1)) {
+        ++count;
+      } else if (v != Scalar(0)) {
+        std::ostringstream s;
+        s << "events must be 0 or 1, received " << v << " at " << i;
+        detail::fail(where, s.str());
+      }
+    }
+    return Scalar(count) / Scalar(o.size());
   }
 
   Scalar target_, strength_;

@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 namespace sparse_rtrl {
@@ -84,7 +85,7 @@ class Bptt {
     if (masked_) mask_.apply(cell_.parameters());
     const Index T = X_seq.rows();
     if (Index(caches_.size()) < T) caches_.resize(std::size_t(T));
-    length_ = T;
+    length_ = 0;  // set to T on success: a throw below leaves no half-run sequence behind
     Y_.resize(T, units());
     Vector c = c0;
     const bool sparse = options_.exploit_events && cell_.events();
@@ -101,14 +102,22 @@ class Bptt {
       c = cache.c;
       Y_.row(t) = cache.y.transpose();
     }
+    length_ = T;
     return Y_;
   }
 
   /// Outputs y_t of the last forward(), T x n.
   const Matrix& outputs() const { return Y_; }
   Index length() const { return length_; }
-  /// Cache of step t (0-based) of the last forward().
-  const EgruStepCache<Scalar>& step_cache(Index t) const { return caches_.at(std::size_t(t)); }
+  /// Cache of step t (0-based) of the last forward(): t in [0, length()), else
+  /// std::out_of_range naming the valid range (caches of an earlier, longer sequence are kept
+  /// for reuse but are not part of the last one).
+  const EgruStepCache<Scalar>& step_cache(Index t) const {
+    if (t < 0 || t >= length_)
+      throw std::out_of_range("sparse_rtrl::Bptt::step_cache(): t must be in [0, " + std::to_string(length_) +
+                              ") (the steps of the last forward()), received " + std::to_string(t));
+    return caches_[std::size_t(t)];
+  }
 
   /// Gradient of L with dL/dy_t = G.row(t) (G is T x n, finite), after forward().
   template <typename G>

@@ -16,6 +16,7 @@
 #include <Eigen/Core>
 
 #include <cmath>
+#include <string>
 #include <utility>
 
 namespace sparse_rtrl {
@@ -23,7 +24,7 @@ namespace sparse_rtrl {
 /// @brief Everything one step computes, kept for the gradient algorithms.
 ///
 /// "prev" quantities are functions of c_{t-1}; the rest of step t. Preallocated by resize(), so
-/// EgruCell::forward() allocates nothing.
+/// EgruCell::forward() allocates nothing (it refuses a cache of other sizes).
 template <typename Scalar>
 struct EgruStepCache {
   using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
@@ -50,6 +51,13 @@ struct EgruStepCache {
                       &y, &psi, &s, &decay})
       v->resize(n);
     for (Vector* v : {&a, &q, &dc_da, &dc_dq}) v->resize(3 * n);
+  }
+
+  /// Zeroes every field (keeps the sizes).
+  void set_zero() {
+    for (Vector* v : {&x, &c_prev, &o_prev, &y_prev, &h_prev, &psi_prev, &s_prev, &a, &q, &r, &z, &g, &c, &o,
+                      &y, &psi, &s, &dc_da, &dc_dq, &decay})
+      v->setZero();
   }
 };
 
@@ -120,9 +128,11 @@ class EgruCell {
     }
   }
 
-  /// @brief One step from c_prev with input x (a row or column vector of size d).
-  /// Fills @p cache (which must have been resize()d to this cell's sizes); allocates nothing.
-  /// Inputs are trusted here: the learners validate user input before calling.
+  /// @brief One step from c_prev (size n) with input x (size d), row or column vectors.
+  /// Fills @p cache, which must have been resize()d to this cell's sizes; allocates nothing.
+  /// Sizes are checked (O(1): c_prev, x, every field of the cache, the parameters' five
+  /// shapes), throwing std::invalid_argument; values are not (the learners check that x is
+  /// finite, and Inference does too). For evaluation without learning use Inference.
   /// @param event_sparse compute R y_{t-1} from the columns of units with events only (the
   ///        same value; the EGRU's forward saving). Off: one dense matrix-vector product.
   template <typename CP, typename X>
@@ -130,9 +140,9 @@ class EgruCell {
                Cache& cache, bool event_sparse = false) const {
     const Index n = units();
     const Index d = inputs();
-    SPARSE_RTRL_ASSERT(cache.c.size() == n && cache.x.size() == d);
+    require_forward_sizes(c_prev, x, cache);
     for (Index k = 0; k < d; ++k) cache.x(k) = x(k);
-    cache.c_prev = c_prev;
+    for (Index i = 0; i < n; ++i) cache.c_prev(i) = c_prev(i);
     event_quantities(cache.c_prev, cache.o_prev, cache.y_prev, cache.psi_prev, cache.s_prev);
     if (options_.events)
       cache.h_prev.array() = cache.c_prev.array() - cache.o_prev.array() * params_.theta.array();
@@ -178,6 +188,41 @@ class EgruCell {
   static Scalar sigmoid(Scalar v) { return Scalar(1) / (Scalar(1) + std::exp(-v)); }
 
  private:
+  template <typename CP, typename X>
+  void require_forward_sizes(const Eigen::MatrixBase<CP>& c_prev, const Eigen::MatrixBase<X>& x,
+                             const Cache& cache) const {
+    const char* where = "sparse_rtrl::EgruCell::forward()";
+    const Index n = units();
+    const Index d = inputs();
+    if (!params_.has_shape(n, d))
+      detail::fail(where, "the cell's parameters must be shaped for n = " + std::to_string(n) +
+                              " units (R's columns) and d = " + std::to_string(d) +
+                              " inputs (W's columns), received " + params_.shape_string());
+    detail::require_vector(where, "x", x, d);
+    detail::require_vector(where, "c_prev", c_prev, n);
+    struct Field {
+      const char* name;
+      const Vector* v;
+      Index size;
+    };
+    const Field fields[] = {
+        {"cache.x", &cache.x, d},           {"cache.c_prev", &cache.c_prev, n},
+        {"cache.o_prev", &cache.o_prev, n}, {"cache.y_prev", &cache.y_prev, n},
+        {"cache.h_prev", &cache.h_prev, n}, {"cache.psi_prev", &cache.psi_prev, n},
+        {"cache.s_prev", &cache.s_prev, n}, {"cache.a", &cache.a, 3 * n},
+        {"cache.q", &cache.q, 3 * n},       {"cache.r", &cache.r, n},
+        {"cache.z", &cache.z, n},           {"cache.g", &cache.g, n},
+        {"cache.c", &cache.c, n},           {"cache.o", &cache.o, n},
+        {"cache.y", &cache.y, n},           {"cache.psi", &cache.psi, n},
+        {"cache.s", &cache.s, n},           {"cache.dc_da", &cache.dc_da, 3 * n},
+        {"cache.dc_dq", &cache.dc_dq, 3 * n}, {"cache.decay", &cache.decay, n}};
+    for (const Field& f : fields)
+      if (f.v->size() != f.size)
+        detail::fail(where, std::string(f.name) + " has size " + std::to_string(f.v->size()) +
+                                ", expected " + std::to_string(f.size) + ": call cache.resize(" +
+                                std::to_string(n) + ", " + std::to_string(d) + ") first");
+  }
+
   Parameters params_;
   CellOptions options_;
   Surrogate surrogate_;

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdint>
 #include <sstream>
+#include <string>
 
 namespace sparse_rtrl {
 
@@ -54,6 +55,21 @@ struct EgruParameters {
   /// Number of scalars over all five tensors.
   Index size() const { return W.size() + R.size() + bW.size() + bR.size() + theta.size(); }
 
+  /// True when all five tensors are shaped for n units and d inputs (O(1)).
+  bool has_shape(Index n_units, Index n_inputs) const {
+    return W.rows() == 3 * n_units && W.cols() == n_inputs && R.rows() == 3 * n_units &&
+           R.cols() == n_units && bW.size() == 3 * n_units && bR.size() == 3 * n_units &&
+           theta.size() == n_units;
+  }
+
+  /// The five shapes, e.g. "n = 3, d = 2 (W 9 x 2, R 9 x 3, bW 9, bR 9, theta 3)", for messages.
+  std::string shape_string() const {
+    return "n = " + std::to_string(units()) + ", d = " + std::to_string(inputs()) + " (W " +
+           detail::shape_string(W.rows(), W.cols()) + ", R " + detail::shape_string(R.rows(), R.cols()) +
+           ", bW " + std::to_string(bW.size()) + ", bR " + std::to_string(bR.size()) + ", theta " +
+           std::to_string(theta.size()) + ")";
+  }
+
   void set_zero() {
     W.setZero();
     R.setZero();
@@ -82,7 +98,16 @@ struct EgruParameters {
     detail::require_finite(where, "theta", theta);
   }
 
+  /// Element-wise sum; both operands must have the same five shapes (else
+  /// std::invalid_argument naming both, and *this is unchanged).
   EgruParameters& operator+=(const EgruParameters& other) {
+    const bool same = W.rows() == other.W.rows() && W.cols() == other.W.cols() &&
+                      R.rows() == other.R.rows() && R.cols() == other.R.cols() &&
+                      bW.size() == other.bW.size() && bR.size() == other.bR.size() &&
+                      theta.size() == other.theta.size();
+    if (!same)
+      detail::fail("sparse_rtrl::EgruParameters::operator+=()",
+                   "shapes must agree, received this: " + shape_string() + " and other: " + other.shape_string());
     W += other.W;
     R += other.R;
     bW += other.bW;

@@ -108,10 +108,11 @@ class InfluenceLayout {
   Index column_of_bR(Index rr) const { return column_of_bW(rr) + 1; }
 
   /// Writes per-column values (size P_kept) into parameter layout; pruned entries (and theta in
-  /// GRU mode) become zero. `out` must be shaped for (n, d); it is resized if not.
+  /// GRU mode) become zero. `out` is reshaped to (n, d) when any of its five tensors has another
+  /// shape (allocates only then).
   template <typename Vec, typename Scalar>
   void scatter(const Eigen::MatrixBase<Vec>& columns, EgruParameters<Scalar>& out) const {
-    if (out.units() != n_ || out.inputs() != d_ || out.theta.size() != n_) out = EgruParameters<Scalar>(n_, d_);
+    if (!out.has_shape(n_, d_)) out = EgruParameters<Scalar>(n_, d_);
     out.set_zero();
     for (Index rr = 0; rr < 3 * n_; ++rr) {
       Index col = group_begin(rr % n_, int(rr / n_));

@@ -7,7 +7,10 @@
 /// gate entry (i, j)); every other entry of M is treated as zero forever. Each unit's kept block
 /// then follows M_t[S_u] = J_t[S_u, S_u] M_{t-1}[S_u] + Mbar_t[S_u], the exact recursion with
 /// J_t restricted to the pattern. SnAp-1 keeps only row u: one entry per parameter. When S_u
-/// reaches every unit the J-product is not truncated and SnAp-n equals exact RTRL.
+/// holds every unit reachable from u (at any distance) the J-product is not truncated and
+/// SnAp-n equals exact RTRL: this holds for every order >= (diameter of the graph) + 1, e.g.
+/// order >= n, which is SnAp-infinity = RTRL. Any order is cheap to construct: the reach set
+/// stops growing after at most diameter + 1 hops, and the expansion stops there.
 #pragma once
 
 #include <sparse_rtrl/config.hpp>
@@ -36,7 +39,9 @@ class Snap {
   using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
   using Block = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
-  /// @param order n of SnAp-n, >= 1.
+  /// @param order n of SnAp-n, >= 1 (else std::invalid_argument). Every order >= (diameter of
+  ///        the recurrent graph) + 1 keeps the same rows and is exact RTRL (SnAp-infinity); such
+  ///        orders, up to INT_MAX, cost no more to construct than the diameter's.
   Snap(Cell cell, const ParameterMask& mask, int order) : cell_(std::move(cell)), mask_(mask), order_(order) {
     const char* where = "sparse_rtrl::Snap::Snap()";
     mask_.require_matches(cell_.parameters(), where);
@@ -193,11 +198,20 @@ class Snap {
     for (Index u = 0; u < n; ++u) {
       std::vector<char> reach(std::size_t(n), 0);
       reach[std::size_t(u)] = 1;
-      for (int hop = 1; hop < order_; ++hop) {  // n - 1 hops of the graph j -> i
-        std::vector<char> next = reach;
+      // order - 1 hops of the graph j -> i, stopping at the first hop that adds no unit: the
+      // set is then closed under the graph, and further hops change nothing. So at most
+      // (eccentricity of u) + 1 sweeps run, whatever the order (INT_MAX included).
+      std::vector<char> next;
+      for (int hop = 1; hop < order_; ++hop) {
+        next = reach;
+        bool grew = false;
         for (Index i = 0; i < n; ++i)
           for (Index j = 0; j < n && !next[std::size_t(i)]; ++j)
-            if (reach[std::size_t(j)] && edge_(i, j)) next[std::size_t(i)] = 1;
+            if (reach[std::size_t(j)] && edge_(i, j)) {
+              next[std::size_t(i)] = 1;
+              grew = true;
+            }
+        if (!grew) break;
         reach.swap(next);
       }
       for (Index i = 0; i < n; ++i)
