@@ -474,20 +474,18 @@ struct Evaluation {
 Evaluation evaluate(const Cell& cell, const Readout& readout, const Dataset& data,
                     std::size_t count) {
   const Index n = cell.units();
-  Cell::Cache cache;
-  cache.resize(n, kSide);
-  Vector c(n), logits(kClasses);
+  sparse_rtrl::Inference<float, Surrogate> eval(cell);  // references the cell: no copy
+  Vector logits(kClasses);
   std::size_t correct = 0, silent = 0, skippable = 0;
   for (std::size_t k = 0; k < count; ++k) {
     const Image x = data.image(k);
-    c.setZero();
+    eval.reset();
     for (Index t = 0; t < kSide; ++t) {
-      cell.forward(c, x.row(t), cache, /*event_sparse=*/true);
-      c = cache.c;
-      silent += std::size_t((cache.o.array() == 0.0f).count());
-      skippable += std::size_t((cache.s.array() == 0.0f).count());
+      eval.step(x.row(t));
+      silent += std::size_t((eval.events().array() == 0.0f).count());
+      skippable += std::size_t((eval.output_derivative().array() == 0.0f).count());
     }
-    readout.forward(cache.y, logits);
+    readout.forward(eval.output(), logits);
     Index predicted = 0;
     logits.maxCoeff(&predicted);
     correct += predicted == Index(data.labels[k]);

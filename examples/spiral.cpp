@@ -114,19 +114,15 @@ std::vector<Sequence> make_spirals(std::size_t count, std::uint64_t seed) {
 
 using Readout = sparse_rtrl::LinearReadout<float>;
 
-/// Test accuracy with the cell alone: evaluation needs no influence matrix.
+/// Test accuracy with the cell alone (sparse_rtrl::Inference references it): evaluation needs
+/// no influence matrix.
 double accuracy(const Cell& cell, const Readout& readout, const std::vector<Sequence>& data) {
-  Cell::Cache cache;
-  cache.resize(kUnits, kInputs);
-  Vector c(kUnits);
+  sparse_rtrl::Inference<float, Surrogate> eval(cell);
   std::size_t correct = 0;
   for (const Sequence& s : data) {
-    c.setZero();
-    for (Index t = 0; t < kSteps; ++t) {
-      cell.forward(c, s.x.col(t), cache);
-      c = cache.c;
-    }
-    const Vector logits = readout.forward(cache.y);
+    eval.reset();
+    for (Index t = 0; t < kSteps; ++t) eval.step(s.x.col(t));
+    const Vector logits = readout.forward(eval.output());
     Index predicted = 0;
     logits.maxCoeff(&predicted);
     correct += predicted == s.label;

@@ -16,6 +16,7 @@
 #include <sparse_rtrl/denormals.hpp>
 #include <sparse_rtrl/bptt.hpp>
 #include <sparse_rtrl/snap.hpp>
+#include <sparse_rtrl/inference.hpp>
 #include <sparse_rtrl/activity_regularizer.hpp>
 #include <sparse_rtrl/readout.hpp>
 #include <sparse_rtrl/loss.hpp>
