@@ -2,6 +2,8 @@
 # One entry point for people and CI: installs missing Debian packages, configures, builds, runs.
 #   bash cmake/dev.sh example   build and run the main example (spiral task, short mode)
 #   bash cmake/dev.sh test      build and run every test (ctest)
+#   bash cmake/dev.sh sanitize  build and run the library tests under AddressSanitizer and
+#                               UndefinedBehaviorSanitizer (examples and benchmarks left out)
 #   bash cmake/dev.sh bench [--quick|--full]
 #                               build the benchmarks (Release, -march=native), run the suite,
 #                               write bench/results/*.json and docs/benchmarks.md with plots
@@ -29,6 +31,19 @@ case "$what" in
     cmake --build "$build" -j "$jobs"
     ctest --test-dir "$build" --output-on-failure -j "$jobs"
     ;;
+  sanitize)
+    build="$root/build/sanitize"
+    flags="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
+    cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS="$flags" \
+      -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" -DSPARSE_RTRL_BUILD_TESTS=ON \
+      -DSPARSE_RTRL_BUILD_BENCHMARKS=OFF -DSPARSE_RTRL_BUILD_EXAMPLES=OFF >/dev/null
+    cmake --build "$build" -j "$jobs"
+    # The install and README tests build other projects (without these flags): the plain test
+    # run covers them.
+    ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:strict_string_checks=1" \
+      UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
+      ctest --test-dir "$build" --output-on-failure -j "$jobs" -E "install_and_find_package|readme"
+    ;;
   bench)
     build="$root/build/bench"
     cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DSPARSE_RTRL_NATIVE=ON \
@@ -40,7 +55,7 @@ case "$what" in
     /usr/bin/python3 "$root/bench/run_suite.py" --build "$build" "${@:---quick}"
     ;;
   *)
-    echo "usage: bash cmake/dev.sh {example|test|bench}" >&2
+    echo "usage: bash cmake/dev.sh {example|test|sanitize|bench}" >&2
     exit 2
     ;;
 esac
