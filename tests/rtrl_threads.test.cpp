@@ -189,21 +189,21 @@ TEST_CASE("A step restores the caller's floating-point mode, flushing or not", "
     SUCCEED("no flush-to-zero control on this target");
     return;
   }
-  const auto before = detail::read_float_control();
+  const auto before = detail::read_float_mode();
   for (bool flush : {true, false})
     for (int threads : {1, 2}) {
       auto rtrl = decaying_learner<float>(flush, threads);
       rtrl.step(Vec<float>::Constant(4, 0.1f));
       rtrl.accumulate_gradient(Vec<float>::Constant(64, 0.1f));
-      CHECK(detail::read_float_control() == before);
+      CHECK(detail::read_float_mode() == before);
     }
   {
     // A caller that flushes already keeps flushing, also after a strict-IEEE learner's step.
     ScopedFlushDenormals caller;
-    const auto flushing = detail::read_float_control();
+    const auto flushing = detail::read_float_mode();
     auto rtrl = decaying_learner<float>(false, 1);
     rtrl.step(Vec<float>::Constant(4, 0.1f));
-    CHECK(detail::read_float_control() == flushing);
+    CHECK(detail::read_float_mode() == flushing);
   }
-  CHECK(detail::read_float_control() == before);
+  CHECK(detail::read_float_mode() == before);
 }

@@ -46,12 +46,16 @@ using FloatControlWord = unsigned;
 // FTZ (bit 15): results that would be subnormal become zero; DAZ (bit 6): subnormal inputs are
 // read as zero.
 constexpr FloatControlWord kFlushBits = 0x8000u | 0x0040u;
+// Bits 0-5 are sticky exception flags (status, not mode): inexact arithmetic sets them at any
+// time, so they are neither compared nor restored.
+constexpr FloatControlWord kStatusBits = 0x003Fu;
 inline FloatControlWord read_float_control() { return _mm_getcsr(); }
 inline void write_float_control(FloatControlWord w) { _mm_setcsr(w); }
 #elif defined(SPARSE_RTRL_HAVE_FPCR)
 using FloatControlWord = std::uint64_t;
 // FPCR.FZ (bit 24) flushes subnormal inputs and outputs of single and double precision.
 constexpr FloatControlWord kFlushBits = FloatControlWord(1) << 24;
+constexpr FloatControlWord kStatusBits = 0;  // AArch64 keeps the flags in FPSR, not FPCR
 inline FloatControlWord read_float_control() {
   FloatControlWord w;
   __asm__ __volatile__("mrs %0, fpcr" : "=r"(w));
@@ -61,13 +65,19 @@ inline void write_float_control(FloatControlWord w) { __asm__ __volatile__("msr 
 #else
 using FloatControlWord = unsigned;
 constexpr FloatControlWord kFlushBits = 0;
+constexpr FloatControlWord kStatusBits = 0;
 inline FloatControlWord read_float_control() { return 0; }
 inline void write_float_control(FloatControlWord) {}
 #endif
 
+/// The floating-point mode of the calling thread (rounding, flushing, exception masks), without
+/// the sticky exception flags.
+inline FloatControlWord read_float_mode() { return read_float_control() & ~kStatusBits; }
+
 /// RAII: for its lifetime the calling thread flushes subnormals (when @p flush) or keeps its
-/// mode; the previous control word is restored on destruction. Writes the control register only
-/// when the mode actually changes (it serialises the pipeline on some CPUs).
+/// mode; the previous mode is restored on destruction (exception flags raised meanwhile are
+/// kept, as a caller testing them expects). Writes the control register only when the mode
+/// actually changes (it serialises the pipeline on some CPUs).
 class SubnormalGuard {
  public:
   explicit SubnormalGuard(bool flush) {
@@ -78,7 +88,7 @@ class SubnormalGuard {
     changed_ = true;
   }
   ~SubnormalGuard() {
-    if (changed_) write_float_control(saved_);
+    if (changed_) write_float_control((read_float_control() & kStatusBits) | (saved_ & ~kStatusBits));
   }
   SubnormalGuard(const SubnormalGuard&) = delete;
   SubnormalGuard& operator=(const SubnormalGuard&) = delete;
