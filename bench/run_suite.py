@@ -54,7 +54,8 @@ def rows(suite):
         sweep, algo, f = parse_name(b["name"])
         r = dict(sweep=sweep, algo=algo, **f)
         r["error"] = b.get("error_message") if b.get("error_occurred") else None
-        for k in ("step_seconds", "state_bytes", "activity", "event_rate", "fma", "dense_fma", "ideal_ratio", "GFLOPS"):
+        for k in ("step_seconds", "state_bytes", "activity", "event_rate", "fma", "dense_fma", "ideal_ratio", "GFLOPS",
+                  "stream_seconds", "stream_GBps", "over_floor"):
             if k in b:
                 r[k] = b[k]
         out.append(r)
@@ -243,6 +244,17 @@ def report(mode, suite, kernel_table, peer, rtrl_suite=None):
                  "user gets', not as PyTorch's best.")
     L.append("")
     # Size sweep.
+    scale = sorted((r for r in rs if r["sweep"] == "scale" and not r["error"]), key=lambda r: r["n"])
+    if scale:
+        L.append("## Kernel efficiency as n grows (one thread, activity and weight density 0.05)\n")
+        L.append("The floor is the time to read and write an n x P_kept matrix once (`M *= c`), measured right after "
+                 "the step in the same benchmark: every exact step must stream all of M at least once.\n")
+        L.append("| n | M | step | GFLOP/s of counted work | M-streaming floor | step / floor |")
+        L.append("|---|---|---|---|---|---|")
+        for r in scale:
+            L.append(f"| {int(r['n'])} | {mb(r.get('state_bytes'))} | {ms(r['step_seconds'])} | {r['GFLOPS'] / 1e9:.1f} | "
+                     f"{ms(r.get('stream_seconds'))} ({r.get('stream_GBps', 0):.0f} GB/s) | {r.get('over_floor', 0):.2f} |")
+        L.append("")
     L.append("## Hidden size (weight density 0.1, activity ~0.1, T = 100 for BPTT)\n")
     algos = ["sparse_rtrl", "dense_rtrl", "snap1", "snap2", "dense_bptt", "sparse_bptt"]
     L.append("| n | " + " | ".join(algos) + " | pytorch_bptt | sparse/dense RTRL | sparse RTRL / sparse BPTT | sparse RTRL / PyTorch |")
@@ -317,7 +329,7 @@ def standing(rs, peer, rtrl_suite, dense256):
         g = by.get("BM_EigenSgemm/512")
         f = by.get("BM_InfluenceStream/24000")
         st = next((b for n, b in by.items() if n.startswith("BM_SparseRtrlStep/")), None)
-        ftz = next((b for n, b in by.items() if n.startswith("BM_SparseRtrlStepFlushDenormals")), None)
+        strict = next((b for n, b in by.items() if n.startswith("BM_SparseRtrlStepStrictIeee")), None)
         if k and g and f and st:
             unit = {"ms": 1e-3, "us": 1e-6, "ns": 1e-9, "s": 1.0}
             sec = lambda b: b["cpu_time"] * unit[b.get("time_unit", "ms")]
@@ -329,11 +341,12 @@ def standing(rs, peer, rtrl_suite, dense256):
                        f"is decayed and almost every row receives coupling): streaming M once takes {sec(f) * 1e3:.2f} ms "
                        f"here, the floor for any step at this size; the kernel takes {sec(k) / sec(f):.1f}x that floor and "
                        f"the whole step {sec(st) / sec(f):.1f}x.")
-            if ftz:
+            if strict:
                 out.append(f"* Subnormal floats: rows of long-silent units decay into the subnormal range, where arithmetic "
-                           f"is slow. With `ScopedFlushDenormals` (opt-in, include/sparse_rtrl/denormals.hpp) the same step "
-                           f"takes {sec(ftz) * 1e3:.2f} ms instead of {sec(st) * 1e3:.2f} ms (bench_rtrl). The suite's "
-                           "tables above run with the IEEE default.")
+                           f"is slow. The learners flush subnormals by default (include/sparse_rtrl/denormals.hpp); with strict "
+                           f"IEEE (`RtrlOptions::flush_subnormals = false`) the same step, 2000 steps after a reset, takes "
+                           f"{sec(strict) * 1e3:.2f} ms instead of {sec(st) * 1e3:.2f} ms (bench_rtrl). Every table here runs "
+                           "with the default.")
             if peer:
                 t = torch_point(peer, 256, 100, 0.1, 0.1)
                 if t:
