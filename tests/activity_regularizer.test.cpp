@@ -26,7 +26,8 @@ TEMPLATE_TEST_CASE("Regularised RTRL gradient equals BPTT's and lowers the event
   ActivityRegularizer<S> reg(S(0.05), S(1));
   EgruCell<S> cell(test::firing_parameters<S>(n, d, 61), CellOptions{true}, TriangularSurrogate<S>(S(1), S(0.5)));
   const Mat<S> X = test::random_matrix<S>(T, d, 62);
-  Bptt<S> bptt(cell);
+  Model<S> model(cell);
+  Bptt<S> bptt(model);
   bptt.forward(X);
   Mat<S> G_events(T, n);
   test::Vec<S> g(n);
@@ -35,7 +36,7 @@ TEMPLATE_TEST_CASE("Regularised RTRL gradient equals BPTT's and lowers the event
     G_events.row(t) = g.transpose();
   }
   const auto g_ref = bptt.backward(Mat<S>::Zero(T, n), G_events);
-  Rtrl<S> rtrl(cell);
+  Rtrl<S> rtrl(model);
   S rate_before = 0;
   for (Index t = 0; t < T; ++t) {
     rtrl.step(X.row(t));
@@ -52,7 +53,8 @@ TEMPLATE_TEST_CASE("Regularised RTRL gradient equals BPTT's and lowers the event
   p.bW -= S(0.5) * grad.bW;
   p.bR -= S(0.5) * grad.bR;
   p.theta -= S(0.5) * grad.theta;
-  Bptt<S> after(EgruCell<S>(p, CellOptions{true}, TriangularSurrogate<S>(S(1), S(0.5))));
+  Model<S> stepped(EgruCell<S>(p, CellOptions{true}, TriangularSurrogate<S>(S(1), S(0.5))));
+  Bptt<S> after(stepped);
   after.forward(X);
   S rate_after = 0;
   for (Index t = 0; t < T; ++t) rate_after += after.step_cache(t).o.sum();

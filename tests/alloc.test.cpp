@@ -88,8 +88,9 @@ TEMPLATE_TEST_CASE("Rtrl::step and accumulate_gradient allocate nothing", "[rtrl
   for (double density : {1.0, 0.3}) {
     auto params = init_torch_like<S>(24, 5, {1, S(0.05)});
     params.R *= S(3);
-    Rtrl<S> rtrl(EgruCell<S>(params, CellOptions{true}, TriangularSurrogate<S>(S(1), S(0.3))),
-                 ParameterMask::random(24, 5, density, density, 2));
+    Model<S> model(EgruCell<S>(params, CellOptions{true}, TriangularSurrogate<S>(S(1), S(0.3))),
+                   ParameterMask::random(24, 5, density, density, 2));
+    Rtrl<S> rtrl(model);
     Eigen::Matrix<S, Eigen::Dynamic, 1> x = Eigen::Matrix<S, Eigen::Dynamic, 1>::Ones(5);
     Eigen::Matrix<S, Eigen::Dynamic, 1> g = Eigen::Matrix<S, Eigen::Dynamic, 1>::Ones(24);
     EgruParameters<S> out(24, 5);
@@ -103,6 +104,36 @@ TEMPLATE_TEST_CASE("Rtrl::step and accumulate_gradient allocate nothing", "[rtrl
     rtrl.gradient(out);
     CHECK(g_allocations.load() == before);
     CHECK(rtrl.total_work().active_rows > 0);
+  }
+}
+
+TEMPLATE_TEST_CASE("RtrlStreams::step, accumulate_gradient and gradient allocate nothing", "[streams][alloc]", float,
+                   double) {
+  using S = TestType;
+  using M = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
+  auto params = init_torch_like<S>(40, 5, {4, S(0.05)});
+  params.R *= S(3);
+  Model<S> model(EgruCell<S>(params, CellOptions{true}, TriangularSurrogate<S>(S(1), S(0.3))),
+                 ParameterMask::random(40, 5, 0.5, 0.5, 5));
+  for (int threads : {1, 2, 4}) {
+    RtrlOptions options;
+    options.threads = threads;
+    RtrlStreams<S> streams(model, 3, options);
+    M X = M::Ones(3, 5), G = M::Ones(3, 40);
+    G.row(1).setZero();
+    EgruParameters<S> out(40, 5);
+    streams.step(X);  // warm up
+    streams.gradient(out);
+    const long before = g_allocations.load();
+    for (int t = 0; t < 20; ++t) {
+      X(t % 3, t % 5) = -X(t % 3, t % 5);
+      streams.step(X);
+      streams.accumulate_gradient(G);
+      if (t == 7) streams.reset(2);
+    }
+    streams.gradient(out);
+    CHECK(g_allocations.load() == before);
+    CHECK(streams.total_work().active_rows > 0);
   }
 }
 

@@ -11,7 +11,8 @@ namespace {
 // Loss L = sum_t <G_t, y_t> by a forward pass only.
 double loss(const EgruParameters<double>& p, bool events, const Mat<double>& X, const Mat<double>& G,
             TriangularSurrogate<double> sg = TriangularSurrogate<double>()) {
-  Bptt<double> b(EgruCell<double>(p, CellOptions{events}, sg));
+  Model<double> model(EgruCell<double>(p, CellOptions{events}, sg));
+  Bptt<double> b(model);
   return (b.forward(X).array() * G.array()).sum();
 }
 
@@ -21,7 +22,8 @@ TEST_CASE("BPTT gradient equals central finite differences in GRU mode", "[bptt]
   const Index n = 5, d = 3, T = 15;
   const auto p = init_torch_like<double>(n, d, {11, 0.3});
   const Mat<double> X = test::random_matrix<double>(T, d, 12), G = test::random_matrix<double>(T, n, 13);
-  Bptt<double> bptt(EgruCell<double>(p, CellOptions{false}));
+  Model<double> model(EgruCell<double>(p, CellOptions{false}));
+  Bptt<double> bptt(model);
   bptt.forward(X);
   const auto g = bptt.backward(G);
 
@@ -51,7 +53,8 @@ TEST_CASE("BPTT initial-state gradient equals finite differences (GRU mode)", "[
   const auto p = init_torch_like<double>(n, d, {14, 0.3});
   const Mat<double> X = test::random_matrix<double>(T, d, 15), G = test::random_matrix<double>(T, n, 16);
   const Eigen::VectorXd c0 = test::random_matrix<double>(n, 1, 17);
-  Bptt<double> b(EgruCell<double>(p, CellOptions{false}));
+  Model<double> model(EgruCell<double>(p, CellOptions{false}));
+  Bptt<double> b(model);
   b.forward(X, c0);
   b.backward(G);
   const Eigen::VectorXd g0 = b.initial_state_gradient();
@@ -60,7 +63,8 @@ TEST_CASE("BPTT initial-state gradient equals finite differences (GRU mode)", "[
     Eigen::VectorXd plus = c0, minus = c0;
     plus(i) += 1e-6;
     minus(i) -= 1e-6;
-    Bptt<double> bp(EgruCell<double>(p, CellOptions{false}));
+    Model<double> model_fd(EgruCell<double>(p, CellOptions{false}));
+    Bptt<double> bp(model_fd);
     const double lp = (bp.forward(X, plus).array() * G.array()).sum();
     const double lm = (bp.forward(X, minus).array() * G.array()).sum();
     fd(i) = (lp - lm) / 2e-6;
@@ -82,7 +86,8 @@ TEST_CASE("GRU mode forward equals a two-step example computed by hand", "[bptt]
   p.R << 0.2, 0.4, -0.6;
   p.bW << 0.1, 0.0, -0.1;
   p.bR << 0.0, 0.2, 0.05;
-  Bptt<double> b(EgruCell<double>(p, CellOptions{false}));
+  Model<double> model(EgruCell<double>(p, CellOptions{false}));
+  Bptt<double> b(model);
   Mat<double> X(2, 1);
   X << 1.0, -2.0;
   const Mat<double> Y = b.forward(X);
@@ -94,7 +99,8 @@ TEST_CASE("Events-mode forward equals a plain transcription of model.md", "[bptt
   const Index n = 6, d = 3, T = 40;
   const auto p = test::firing_parameters<double>(n, d, 41);
   const Mat<double> X = test::random_matrix<double>(T, d, 42);
-  Bptt<double> b(EgruCell<double>(p, CellOptions{true}));
+  Model<double> model(EgruCell<double>(p, CellOptions{true}));
+  Bptt<double> b(model);
   const Mat<double> Y = b.forward(X);
 
   // Reference written from the equations, scalar loops only.
@@ -138,7 +144,8 @@ TEST_CASE("BPTT theta gradient equals finite differences where no event flips", 
   const auto p = test::firing_parameters<double>(n, d, 51);
   const Mat<double> X = test::random_matrix<double>(T, d, 52), G = test::random_matrix<double>(T, n, 53);
   const TriangularSurrogate<double> flat(0.0, 1.0);
-  Bptt<double> b(EgruCell<double>(p, CellOptions{true}, flat));
+  Model<double> model(EgruCell<double>(p, CellOptions{true}, flat));
+  Bptt<double> b(model);
   b.forward(X);
   const auto g = b.backward(G);
   Eigen::VectorXd fd(n);
@@ -156,7 +163,8 @@ TEST_CASE("BPTT with a mask reports zero gradient for pruned weights", "[bptt][m
   const Index n = 6, d = 3, T = 20;
   const auto mask = ParameterMask::random(n, d, 0.5, 0.3, 3);
   const auto p = test::firing_parameters<double>(n, d, 61);
-  Bptt<double> b(EgruCell<double>(p), mask);
+  Model<double> model(EgruCell<double>(p), mask);
+  Bptt<double> b(model);
   REQUIRE(mask.respected_by(b.cell().parameters()));
   b.forward(test::random_matrix<double>(T, d, 62));
   const auto g = b.backward(test::random_matrix<double>(T, n, 63));
@@ -166,7 +174,8 @@ TEST_CASE("BPTT with a mask reports zero gradient for pruned weights", "[bptt][m
 
 TEST_CASE("BPTT rejects bad input", "[bptt][errors]") {
   using Catch::Matchers::Contains;
-  Bptt<double> b(EgruCell<double>(3, 2));
+  Model<double> model(EgruCell<double>(3, 2));
+  Bptt<double> b(model);
   REQUIRE_THROWS_WITH(b.backward(Mat<double>::Zero(1, 3)), Contains("call forward() first"));
   REQUIRE_THROWS_WITH(b.forward(Mat<double>::Zero(4, 3)), Contains("sparse_rtrl::Bptt::forward()") && Contains("T x 2") && Contains("4 x 3"));
   REQUIRE_THROWS_WITH(b.forward(Mat<double>::Zero(0, 2)), Contains("T >= 1"));
@@ -183,7 +192,8 @@ TEMPLATE_TEST_CASE("Event-sparse BPTT equals dense BPTT and does less work", "[b
   const auto mask = ParameterMask::random(n, d, 1.0, 0.5, 91);
   EgruCell<S> cell(test::firing_parameters<S>(n, d, 92), CellOptions{true}, TriangularSurrogate<S>(S(1), S(0.2)));
   const Mat<S> X = test::random_matrix<S>(T, d, 93), G = test::random_matrix<S>(T, n, 94);
-  Bptt<S> dense(cell, mask), sparse(cell, mask, BpttOptions{true});
+  Model<S> model(cell, mask);
+  Bptt<S> dense(model), sparse(model, BpttOptions{true});
   const Mat<S> Yd = dense.forward(X);
   const Mat<S> Ys = sparse.forward(X);
   CHECK(test::relative_error(Ys, Yd) == 0.0);  // skipping exact zeros changes no bit
@@ -211,7 +221,8 @@ TEMPLATE_TEST_CASE("Event-sparse BPTT equals dense BPTT and does less work", "[b
 TEMPLATE_TEST_CASE("Bptt::step_cache covers only the last forward()", "[bptt][errors]", float, double) {
   using S = TestType;
   using Catch::Matchers::Contains;
-  Bptt<S> b(EgruCell<S>(3, 2));
+  Model<S> model(EgruCell<S>(3, 2));
+  Bptt<S> b(model);
   REQUIRE_THROWS_AS(b.step_cache(0), std::out_of_range);  // no forward() yet
   b.forward(test::random_matrix<S>(50, 2, 1));
   CHECK(b.step_cache(49).c.size() == 3);

@@ -39,11 +39,13 @@ TEST_CASE("Sparse RTRL under ScopedFlushDenormals still equals BPTT", "[denormal
   const TriangularSurrogate<S> surrogate(S(1), S(0.2));
   test::Mat<S> X = test::Mat<S>::Random(T, d);
   test::Mat<S> G = test::Mat<S>::Random(T, n) * S(0.01);
-  Bptt<S> bptt(EgruCell<S>(params, {true}, surrogate), mask);
+  Model<S> bptt_model(EgruCell<S>(params, {true}, surrogate), mask);
+  Bptt<S> bptt(bptt_model);
   bptt.forward(X);
   const auto reference = bptt.backward(G);
   ScopedFlushDenormals guard;
-  Rtrl<S> rtrl(EgruCell<S>(params, {true}, surrogate), mask);
+  Model<S> rtrl_model(EgruCell<S>(params, {true}, surrogate), mask);
+  Rtrl<S> rtrl(rtrl_model);
   for (Index t = 0; t < T; ++t) {
     rtrl.step(X.row(t));
     rtrl.accumulate_gradient(G.row(t));

@@ -77,7 +77,8 @@ TEST_CASE("Golden cases: forward outputs and BPTT, RTRL gradients match PyTorch 
     REQUIRE(c.X.rows() == c.T);
     const EgruCell<double> cell(c.params, CellOptions{c.events}, TriangularSurrogate<double>(c.gamma, c.eps));
 
-    Bptt<double> bptt(cell, c.mask);
+    Model<double> model(cell, c.mask);
+    Bptt<double> bptt(model);
     const Mat<double> Y = bptt.forward(c.X);
     CHECK(test::relative_error(Y, c.Y) <= 1e-10);
     const auto g_bptt = bptt.backward(c.G);
@@ -97,7 +98,7 @@ TEST_CASE("Golden cases: forward outputs and BPTT, RTRL gradients match PyTorch 
           options.skip_silent_rows = skip;
           options.flush_subnormals = flush;
           options.threads = threads;
-          Rtrl<double> rtrl(cell, c.mask, options);
+          Rtrl<double> rtrl(model, options);
           if (c.has_mask) REQUIRE(rtrl.layout().columns() < rtrl.layout().dense_columns());
           const auto g = test::rtrl_gradient(rtrl, c.X, c.G);
           CHECK(test::relative_error(g.W, c.grad.W) <= 1e-10);
@@ -106,5 +107,29 @@ TEST_CASE("Golden cases: forward outputs and BPTT, RTRL gradients match PyTorch 
           CHECK(test::relative_error(g.bR, c.grad.bR) <= 1e-10);
           CHECK(test::relative_error(g.theta, c.grad.theta) <= 1e-10);
         }
+
+    // Through the multi-stream path: the case is stream 1 of three over one model; streams 0
+    // and 2 get other inputs and losses (the rows reversed, and halved) at the same time.
+    for (int threads : {1, 2}) {
+      INFO("RtrlStreams, threads = " << threads);
+      RtrlOptions options;
+      options.threads = threads;
+      RtrlStreams<double> streams(model, 3, options);
+      const Mat<double> X_other = c.X.colwise().reverse(), G_other = 0.5 * c.G;
+      Mat<double> X(3, c.d), G(3, c.n);
+      for (Index t = 0; t < c.T; ++t) {
+        X << X_other.row(t), c.X.row(t), 0.5 * c.X.row(t);
+        G << G_other.row(t), c.G.row(t), c.G.row(c.T - 1 - t);
+        streams.step(X);
+        CHECK(test::relative_error(streams.outputs().row(1), c.Y.row(t)) <= 1e-10);
+        streams.accumulate_gradient(G);
+      }
+      const auto g = streams.stream(1).gradient();
+      CHECK(test::relative_error(g.W, c.grad.W) <= 1e-10);
+      CHECK(test::relative_error(g.R, c.grad.R) <= 1e-10);
+      CHECK(test::relative_error(g.bW, c.grad.bW) <= 1e-10);
+      CHECK(test::relative_error(g.bR, c.grad.bR) <= 1e-10);
+      CHECK(test::relative_error(g.theta, c.grad.theta) <= 1e-10);
+    }
   }
 }

@@ -25,10 +25,11 @@ TEMPLATE_TEST_CASE("Inference outputs equal Bptt's and Rtrl's bit for bit", "[in
     const auto mask = ParameterMask::random(n, d, density, density, 5);
     const EgruCell<S> cell(test::firing_parameters<S>(n, d, 6), CellOptions{true}, TriangularSurrogate<S>(S(1), S(0.3)));
     const Mat<S> X = test::random_matrix<S>(T, d, 7);
-    Rtrl<S> rtrl(cell, mask);
-    Bptt<S> bptt(cell, mask);
+    Model<S> model(cell, mask);
+    Rtrl<S> rtrl(model);
+    Bptt<S> bptt(model);
     const Mat<S> Y = bptt.forward(X);
-    // The masked cell the learners run: Rtrl's own (its masked weights are zero).
+    // The masked cell the learners run: the model's (its masked weights are zero).
     Inference<S> sparse(rtrl.cell());
     Inference<S> dense(rtrl.cell(), InferenceOptions{false});
     CHECK(sparse.units() == n);
@@ -85,7 +86,8 @@ TEMPLATE_TEST_CASE("Inference follows parameter updates made to the referenced c
   cell.parameters().W *= S(0.5);
   cell.parameters().theta.array() += S(0.1);
   eval.reset();
-  Bptt<S> bptt(cell);  // a copy of the updated cell
+  Model<S> updated(cell);  // a copy of the updated cell
+  Bptt<S> bptt(updated);
   const Mat<S>& Y = bptt.forward(X);
   for (Index t = 0; t < T; ++t) {
     eval.step(X.row(t));
@@ -99,7 +101,8 @@ TEMPLATE_TEST_CASE("Inference in GRU mode is the GRU's forward pass", "[inferenc
   const Index n = 6, d = 4, T = 40;
   const EgruCell<S> cell(init_torch_like<S>(n, d, {21, S(0.3)}), CellOptions{false});
   const Mat<S> X = test::random_matrix<S>(T, d, 22);
-  Bptt<S> bptt(cell);
+  Model<S> model(cell);
+  Bptt<S> bptt(model);
   const Mat<S>& Y = bptt.forward(X);
   Inference<S> eval(cell);
   CHECK(eval.events().isOnes(0));

@@ -63,8 +63,9 @@ TEMPLATE_TEST_CASE("gradient(out) reshapes an out whose shapes differ in any of 
   const Index n = 5, d = 3;
   const auto mask = ParameterMask::random(n, d, 0.7, 0.5, 8);
   EgruCell<S> cell(test::firing_parameters<S>(n, d, 9));
-  Rtrl<S> rtrl(cell, mask);
-  Snap<S> snap(cell, mask, 2);
+  Model<S> model(cell, mask);
+  Rtrl<S> rtrl(model);
+  Snap<S> snap(model, 2);
   const test::Mat<S> X = test::random_matrix<S>(6, d, 10);
   for (Index t = 0; t < X.rows(); ++t) {
     rtrl.step(X.row(t));

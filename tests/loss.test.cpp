@@ -113,7 +113,8 @@ void check_readout_loss_rtrl_equals_bptt(Loss kind, const std::vector<bool>& at,
   };
 
   // RTRL: the loss is taken online, at the chosen steps only.
-  Rtrl<S> rtrl(cell);
+  Model<S> model(cell);
+  Rtrl<S> rtrl(model);
   LinearReadout<S> readout = initial;
   Vec<S> logits(k), dL_dlogits(k), dL_dy(n);
   double total_rtrl = 0;
@@ -127,7 +128,7 @@ void check_readout_loss_rtrl_equals_bptt(Loss kind, const std::vector<bool>& at,
   }
 
   // BPTT: forward first, then the same losses on the stored outputs give the rows of G.
-  Bptt<S> bptt(cell);
+  Bptt<S> bptt(model);
   const Mat<S> Y = bptt.forward(X);
   LinearReadout<S> readout_ref = initial;
   Mat<S> G = Mat<S>::Zero(T, n);

@@ -219,7 +219,8 @@ std::pair<EgruParameters<S>, ReadoutParameters<S>> train_one_sequence(const Egru
                                                                       const Mat<S>& X, const std::vector<Index>& labels,
                                                                       Index k, S lr, Index* updates) {
   const Index n = cell.units(), T = X.rows();
-  Rtrl<S> rtrl(cell);
+  Model<S> model(cell);  // each run trains its own copy of the cell
+  Rtrl<S> rtrl(model);
   LinearReadout<S> readout = readout0;
   Sgd<S> sgd_cell(SgdOptions<S>{lr}), sgd_out(SgdOptions<S>{lr});
   Vec<S> logits(readout.outputs()), dL_dlogits(readout.outputs()), dL_dy(n);
@@ -256,7 +257,8 @@ TEMPLATE_TEST_CASE("Updating at the sequence end applies the exact (BPTT) gradie
   const S lr = S(0.05);
 
   // Reference: BPTT's gradient of the whole sequence's loss, one SGD step at the end.
-  Bptt<S> bptt(cell);
+  Model<S> model(cell);
+  Bptt<S> bptt(model);
   const Mat<S> Y = bptt.forward(X);
   LinearReadout<S> readout_ref = readout0;
   Mat<S> G(T, n);
@@ -304,7 +306,8 @@ TEMPLATE_TEST_CASE("Online learning: an EGRU recalls the sign of the input 3 ste
   auto p = init_torch_like<S>(n, d, {5, S(0.3)});
   p.W *= S(3);  // a stronger input drive makes units cross the threshold from the start
   p.R *= S(2);
-  Rtrl<S> rtrl(EgruCell<S>(p, CellOptions{true}));
+  Model<S> model(EgruCell<S>(p, CellOptions{true}));
+  Rtrl<S> rtrl(model);
   LinearReadout<S> readout(2, n, ReadoutInitOptions{6});
   Adam<S> adam_cell(AdamOptions<S>{S(0.003)}), adam_out(AdamOptions<S>{S(0.003)});
   std::mt19937_64 rng(7);

@@ -201,10 +201,11 @@ TEMPLATE_TEST_CASE("RTRL with a gate-shared mask equals BPTT, with fewer couplin
     const Mat<S> X = test::random_matrix<S>(T, d, 23);
     const Mat<S> G = test::random_matrix<S>(T, n, 24);
 
-    Bptt<S> bptt(cell, shared);
+    Model<S> shared_model(cell, shared);
+    Bptt<S> bptt(shared_model);
     bptt.forward(X);
     const auto g_ref = bptt.backward(G);
-    Rtrl<S> rtrl(cell, shared);
+    Rtrl<S> rtrl(shared_model);
     const auto g = test::rtrl_gradient(rtrl, X, G);
     CHECK(test::relative_error(g, g_ref) <= test::Tolerance<S>::gradient);
     CHECK(shared.respected_by(g));
@@ -212,7 +213,8 @@ TEMPLATE_TEST_CASE("RTRL with a gate-shared mask equals BPTT, with fewer couplin
     CHECK(rtrl.layout().coupling_nonzeros() == shared.kept_R() / 3);
 
     // The same network under an independent mask of the same density: more coupling entries.
-    Rtrl<S> other(cell, independent);
+    Model<S> independent_model(cell, independent);
+    Rtrl<S> other(independent_model);
     test::rtrl_gradient(other, X, G);
     CHECK(other.layout().coupling_nonzeros() > rtrl.layout().coupling_nonzeros());
     CHECK(rtrl.total_work().active_rows > 0);

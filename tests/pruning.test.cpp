@@ -113,7 +113,8 @@ TEMPLATE_TEST_CASE("Pruning an RTRL learner during online training", "[pruning][
   // only the kept weights, and the masked optimizer step keeps the pruned ones at zero.
   using S = TestType;
   const Index n = 8, d = 3, T = 400, t0 = 80, dt = 40;
-  Rtrl<S> rtrl(EgruCell<S>(test::firing_parameters<S>(n, d, 31), CellOptions{true}, TriangularSurrogate<S>(S(1), S(0.5))));
+  Model<S> model(EgruCell<S>(test::firing_parameters<S>(n, d, 31), CellOptions{true}, TriangularSurrogate<S>(S(1), S(0.5))));
+  Rtrl<S> rtrl(model);
   LinearReadout<S> readout(2, n, ReadoutInitOptions{32});
   Adam<S> adam_cell(AdamOptions<S>{S(0.003)}), adam_out(AdamOptions<S>{S(0.003)});
   MagnitudePruner pruner(PruningSchedule{0.3, 0.2, 4});
@@ -161,7 +162,8 @@ TEMPLATE_TEST_CASE("Pruning an RTRL learner during online training", "[pruning][
 
   // The pruned network's RTRL gradient on a fresh sequence is still exactly BPTT's.
   const Mat<S> X2 = test::random_matrix<S>(50, d, 34), G = test::random_matrix<S>(50, n, 35);
-  Bptt<S> bptt(rtrl.cell(), rtrl.mask());
+  Model<S> pruned(rtrl.cell(), rtrl.mask());  // a copy of the pruned network
+  Bptt<S> bptt(pruned);
   bptt.forward(X2);
   const auto g_ref = bptt.backward(G);
   rtrl.reset();

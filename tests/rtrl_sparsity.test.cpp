@@ -67,16 +67,18 @@ TEMPLATE_TEST_CASE("Sparse RTRL == dense RTRL == BPTT over 1000 steps, all densi
         const Mat<S> X = test::random_matrix<S>(T, d, seed + 1);
         const Mat<S> G = test::random_matrix<S>(T, n, seed + 2);
 
-        Bptt<S> bptt(cell, mask);
+        Model<S> model(cell, mask);
+        Bptt<S> bptt(model);
         bptt.forward(X);
         const auto g_ref = bptt.backward(G);
 
-        Rtrl<S> sparse(cell, mask);
+        Rtrl<S> sparse(model);
         const auto g_sparse = test::rtrl_gradient(sparse, X, G);
         // Dense RTRL: every parameter tracked (pruned ones are zero-valued), every row multiplied.
         EgruParameters<S> pruned = cell.parameters();
         mask.apply(pruned);
-        Rtrl<S> dense(EgruCell<S>(pruned, CellOptions{true}, surrogate), RtrlOptions{false});
+        Model<S> dense_model(EgruCell<S>(pruned, CellOptions{true}, surrogate));
+        Rtrl<S> dense(dense_model, RtrlOptions{false});
         auto g_dense = test::rtrl_gradient(dense, X, G);
         mask.apply(g_dense);
 
@@ -108,7 +110,8 @@ TEMPLATE_TEST_CASE("Influence storage is n x P_kept scalars", "[rtrl][sparse][me
   const Index n = 20, d = 6;
   for (double density : {1.0, 0.5, 0.1}) {
     const auto mask = ParameterMask::random(n, d, density, density, 9);
-    Rtrl<S> rtrl(EgruCell<S>(n, d), mask);
+    Model<S> model(EgruCell<S>(n, d), mask);
+    Rtrl<S> rtrl(model);
     const Index kept = mask.kept_W() + mask.kept_R() + 6 * n + n;
     CHECK(rtrl.layout().columns() == kept);
     CHECK(rtrl.influence().rows() == n);
@@ -138,11 +141,13 @@ TEMPLATE_TEST_CASE("Pruning mid-sequence drops columns without disturbing the re
 
   EgruCell<S> cell(params, CellOptions{true}, TriangularSurrogate<S>(S(1), S(0.3)));
   const Mat<S> X = test::random_matrix<S>(T, d, 6), G = test::random_matrix<S>(T, n, 7);
-  Bptt<S> bptt(cell, mask_ab);
+  Model<S> model_ab(cell, mask_ab);
+  Bptt<S> bptt(model_ab);
   bptt.forward(X);
   const auto g_ref = bptt.backward(G);
 
-  Rtrl<S> rtrl(cell, mask_a);
+  Model<S> model(cell, mask_a);
+  Rtrl<S> rtrl(model);
   for (Index t = 0; t < T; ++t) {
     if (t == t0) {
       rtrl.set_mask(mask_ab);
@@ -176,7 +181,8 @@ TEST_CASE("A revived weight's gradient is exact for a weight that exists from re
 
   // Loss when the revived weight takes value w from step t0 on (0 before, as pruned).
   auto loss = [&](double w, Rtrl<double>* learner) {
-    Rtrl<double> local(EgruCell<double>(params, CellOptions{false}), mask_before);
+    Model<double> local_model(EgruCell<double>(params, CellOptions{false}), mask_before);
+    Rtrl<double> local(local_model);
     Rtrl<double>& r = learner ? *learner : local;
     double L = 0;
     for (Index t = 0; t < T; ++t) {
@@ -190,7 +196,8 @@ TEST_CASE("A revived weight's gradient is exact for a weight that exists from re
     }
     return L;
   };
-  Rtrl<double> rtrl(EgruCell<double>(params, CellOptions{false}), mask_before);
+  Model<double> model(EgruCell<double>(params, CellOptions{false}), mask_before);
+  Rtrl<double> rtrl(model);
   loss(0.0, &rtrl);
   const double g = rtrl.gradient().R(rr, j);
   const double h = 1e-6;
@@ -200,7 +207,8 @@ TEST_CASE("A revived weight's gradient is exact for a weight that exists from re
 }
 
 TEST_CASE("set_mask rejects a mask of another shape", "[rtrl][mask][errors]") {
-  Rtrl<double> rtrl(EgruCell<double>(4, 2));
+  Model<double> model(EgruCell<double>(4, 2));
+  Rtrl<double> rtrl(model);
   REQUIRE_THROWS_WITH(rtrl.set_mask(ParameterMask::dense(4, 3)), Catch::Matchers::Contains("sparse_rtrl::Rtrl::set_mask()"));
   REQUIRE(rtrl.layout().columns() == 3 * 4 * 2 + 3 * 16 + 7 * 4);
 }
@@ -213,13 +221,14 @@ TEMPLATE_TEST_CASE("Sparse RTRL on a network large enough for the threaded kerne
   const auto mask = ParameterMask::random(n, d, 0.5, 0.5, 21);
   EgruCell<S> cell(network<S>(n, d, Activity::medium, 22), CellOptions{true}, TriangularSurrogate<S>(S(1), S(0.3)));
   const Mat<S> X = test::random_matrix<S>(T, d, 23), G = test::random_matrix<S>(T, n, 24);
-  Bptt<S> bptt(cell, mask);
+  Model<S> model(cell, mask);
+  Bptt<S> bptt(model);
   bptt.forward(X);
   const auto g_ref = bptt.backward(G);
   for (int threads : {1, 2, 3}) {
     RtrlOptions options;
     options.threads = threads;
-    Rtrl<S> rtrl(cell, mask, options);
+    Rtrl<S> rtrl(model, options);
     const auto g = test::rtrl_gradient(rtrl, X, G);
     REQUIRE(double(rtrl.last_step_work().propagation_fma) > detail::kParallelMinFma);
     CHECK(test::relative_error(g, g_ref) <= test::Tolerance<S>::gradient);

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -22,14 +23,24 @@ struct Run {
   Vec<S> gradient;
 };
 
+/// A learner with its own model: the learner references the model, so the helpers below return
+/// both (the model on the heap, at one address for the learner's lifetime).
+template <typename S>
+struct OwnedLearner {
+  std::unique_ptr<Model<S>> model;
+  Rtrl<S> rtrl;
+  OwnedLearner(EgruCell<S> cell, const ParameterMask& mask, const RtrlOptions& options)
+      : model(std::make_unique<Model<S>>(std::move(cell), mask)), rtrl(*model, options) {}
+};
+
 /// A network big enough that the step's column split runs ((nnz + n) * P above the threshold)
 /// and P is not a multiple of the register chunk (the partial chunk is exercised).
 template <typename S>
-Rtrl<S> make_learner(const RtrlOptions& options, double density = 0.5) {
+OwnedLearner<S> make_learner(const RtrlOptions& options, double density = 0.5) {
   const Index n = 48, d = 7;
   auto p = test::firing_parameters<S>(n, d, 31);
   const auto mask = ParameterMask::random(n, d, density, density, 32);
-  return Rtrl<S>(EgruCell<S>(p, CellOptions{true}, TriangularSurrogate<S>(S(1), S(0.3))), mask, options);
+  return OwnedLearner<S>(EgruCell<S>(p, CellOptions{true}, TriangularSurrogate<S>(S(1), S(0.3))), mask, options);
 }
 
 template <typename S>
@@ -58,16 +69,16 @@ TEMPLATE_TEST_CASE("Rtrl gives bitwise the same state, M and gradient on 1, 2, 3
     RtrlOptions options;
     options.skip_silent_rows = skip;
     auto reference_learner = make_learner<S>(options);
-    REQUIRE(reference_learner.layout().columns() % detail::kChunk<S> != 0);
-    const Run<S> reference = run(reference_learner, 120);
-    REQUIRE(double(reference_learner.last_step_work().propagation_fma) > detail::kParallelMinFma);
+    REQUIRE(reference_learner.rtrl.layout().columns() % detail::kChunk<S> != 0);
+    const Run<S> reference = run(reference_learner.rtrl, 120);
+    REQUIRE(double(reference_learner.rtrl.last_step_work().propagation_fma) > detail::kParallelMinFma);
     REQUIRE(reference.M.cwiseAbs().maxCoeff() > S(0));
     for (int threads : {2, 3, 4}) {
       INFO("threads = " << threads);
       options.threads = threads;
       auto learner = make_learner<S>(options);
-      REQUIRE(learner.threads() == threads);
-      CHECK(bitwise_equal(run(learner, 120), reference));
+      REQUIRE(learner.rtrl.threads() == threads);
+      CHECK(bitwise_equal(run(learner.rtrl, 120), reference));
     }
   }
 }
@@ -77,10 +88,10 @@ TEMPLATE_TEST_CASE("Rtrl built on one thread steps on another with the same bits
   RtrlOptions options;
   options.threads = 2;
   auto here = make_learner<S>(options);
-  const Run<S> reference = run(here, 80);
+  const Run<S> reference = run(here.rtrl, 80);
   auto there = make_learner<S>(options);
   Run<S> result;
-  std::thread other([&] { result = run(there, 80); });
+  std::thread other([&] { result = run(there.rtrl, 80); });
   other.join();
   CHECK(bitwise_equal(result, reference));
 }
@@ -89,9 +100,10 @@ TEMPLATE_TEST_CASE("A copied Rtrl continues exactly like the original, on its ow
   using S = TestType;
   RtrlOptions options;
   options.threads = 2;
-  auto original = make_learner<S>(options);
+  auto owned = make_learner<S>(options);
+  Rtrl<S>& original = owned.rtrl;
   run(original, 40);
-  Rtrl<S> copy(original);
+  Rtrl<S> copy(original);  // references the same model as the original
   CHECK(copy.threads() == 2);
   const Mat<S> X = test::random_matrix<S>(30, original.inputs(), 35);
   for (Index t = 0; t < X.rows(); ++t) {
@@ -105,7 +117,8 @@ TEMPLATE_TEST_CASE("A copied Rtrl continues exactly like the original, on its ow
 TEST_CASE("Rtrl rejects a thread count below one", "[rtrl][threads][errors]") {
   RtrlOptions options;
   options.threads = 0;
-  REQUIRE_THROWS_WITH(Rtrl<float>(EgruCell<float>(4, 2), options),
+  Model<float> model(EgruCell<float>(4, 2));
+  REQUIRE_THROWS_WITH(Rtrl<float>(model, options),
                       Catch::Matchers::Contains("sparse_rtrl::Rtrl::Rtrl()") &&
                           Catch::Matchers::Contains("options.threads must be >= 1, received 0"));
 }
@@ -117,15 +130,15 @@ namespace {
 /// subnormal range. The case flush-to-zero exists for. n = 64 keeps the silent step above the
 /// threshold of the column split, so the worker thread's columns are covered.
 template <typename S>
-Rtrl<S> decaying_learner(bool flush, int threads) {
+OwnedLearner<S> decaying_learner(bool flush, int threads) {
   const Index n = 64, d = 4;
   auto p = init_torch_like<S>(n, d, {41, S(-1.5)});
   p.bR.segment(n, n).setConstant(S(-1.5));  // update gate z about 0.2: fast decay
   RtrlOptions options;
   options.flush_subnormals = flush;
   options.threads = threads;
-  return Rtrl<S>(EgruCell<S>(p, CellOptions{true}, TriangularSurrogate<S>(S(1), S(0.2))),
-                 ParameterMask::random(n, d, 0.5, 0.5, 42), options);
+  return OwnedLearner<S>(EgruCell<S>(p, CellOptions{true}, TriangularSurrogate<S>(S(1), S(0.2))),
+                         ParameterMask::random(n, d, 0.5, 0.5, 42), options);
 }
 
 template <typename S>
@@ -164,21 +177,21 @@ TEMPLATE_TEST_CASE("Steps flush subnormals on every thread by default; strict IE
     return most;
   };
   auto strict = decaying_learner<S>(false, 1);
-  const auto seen_strict = drive(strict);
+  const auto seen_strict = drive(strict.rtrl);
   // Positive control: without flushing, subnormals do appear (else this test proves nothing).
   REQUIRE(seen_strict.first > 0);
   REQUIRE(seen_strict.second > 0);
   for (int threads : {1, 2}) {
     INFO("threads = " << threads);
     auto flushed = decaying_learner<S>(true, threads);
-    const auto seen = drive(flushed);
+    const auto seen = drive(flushed.rtrl);
     // With 2 threads the second half of the columns is the worker's: it must flush too.
     CHECK(seen.first == 0);
     CHECK(seen.second == 0);
     // Only values below the smallest normal differ: the gradients agree far below rounding of
     // normal-sized numbers.
-    const auto& g = flushed.gradient_columns();
-    const auto& g_strict = strict.gradient_columns();
+    const auto& g = flushed.rtrl.gradient_columns();
+    const auto& g_strict = strict.rtrl.gradient_columns();
     const double diff = (g - g_strict).template cast<double>().cwiseAbs().maxCoeff();
     CHECK(diff <= 1e-6 * g_strict.template cast<double>().cwiseAbs().maxCoeff());
   }
@@ -192,17 +205,17 @@ TEST_CASE("A step restores the caller's floating-point mode, flushing or not", "
   const auto before = detail::read_float_mode();
   for (bool flush : {true, false})
     for (int threads : {1, 2}) {
-      auto rtrl = decaying_learner<float>(flush, threads);
-      rtrl.step(Vec<float>::Constant(4, 0.1f));
-      rtrl.accumulate_gradient(Vec<float>::Constant(64, 0.1f));
+      auto learner = decaying_learner<float>(flush, threads);
+      learner.rtrl.step(Vec<float>::Constant(4, 0.1f));
+      learner.rtrl.accumulate_gradient(Vec<float>::Constant(64, 0.1f));
       CHECK(detail::read_float_mode() == before);
     }
   {
     // A caller that flushes already keeps flushing, also after a strict-IEEE learner's step.
     ScopedFlushDenormals caller;
     const auto flushing = detail::read_float_mode();
-    auto rtrl = decaying_learner<float>(false, 1);
-    rtrl.step(Vec<float>::Constant(4, 0.1f));
+    auto learner = decaying_learner<float>(false, 1);
+    learner.rtrl.step(Vec<float>::Constant(4, 0.1f));
     CHECK(detail::read_float_mode() == flushing);
   }
   CHECK(detail::read_float_mode() == before);

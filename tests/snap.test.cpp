@@ -15,10 +15,11 @@ TEMPLATE_TEST_CASE("SnAp-n with n >= number of units equals exact RTRL and BPTT"
     const auto mask = ParameterMask::random(n, d, density, density, 31);
     EgruCell<S> cell(test::firing_parameters<S>(n, d, 32), CellOptions{true}, TriangularSurrogate<S>(S(1), S(0.5)));
     const Mat<S> X = test::random_matrix<S>(T, d, 33), G = test::random_matrix<S>(T, n, 34);
-    Bptt<S> bptt(cell, mask);
+    Model<S> model(cell, mask);
+    Bptt<S> bptt(model);
     bptt.forward(X);
     const auto g_ref = bptt.backward(G);
-    Snap<S> snap(cell, mask, int(n));
+    Snap<S> snap(model, int(n));
     CHECK(test::relative_error(test::rtrl_gradient(snap, X, G), g_ref) <= test::Tolerance<S>::gradient);
   }
 }
@@ -32,10 +33,11 @@ TEMPLATE_TEST_CASE("SnAp-1 is exact when every unit only feeds itself", "[snap]"
   const ParameterMask mask(ParameterMask::BoolMatrix::Constant(3 * n, d, true), keep_r);
   EgruCell<S> cell(test::firing_parameters<S>(n, d, 41));
   const Mat<S> X = test::random_matrix<S>(T, d, 42), G = test::random_matrix<S>(T, n, 43);
-  Bptt<S> bptt(cell, mask);
+  Model<S> model(cell, mask);
+  Bptt<S> bptt(model);
   bptt.forward(X);
   const auto g_ref = bptt.backward(G);
-  Snap<S> snap(cell, mask, 1);
+  Snap<S> snap(model, 1);
   for (Index u = 0; u < n; ++u) REQUIRE(snap.kept_rows(u) == std::vector<Index>{u});
   CHECK(test::relative_error(test::rtrl_gradient(snap, X, G), g_ref) <= test::Tolerance<S>::gradient);
 }
@@ -45,15 +47,16 @@ TEST_CASE("SnAp-1 and SnAp-2 approximate the exact gradient with fewer entries",
   const auto mask = ParameterMask::random(n, d, 1.0, 0.1, 51);
   EgruCell<double> cell(test::firing_parameters<double>(n, d, 52));
   const Mat<double> X = test::random_matrix<double>(T, d, 53), G = test::random_matrix<double>(T, n, 54);
-  Bptt<double> bptt(cell, mask);
+  Model<double> model(cell, mask);
+  Bptt<double> bptt(model);
   bptt.forward(X);
   const auto g_ref = bptt.backward(G);
-  Rtrl<double> exact(cell, mask);
+  Rtrl<double> exact(model);
   test::rtrl_gradient(exact, X, G);
   double previous_error = 2.0;
   std::size_t previous_bytes = 0;
   for (int order : {1, 2, 3}) {
-    Snap<double> snap(cell, mask, order);
+    Snap<double> snap(model, order);
     const auto g = test::rtrl_gradient(snap, X, G);
     const double error = test::relative_error(g, g_ref);
     INFO("SnAp-" << order << " relative error " << error);
@@ -68,8 +71,9 @@ TEST_CASE("SnAp-1 and SnAp-2 approximate the exact gradient with fewer entries",
 }
 
 TEST_CASE("SnAp rejects bad options", "[snap][errors]") {
-  REQUIRE_THROWS_WITH(Snap<double>(EgruCell<double>(3, 2), 0), Catch::Matchers::Contains("order must be >= 1, received 0"));
-  Snap<double> snap(EgruCell<double>(3, 2), 1);
+  Model<double> model(EgruCell<double>(3, 2));
+  REQUIRE_THROWS_WITH(Snap<double>(model, 0), Catch::Matchers::Contains("order must be >= 1, received 0"));
+  Snap<double> snap(model, 1);
   REQUIRE_THROWS_WITH(snap.step(Eigen::VectorXd::Zero(5)), Catch::Matchers::Contains("sparse_rtrl::Snap::step()"));
 }
 
@@ -79,11 +83,12 @@ TEMPLATE_TEST_CASE("SnAp of any order is cheap: the reach set stops growing at t
   const auto mask = ParameterMask::random(n, d, 1.0, 0.1, 71);
   EgruCell<S> cell(test::firing_parameters<S>(n, d, 72), CellOptions{true}, TriangularSurrogate<S>(S(1), S(0.5)));
   const auto start = std::chrono::steady_clock::now();
-  Snap<S> unbounded(cell, mask, std::numeric_limits<int>::max());
+  Model<S> model(cell, mask);
+  Snap<S> unbounded(model, std::numeric_limits<int>::max());
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   CHECK(seconds < 5.0);  // before: INT_MAX hops of an O(n^2) sweep per unit, hours
   CHECK(unbounded.order() == std::numeric_limits<int>::max());
-  Snap<S> full(cell, mask, int(n));
+  Snap<S> full(model, int(n));
   for (Index u = 0; u < n; ++u) REQUIRE(unbounded.kept_rows(u) == full.kept_rows(u));
   const Mat<S> X = test::random_matrix<S>(T, d, 73), G = test::random_matrix<S>(T, n, 74);
   const auto g_full = test::rtrl_gradient(full, X, G);

@@ -43,9 +43,10 @@ TEST_CASE("A user-provided surrogate policy drives BPTT and RTRL alike", "[surro
   EgruCell<double, BoxSurrogate> cell(test::firing_parameters<double>(n, d, 81));
   const auto X = test::random_matrix<double>(T, d, 82);
   const auto G = test::random_matrix<double>(T, n, 83);
-  Bptt<double, BoxSurrogate> bptt(cell);
+  Model<double, BoxSurrogate> model(cell);
+  Bptt<double, BoxSurrogate> bptt(model);
   bptt.forward(X);
   const auto g_ref = bptt.backward(G);
-  Rtrl<double, BoxSurrogate> rtrl(cell);
+  Rtrl<double, BoxSurrogate> rtrl(model);
   CHECK(test::relative_error(test::rtrl_gradient(rtrl, X, G), g_ref) <= 1e-10);
 }

@@ -14,6 +14,7 @@
 #include <sparse_rtrl/config.hpp>
 #include <sparse_rtrl/detail/check.hpp>
 #include <sparse_rtrl/egru_cell.hpp>
+#include <sparse_rtrl/model.hpp>
 #include <sparse_rtrl/parameter_mask.hpp>
 
 #include <Eigen/Core>
@@ -51,20 +52,22 @@ class Bptt {
   using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
   using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
 
-  explicit Bptt(Cell cell, BpttOptions options = {}) : cell_(std::move(cell)), options_(options) {}
+  using Model = sparse_rtrl::Model<Scalar, Surrogate>;
 
-  /// With pruned weights: masked weights of the cell are set to zero, and their gradient
-  /// entries are reported as zero (a pruned weight has no gradient).
-  Bptt(Cell cell, const ParameterMask& mask, BpttOptions options = {})
-      : cell_(std::move(cell)), options_(options), mask_(mask), masked_(true) {
-    mask_.require_matches(cell_.parameters(), "sparse_rtrl::Bptt::Bptt()");
-    mask_.apply(cell_.parameters());
-  }
+  /// BPTT of @p model, referenced (not copied: it must outlive this learner and stay at one
+  /// address, model.hpp). Pruned weights of the model's mask are zero in every forward() and
+  /// their gradient entries are reported as zero (a pruned weight has no gradient).
+  explicit Bptt(Model& model, BpttOptions options = {}) : model_(&model), options_(options) {}
+  /// A temporary model would be destroyed while referenced: refused at compile time.
+  Bptt(Model&& model, BpttOptions options = {}) = delete;
 
-  const Cell& cell() const { return cell_; }
-  Cell& cell() { return cell_; }
-  Index units() const { return cell_.units(); }
-  Index inputs() const { return cell_.inputs(); }
+  Model& model() { return *model_; }
+  const Model& model() const { return *model_; }
+  const Cell& cell() const { return model_->cell(); }
+  Cell& cell() { return model_->cell(); }
+  const ParameterMask& mask() const { return model_->mask(); }
+  Index units() const { return model_->units(); }
+  Index inputs() const { return model_->inputs(); }
 
   /// Runs the sequence X (T x d, one step per row, finite) from c_0 = 0 and returns Y (T x n).
   template <typename X>
@@ -82,20 +85,20 @@ class Bptt {
     detail::require_finite(where, "X", X_seq);
     detail::require_vector(where, "c0", c0, units());
     detail::require_finite(where, "c0", c0);
-    if (masked_) mask_.apply(cell_.parameters());
+    model_->enforce_mask();
     const Index T = X_seq.rows();
     if (Index(caches_.size()) < T) caches_.resize(std::size_t(T));
     length_ = 0;  // set to T on success: a throw below leaves no half-run sequence behind
     Y_.resize(T, units());
     Vector c = c0;
-    const bool sparse = options_.exploit_events && cell_.events();
+    const bool sparse = options_.exploit_events && model_->cell().events();
     work_ = BpttWork{};
     work_.steps = std::uint64_t(T);
     const std::uint64_t n3 = 3 * std::uint64_t(units());
     for (Index t = 0; t < T; ++t) {
       auto& cache = caches_[std::size_t(t)];
       cache.resize(units(), inputs());
-      cell_.forward(c, X_seq.row(t), cache, sparse);
+      model_->cell().forward(c, X_seq.row(t), cache, sparse);
       const std::uint64_t events = sparse ? std::uint64_t((cache.y_prev.array() != Scalar(0)).count()) : std::uint64_t(units());
       work_.forward_fma += n3 * (std::uint64_t(inputs()) + events);
       work_.dense_forward_fma += n3 * std::uint64_t(inputs() + units());
@@ -162,8 +165,8 @@ class Bptt {
     detail::require_shape(where, "G", G_seq, length_, units());
     detail::require_finite(where, "G", G_seq);
     const Index n = units();
-    const auto& p = cell_.parameters();
-    const bool events = cell_.events();
+    const auto& p = model_->cell().parameters();
+    const bool events = model_->cell().events();
     const bool sparse = options_.exploit_events && events;
     work_.backward_fma = work_.dense_backward_fma = 0;
     Parameters grad(n, inputs());
@@ -214,7 +217,7 @@ class Bptt {
       }
       carry_h = gc.cwiseProduct(k.z);
     }
-    if (masked_) mask_.apply(grad);
+    model_->mask().apply(grad);
     // The thresholds also act on the initial state's events o_0 = H(c_0 - theta).
     const auto& first = caches_[0];
     if (events) {
@@ -228,11 +231,9 @@ class Bptt {
     return grad;
   }
 
-  Cell cell_;
+  Model* model_;
   BpttOptions options_;
   BpttWork work_;
-  ParameterMask mask_;
-  bool masked_ = false;
   std::vector<EgruStepCache<Scalar>> caches_;
   Index length_ = 0;
   Matrix Y_;

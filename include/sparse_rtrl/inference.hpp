@@ -6,6 +6,7 @@
 #include <sparse_rtrl/config.hpp>
 #include <sparse_rtrl/detail/check.hpp>
 #include <sparse_rtrl/egru_cell.hpp>
+#include <sparse_rtrl/model.hpp>
 
 #include <Eigen/Core>
 
@@ -23,12 +24,11 @@ struct InferenceOptions {
 /// @brief Runs a cell forward, one checked step at a time, keeping only the current state.
 ///
 /// Inference REFERENCES the cell it is given, it does not copy it:
-///  - the cell must outlive the Inference and stay at the same address (an EgruCell held by
-///    an Rtrl, e.g. `Inference<float> eval(rtrl.cell());`, lives as long as that Rtrl and
-///    moves with it: do not move the Rtrl, or store it in a container that reallocates,
-///    while the Inference is in use). Binding to a temporary cell does not compile.
+///  - the cell must outlive the Inference and stay at the same address (the cell of a Model,
+///    `Inference<float> eval(model);`, lives as long as that Model: do not move the Model while
+///    the Inference is in use). Binding to a temporary cell or model does not compile.
 ///  - every step() reads the cell's current parameters, so updates made to the referenced cell
-///    (an optimizer step on `rtrl.cell().parameters()`) are followed at the next step().
+///    (an optimizer step on the model) are followed at the next step().
 ///  - the cell's sizes are fixed at construction: if its parameters are later reshaped (n, d,
 ///    or any one of the five tensors), step() and reset() throw std::invalid_argument instead
 ///    of reading out of bounds. Construct a new Inference for the new sizes.
@@ -59,6 +59,10 @@ class Inference {
   }
   /// A temporary cell would be destroyed while referenced: refused at compile time.
   Inference(const Cell&& cell, InferenceOptions options = {}) = delete;
+  /// Runs @p model's cell (referenced, as above): `Inference<float> eval(model);`.
+  explicit Inference(const Model<Scalar, Surrogate>& model, InferenceOptions options = {})
+      : Inference(model.cell(), options) {}
+  Inference(const Model<Scalar, Surrogate>&& model, InferenceOptions options = {}) = delete;
 
   /// The referenced cell.
   const Cell& cell() const { return *cell_; }

@@ -18,7 +18,7 @@
 ///
 /// Masks: step(params, grad, mask) keeps every pruned entry of W and R at exactly zero after the
 /// update, and zeroes its moments too, so a weight revived later starts from a clean state.
-/// Pass Rtrl::mask() after every Rtrl::set_mask() (pruning.hpp).
+/// step(model, grad) does this with the model's current mask (model.hpp, pruning.hpp).
 ///
 /// When to update: every k steps (k = 1 is fully online learning), or at the end of a sequence.
 ///
@@ -30,7 +30,7 @@
 ///       if ((t + 1) % k == 0) {                       // or: if (t == T - 1)
 ///         rtrl.gradient(g);                           // sum of the losses since the last update
 ///         clip_gradient_norm(1.0f, g, readout.gradient());  // optional; global over both sets
-///         adam_cell.step(rtrl.cell().parameters(), g, rtrl.mask());
+///         adam_cell.step(model, g);                   // the Model the learner references
 ///         adam_out.step(readout);
 ///         rtrl.zero_gradient();
 ///         readout.zero_gradient();
@@ -46,6 +46,7 @@
 #include <sparse_rtrl/config.hpp>
 #include <sparse_rtrl/detail/check.hpp>
 #include <sparse_rtrl/egru_parameters.hpp>
+#include <sparse_rtrl/model.hpp>
 #include <sparse_rtrl/parameter_mask.hpp>
 #include <sparse_rtrl/readout.hpp>
 
@@ -310,6 +311,12 @@ class Sgd : public detail::OptimizerState<Scalar> {
     const char* where = "sparse_rtrl::Sgd::step()";
     this->run(where, params, grad, Base::egru_mask(mask, params, where), rule());
   }
+  /// @brief One update of a Model (model.hpp) from @p grad, keeping its mask's pruned weights
+  /// at zero: step(model.parameters(), grad, model.mask()).
+  template <typename Surrogate>
+  void step(Model<Scalar, Surrogate>& model, const EgruParameters<Scalar>& grad) {
+    step(model.parameters(), grad, model.mask());
+  }
   /// @brief Updates a readout from its accumulated gradient (does not zero the gradient).
   void step(LinearReadout<Scalar>& readout) { step(readout.parameters(), readout.gradient()); }
 
@@ -406,6 +413,12 @@ class AdamType : public detail::OptimizerState<Scalar> {
   /// exactly zero afterwards, whatever grad holds there.
   void step(EgruParameters<Scalar>& params, const EgruParameters<Scalar>& grad, const ParameterMask& mask) {
     run_step(params, grad, Base::egru_mask(mask, params, where()));
+  }
+  /// @brief One update of a Model (model.hpp) from @p grad, keeping its mask's pruned weights
+  /// at zero: step(model.parameters(), grad, model.mask()).
+  template <typename Surrogate>
+  void step(Model<Scalar, Surrogate>& model, const EgruParameters<Scalar>& grad) {
+    step(model.parameters(), grad, model.mask());
   }
   /// @brief Updates a readout from its accumulated gradient (does not zero the gradient).
   void step(LinearReadout<Scalar>& readout) { step(readout.parameters(), readout.gradient()); }

@@ -144,8 +144,7 @@ class ParameterMask {
   template <typename Scalar>
   bool respected_by(const EgruParameters<Scalar>& params) const {
     require_matches(params, "sparse_rtrl::ParameterMask::respected_by()");
-    return ((!W_) && (params.W.array() != Scalar(0))).count() == 0 &&
-           ((!R_) && (params.R.array() != Scalar(0))).count() == 0;
+    return pruned_all_zero(W_, params.W) && pruned_all_zero(R_, params.R);
   }
 
   /// Throws unless the mask has the parameters' n and d.
@@ -185,6 +184,26 @@ class ParameterMask {
       bits &= Bits(0) - Bits(k[e]);
       std::memcpy(v + e, &bits, sizeof bits);
     }
+  }
+
+  /// True when every pruned entry is +0 or -0; branch-free like zero_pruned (it runs before
+  /// every learner step, Model::enforce_mask()) and read-only.
+  template <typename Matrix>
+  static bool pruned_all_zero(const BoolMatrix& keep, const Matrix& values) {
+    static_assert(!BoolMatrix::IsRowMajor && !Matrix::IsRowMajor,
+                  "mask and weights must share one storage order");
+    using Scalar = typename Matrix::Scalar;
+    using Bits = std::conditional_t<sizeof(Scalar) == 4, std::uint32_t, std::uint64_t>;
+    constexpr Bits kMagnitude = ~Bits(0) >> 1;  // every bit but the sign
+    const bool* k = keep.data();
+    const Scalar* v = values.data();
+    Bits seen = 0;
+    for (Index e = 0, size = values.size(); e < size; ++e) {
+      Bits bits;
+      std::memcpy(&bits, v + e, sizeof bits);
+      seen |= bits & kMagnitude & (Bits(k[e]) - Bits(1));
+    }
+    return seen == 0;
   }
 
   static void require_density(const char* where, const char* name, double density) {

@@ -1,6 +1,6 @@
 /// @file pruning.hpp
 /// @brief Gradual magnitude pruning of W and R during training (Zhu & Gupta 2017, "To prune, or
-///        not to prune", Eq. 1), producing the next ParameterMask for Rtrl::set_mask().
+///        not to prune", Eq. 1), producing the next ParameterMask for Model::set_mask().
 ///
 /// Densities (kept fractions, d = 1 - sparsity) after pruning event k = 1..N, from the initial
 /// d_0 to the target d_N:
@@ -20,12 +20,14 @@
 ///
 ///     MagnitudePruner pruner(PruningSchedule{0.1, 0.1, 10});   // to 10% of W and R in 10 events
 ///     for (Index t = 0; t < T; ++t) {
-///       ... rtrl.step(x), loss, optimizer step with rtrl.mask() ...
-///       if (t >= t0 && (t - t0) % dt == 0 && !pruner.finished()) pruner.prune(rtrl);
+///       ... rtrl.step(x), loss, optimizer step adam.step(model, g) ...
+///       if (t >= t0 && (t - t0) % dt == 0 && !pruner.finished()) pruner.prune(model);
 ///     }
 ///
-/// prune() calls Rtrl::set_mask(), which zeroes the newly pruned weights and drops their
-/// influence columns; optimizer steps given rtrl.mask() then keep them (and their moments) zero.
+/// prune(model) calls Model::set_mask(), which zeroes the newly pruned weights; every learner of
+/// the model (Rtrl, RtrlStreams) drops their influence columns before its next step, and
+/// optimizer steps on the model keep them (and their moments) zero. prune(rtrl) does the same
+/// through Rtrl::set_mask, re-laying that learner's columns at once.
 #pragma once
 
 #include <sparse_rtrl/config.hpp>
@@ -109,8 +111,9 @@ class MagnitudePruner {
     return next;
   }
 
-  /// @brief One event applied to a learner (Rtrl, or any type with mask(), cell().parameters()
-  /// and set_mask()): computes next_mask() from the learner's weights and mask and sets it.
+  /// @brief One event applied to a Model or a learner (Rtrl, RtrlStreams, or any type with
+  /// mask(), cell().parameters() and set_mask()): computes next_mask() from its weights and
+  /// mask and sets it.
   /// @return the learner's new mask.
   template <typename Learner>
   const ParameterMask& prune(Learner& learner) {

@@ -16,6 +16,7 @@
 #include <sparse_rtrl/parallel/thread_pool.hpp>
 #include <sparse_rtrl/egru_cell.hpp>
 #include <sparse_rtrl/influence_layout.hpp>
+#include <sparse_rtrl/model.hpp>
 #include <sparse_rtrl/parameter_mask.hpp>
 #include <sparse_rtrl/work_counters.hpp>
 
@@ -27,6 +28,9 @@
 #include <vector>
 
 namespace sparse_rtrl {
+
+template <typename Scalar, typename Surrogate>
+class RtrlStreams;
 
 /// @brief Options of the RTRL learner.
 struct RtrlOptions {
@@ -47,60 +51,81 @@ struct RtrlOptions {
 ///
 /// Usage per step: step(x_t); then, if the step has a loss, accumulate_gradient(dL/dy_t).
 /// gradient() returns the sum of all accumulated loss gradients in parameter layout.
-/// Parameters may be changed between steps through cell() (online learning); the influence
-/// matrix then mixes Jacobians of successive parameter values, as RTRL always does online.
+/// The learner references a Model (model.hpp) and holds only one stream's state: c, the
+/// influence matrix M, the accumulated gradient, counters. Parameters may be changed between
+/// steps through the model (online learning); the influence matrix then mixes Jacobians of
+/// successive parameter values, as RTRL always does online. Mask changes made on the model
+/// (Model::set_mask, pruning) are followed before the next step. For B streams over one model
+/// see RtrlStreams (rtrl_streams.hpp).
 /// @tparam Scalar float or double.
 /// @tparam Surrogate pseudo-derivative policy (surrogate.hpp).
 template <typename Scalar, typename Surrogate = TriangularSurrogate<Scalar>>
 class Rtrl {
  public:
+  using Model = sparse_rtrl::Model<Scalar, Surrogate>;
   using Cell = EgruCell<Scalar, Surrogate>;
   using Parameters = EgruParameters<Scalar>;
   using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
   using InfluenceMatrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
-  /// Tracks every parameter (dense mask).
-  explicit Rtrl(Cell cell, RtrlOptions options = {})
-      : Rtrl(cell, ParameterMask::dense(cell.units(), cell.inputs()), options) {}
-
-  /// Tracks the kept parameters of @p mask; masked weights of the cell are set to zero.
-  Rtrl(Cell cell, const ParameterMask& mask, RtrlOptions options = {})
-      : cell_(std::move(cell)), options_(checked(options)), pool_(options_.threads) {
-    mask.require_matches(cell_.parameters(), "sparse_rtrl::Rtrl::Rtrl()");
-    mask_ = mask;
-    mask_.apply(cell_.parameters());
-    const Index n = cell_.units();
-    cache_.resize(n, cell_.inputs());
+  /// Tracks the kept parameters of @p model's mask. The model is referenced, not copied: it must
+  /// outlive this learner and stay at one address (model.hpp).
+  explicit Rtrl(Model& model, RtrlOptions options = {})
+      : model_(&model), options_(checked(options)), pool_(options_.threads) {
+    const Index n = model.units();
+    shape_n_ = n;
+    shape_d_ = model.inputs();
+    model.enforce_mask();
+    cache_.resize(n, shape_d_);
     state_.setZero(n);
     initial_state_.setZero(n);
     dL_dc_.setZero(n);
     theta_direct_.setZero(n);
     c_psi_.setZero(n);
-    build(InfluenceLayout(mask_, cell_.events()));
+    build(InfluenceLayout(model.mask(), model.events()));
     grad_.setZero();
+    mask_version_ = model.mask_version();
   }
+  /// A temporary model would be destroyed while referenced: refused at compile time.
+  Rtrl(Model&& model, RtrlOptions options = {}) = delete;
 
-  Index units() const { return cell_.units(); }
-  Index inputs() const { return cell_.inputs(); }
-  const Cell& cell() const { return cell_; }
-  /// Mutable cell, e.g. for an optimizer. Keep the shapes and keep values finite: step() checks
-  /// both (a changed shape, or a non-finite value that reaches the state, throws
+  Index units() const { return shape_n_; }
+  Index inputs() const { return shape_d_; }
+  /// The model this learner reads (and an optimizer updates).
+  Model& model() { return *model_; }
+  const Model& model() const { return *model_; }
+  /// The model's cell. Mutable, e.g. for an optimizer: keep the shapes and keep values finite;
+  /// step() checks both (a changed shape, or a non-finite value that reaches the state, throws
   /// std::invalid_argument before anything of the learner changes) and re-zeroes masked weights.
-  Cell& cell() { return cell_; }
-  const ParameterMask& mask() const { return mask_; }
+  const Cell& cell() const { return model_->cell(); }
+  Cell& cell() { return model_->cell(); }
+  /// The model's mask.
+  const ParameterMask& mask() const { return model_->mask(); }
   const InfluenceLayout& layout() const { return layout_; }
   const RtrlOptions& options() const { return options_; }
 
-  /// @brief Changes which weights are tracked, at any step (e.g. pruning during training).
+  /// @brief Changes which weights exist, at any step (e.g. pruning during training): sets the
+  /// model's mask (Model::set_mask) and follows it at once.
   ///
   /// Weights the new mask prunes are set to zero and their columns (influence and accumulated
   /// gradient) dropped; columns kept by both masks are carried over unchanged, so pruning
   /// disturbs nothing else. A revived weight (pruned before, kept now) starts from value zero
   /// with a zero influence column: its gradient is exact for a weight that exists from this
-  /// step on, not for one that existed all along. Allocates (not for the per-step hot path).
+  /// step on, not for one that existed all along. Other learners of the model follow the same
+  /// way before their next step (a learner that missed several changes carries over the columns
+  /// kept by both its last mask and the current one). Allocates (not for the per-step hot path).
   void set_mask(const ParameterMask& mask) {
-    mask.require_matches(cell_.parameters(), "sparse_rtrl::Rtrl::set_mask()");
-    InfluenceLayout next(mask, cell_.events());
+    const char* where = "sparse_rtrl::Rtrl::set_mask()";
+    mask.require_matches(model_->parameters(), where);
+    model_->set_mask(mask);
+    follow_mask();
+  }
+
+  /// Re-lays the influence columns for the model's current mask if it changed since this
+  /// learner last looked (step() does this itself). Allocates only when it changed.
+  void follow_mask() {
+    if (mask_version_ == model_->mask_version()) return;
+    InfluenceLayout next(model_->mask(), model_->events());
     const Index n = units();
     std::vector<Index> new_of_old(std::size_t(layout_.columns()), -1);
     for (Index rr = 0; rr < 3 * n; ++rr) {
@@ -129,8 +154,7 @@ class Rtrl {
     }
     build(std::move(next), std::move(storage));
     grad_ = std::move(grad);
-    mask_ = mask;
-    mask_.apply(cell_.parameters());
+    mask_version_ = model_->mask_version();
   }
 
   /// Starts a new sequence from c_0 = 0: clears M and the step's cache. Keeps the gradient.
@@ -153,49 +177,12 @@ class Rtrl {
   template <typename X>
   void step(const Eigen::MatrixBase<X>& x) {
     const char* where = "sparse_rtrl::Rtrl::step()";
-    require_parameter_shapes(where);
+    prepare_step(where);
     detail::require_vector(where, "x", x, inputs());
     detail::require_finite(where, "x", x);
     detail::SubnormalGuard flush(options_.flush_subnormals);
-    enforce_mask();
-    cell_.forward(state_, x, cache_, /*event_sparse=*/options_.skip_silent_rows);
-    // A non-finite parameter (written through cell()) shows in c_t: refuse the step before M or
-    // the state change. O(n); the full O(P) parameter scan runs only to name the culprit.
-    if (!cache_.c.allFinite()) {
-      steps_valid_ = false;
-      cell_.parameters().validate(where);
-      detail::fail(where, "the state c_t became non-finite (inputs and parameters are finite: the "
-                          "parameters are too large?)");
-    }
-    steps_valid_ = true;
-    const Index n = units();
-    const Index P = layout_.columns();
-
-    WorkCounters w;
-    w.steps = 1;
-    w.units = std::uint64_t(n);
-    for (Index j = 0; j < n; ++j) w.event_units += cache_.o_prev(j) != Scalar(0);
-
-    build_coupling();
-    w.active_rows = std::uint64_t(coupling_.active_count);
-    w.coupling_nonzeros = std::uint64_t(coupling_.nnz());
-    if (!options_.skip_silent_rows) {
-      w.active_rows = 0;
-      for (Index j = 0; j < n; ++j) w.active_rows += cache_.s_prev(j) != Scalar(0);
-    }
-
-    // J_t M_{t-1}: the dominant product (model.md "RTRL").
-    detail::propagate_in_place(M_.data(), n, P, M_.stride(), cache_.decay.data(), coupling_, scratch_.data(),
-                               scratch_stride_, pool_, options_.flush_subnormals);
-    add_immediate_jacobian();
-
-    const std::uint64_t Pd = std::uint64_t(layout_.dense_columns());
-    w.propagation_fma = std::uint64_t(coupling_.nnz() + n) * std::uint64_t(P);
-    w.dense_propagation_fma = std::uint64_t(n) * std::uint64_t(n) * Pd + std::uint64_t(n) * Pd;
-    state_ = cache_.c;
-    ++steps_;
-    last_ = w;
-    total_ += w;
+    if (!forward(x)) fail_non_finite_state(where);
+    propagate_single();
   }
 
   /// @brief Adds the gradient of a loss on this step's output, given dL/dy_t (size n, finite):
@@ -204,11 +191,9 @@ class Rtrl {
   template <typename G>
   void accumulate_gradient(const Eigen::MatrixBase<G>& dL_dy) {
     const char* where = "sparse_rtrl::Rtrl::accumulate_gradient()";
+    require_stepped(where);
     require_output_gradient(where, "dL_dy", dL_dy);
-    for (Index i = 0; i < units(); ++i) {
-      dL_dc_(i) = dL_dy(i) * cache_.s(i);
-      theta_direct_(i) = -dL_dy(i) * cache_.c(i) * cache_.psi(i);
-    }
+    set_output_gradient(dL_dy);
     detail::SubnormalGuard flush(options_.flush_subnormals);
     read_out();
   }
@@ -220,12 +205,10 @@ class Rtrl {
   template <typename G, typename GO>
   void accumulate_gradient(const Eigen::MatrixBase<G>& dL_dy, const Eigen::MatrixBase<GO>& dL_do) {
     const char* where = "sparse_rtrl::Rtrl::accumulate_gradient()";
+    require_stepped(where);
     require_output_gradient(where, "dL_dy", dL_dy);
     require_output_gradient(where, "dL_do", dL_do);
-    for (Index i = 0; i < units(); ++i) {
-      dL_dc_(i) = dL_dy(i) * cache_.s(i) + dL_do(i) * cache_.psi(i);
-      theta_direct_(i) = -(dL_dy(i) * cache_.c(i) + dL_do(i)) * cache_.psi(i);
-    }
+    set_output_gradient(dL_dy, dL_do);
     detail::SubnormalGuard flush(options_.flush_subnormals);
     read_out();
   }
@@ -268,6 +251,67 @@ class Rtrl {
   void reset_work() { total_ = WorkCounters{}; }
 
  private:
+  // ---- The step in phases (RtrlStreams runs them for B streams on a shared pool). ----
+
+  /// Checks that the model still has this learner's shapes, follows a mask change and re-zeroes
+  /// pruned weights an optimizer wrote into. Runs on the calling thread (it may allocate, on a
+  /// mask change, and may write to the model).
+  void prepare_step(const char* where) {
+    require_parameter_shapes(where);
+    follow_mask();
+    model_->enforce_mask();
+  }
+
+  /// c_t and the step's local derivatives into cache_ (x already checked). Reads the model only.
+  /// False, with nothing but cache_ changed, when c_t is not finite.
+  template <typename X>
+  bool forward(const Eigen::MatrixBase<X>& x) {
+    model_->cell().forward(state_, x, cache_, /*event_sparse=*/options_.skip_silent_rows);
+    steps_valid_ = cache_.c.allFinite();
+    return steps_valid_;
+  }
+
+  /// A non-finite parameter (written through the model) shows in c_t: the step is refused before
+  /// M or the state change. O(n) per step; the full O(P) parameter scan runs only to name the
+  /// culprit.
+  [[noreturn]] void fail_non_finite_state(const char* where) const {
+    model_->parameters().validate(where);
+    detail::fail(where, "the state c_t became non-finite (inputs and parameters are finite: the "
+                        "parameters are too large?)");
+  }
+
+  /// M_{t-1} -> M_t and c_{t-1} -> c_t after a successful forward(), the product's columns split
+  /// over @p pool's threads (scratch: pool.threads() * scratch_stride scalars).
+  void propagate(parallel::ThreadPool& pool, Scalar* scratch, Index scratch_stride) {
+    const Index n = units();
+    const Index P = layout_.columns();
+    WorkCounters w;
+    w.steps = 1;
+    w.units = std::uint64_t(n);
+    for (Index j = 0; j < n; ++j) w.event_units += cache_.o_prev(j) != Scalar(0);
+
+    build_coupling();
+    w.active_rows = std::uint64_t(coupling_.active_count);
+    w.coupling_nonzeros = std::uint64_t(coupling_.nnz());
+    if (!options_.skip_silent_rows) {
+      w.active_rows = 0;
+      for (Index j = 0; j < n; ++j) w.active_rows += cache_.s_prev(j) != Scalar(0);
+    }
+
+    // J_t M_{t-1}: the dominant product (model.md "RTRL").
+    detail::propagate_in_place(M_.data(), n, P, M_.stride(), cache_.decay.data(), coupling_, scratch,
+                               scratch_stride, pool, options_.flush_subnormals);
+    add_immediate_jacobian();
+
+    const std::uint64_t Pd = std::uint64_t(layout_.dense_columns());
+    w.propagation_fma = std::uint64_t(coupling_.nnz() + n) * std::uint64_t(P);
+    w.dense_propagation_fma = std::uint64_t(n) * std::uint64_t(n) * Pd + std::uint64_t(n) * Pd;
+    state_ = cache_.c;
+    ++steps_;
+    last_ = w;
+    total_ += w;
+  }
+
   static RtrlOptions checked(RtrlOptions options) {
     if (options.threads < 1)
       detail::fail("sparse_rtrl::Rtrl::Rtrl()",
@@ -285,8 +329,6 @@ class Rtrl {
     const Index n = units();
     M_ = std::move(storage);
     grad_.resize(layout_.columns());
-    shape_n_ = n;
-    shape_d_ = inputs();
     coupling_.reserve(n, layout_.coupling_nonzeros());
     a_values_.resize(std::size_t(layout_.coupling_nonzeros()));
     position_.assign(std::size_t(n), -1);
@@ -297,7 +339,7 @@ class Rtrl {
   /// The cell's parameters may be replaced through cell(): a changed shape would make every
   /// buffer here the wrong size. O(1) per step.
   void require_parameter_shapes(const char* where) const {
-    const auto& p = cell_.parameters();
+    const auto& p = model_->parameters();
     const Index n = shape_n_, d = shape_d_;
     if (p.W.rows() != 3 * n || p.W.cols() != d || p.R.rows() != 3 * n || p.R.cols() != n ||
         p.bW.size() != 3 * n || p.bR.size() != 3 * n || p.theta.size() != n) {
@@ -311,12 +353,35 @@ class Rtrl {
     }
   }
 
-  template <typename G>
-  void require_output_gradient(const char* where, const char* name, const Eigen::MatrixBase<G>& g) const {
+  void require_stepped(const char* where) const {
     if (steps_ == 0)
       throw std::logic_error(std::string(where) + ": call step() first: the loss is on y_t of a step");
     if (!steps_valid_)
       throw std::logic_error(std::string(where) + ": the last step() failed; step again first");
+  }
+
+  /// dL/dc_t = dL/dy_t s_t and theta's direct term -dL/dy_t c_t psi_t (model.md "RTRL").
+  template <typename G>
+  void set_output_gradient(const Eigen::MatrixBase<G>& dL_dy) {
+    for (Index i = 0; i < units(); ++i) {
+      dL_dc_(i) = dL_dy(i) * cache_.s(i);
+      theta_direct_(i) = -dL_dy(i) * cache_.c(i) * cache_.psi(i);
+    }
+  }
+  /// With a loss on the events too: do/dc = psi and do/dtheta = -psi under the surrogate.
+  template <typename G, typename GO>
+  void set_output_gradient(const Eigen::MatrixBase<G>& dL_dy, const Eigen::MatrixBase<GO>& dL_do) {
+    for (Index i = 0; i < units(); ++i) {
+      dL_dc_(i) = dL_dy(i) * cache_.s(i) + dL_do(i) * cache_.psi(i);
+      theta_direct_(i) = -(dL_dy(i) * cache_.c(i) + dL_do(i)) * cache_.psi(i);
+    }
+  }
+
+  /// propagate() on this learner's own threads and scratch.
+  void propagate_single() { propagate(pool_, scratch_.data(), scratch_stride_); }
+
+  template <typename G>
+  void require_output_gradient(const char* where, const char* name, const Eigen::MatrixBase<G>& g) const {
     detail::require_vector(where, name, g, units());
     detail::require_finite(where, name, g);
   }
@@ -348,16 +413,10 @@ class Rtrl {
     steps_valid_ = true;
   }
 
-  void enforce_mask() {
-    // O(3n(n + d)) per step, negligible next to the propagation, and it keeps the forward pass
-    // consistent with the columns we track even if an optimizer wrote into a pruned weight.
-    if (!mask_.all_kept()) mask_.apply(cell_.parameters());
-  }
-
   /// A_t on R's pattern (detail::coupling_entry), and the compressed coupling A_t diag(s_{t-1}) over active source rows.
   void build_coupling() {
     const Index n = units();
-    const auto& R = cell_.parameters().R;
+    const auto& R = model_->parameters().R;
     const auto& ptr = layout_.coupling_row_ptr();
     const auto& cols = layout_.coupling_cols();
     Index k = 0;
@@ -400,7 +459,7 @@ class Rtrl {
     // A_t's column).
     const auto& ptr = layout_.coupling_row_ptr();
     const auto& cols = layout_.coupling_cols();
-    const auto& theta = cell_.parameters().theta;
+    const auto& theta = model_->parameters().theta;
     for (Index i = 0; i < n; ++i) {
       Scalar* row = M_.data() + i * M_.stride();
       row[layout_.theta_column(i)] += detail::threshold_reset_entry(cache_, theta, i);
@@ -411,10 +470,13 @@ class Rtrl {
     }
   }
 
-  Cell cell_;
+  template <typename, typename>
+  friend class RtrlStreams;
+
+  Model* model_;
   RtrlOptions options_;
   parallel::ThreadPool pool_;
-  ParameterMask mask_;
+  std::uint64_t mask_version_ = 0;
   InfluenceLayout layout_;
   EgruStepCache<Scalar> cache_;
   Vector state_, initial_state_, dL_dc_, theta_direct_, c_psi_;

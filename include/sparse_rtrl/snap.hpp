@@ -18,6 +18,7 @@
 #include <sparse_rtrl/detail/immediate_jacobian.hpp>
 #include <sparse_rtrl/egru_cell.hpp>
 #include <sparse_rtrl/influence_layout.hpp>
+#include <sparse_rtrl/model.hpp>
 #include <sparse_rtrl/parameter_mask.hpp>
 #include <sparse_rtrl/work_counters.hpp>
 
@@ -33,6 +34,7 @@ namespace sparse_rtrl {
 template <typename Scalar, typename Surrogate = TriangularSurrogate<Scalar>>
 class Snap {
  public:
+  using Model = sparse_rtrl::Model<Scalar, Surrogate>;
   using Cell = EgruCell<Scalar, Surrogate>;
   using Parameters = EgruParameters<Scalar>;
   using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
@@ -42,12 +44,15 @@ class Snap {
   /// @param order n of SnAp-n, >= 1 (else std::invalid_argument). Every order >= (diameter of
   ///        the recurrent graph) + 1 keeps the same rows and is exact RTRL (SnAp-infinity); such
   ///        orders, up to INT_MAX, cost no more to construct than the diameter's.
-  Snap(Cell cell, const ParameterMask& mask, int order) : cell_(std::move(cell)), mask_(mask), order_(order) {
+  /// Tracks the kept parameters of @p model's mask (referenced, not copied: it must outlive
+  /// this learner and stay at one address, model.hpp). SnAp's pattern is fixed by the mask at
+  /// construction: after Model::set_mask, step() throws std::logic_error (construct a new Snap).
+  Snap(Model& model, int order) : model_(&model), order_(order) {
     const char* where = "sparse_rtrl::Snap::Snap()";
-    mask_.require_matches(cell_.parameters(), where);
     if (order < 1) detail::fail(where, "order must be >= 1, received " + std::to_string(order));
-    mask_.apply(cell_.parameters());
-    layout_ = InfluenceLayout(mask_, cell_.events());
+    model.enforce_mask();
+    mask_version_ = model.mask_version();
+    layout_ = InfluenceLayout(model.mask(), model.events());
     const Index n = units();
     cache_.resize(n, inputs());
     state_.setZero(n);
@@ -56,13 +61,17 @@ class Snap {
     build_patterns();
     grad_.setZero(layout_.columns());
   }
-  Snap(Cell cell, int order) : Snap(cell, ParameterMask::dense(cell.units(), cell.inputs()), order) {}
+  /// A temporary model would be destroyed while referenced: refused at compile time.
+  Snap(Model&& model, int order) = delete;
 
-  Index units() const { return cell_.units(); }
-  Index inputs() const { return cell_.inputs(); }
+  Index units() const { return layout_.units(); }
+  Index inputs() const { return layout_.inputs(); }
   int order() const { return order_; }
-  const Cell& cell() const { return cell_; }
-  Cell& cell() { return cell_; }
+  Model& model() { return *model_; }
+  const Model& model() const { return *model_; }
+  const Cell& cell() const { return model_->cell(); }
+  Cell& cell() { return model_->cell(); }
+  const ParameterMask& mask() const { return model_->mask(); }
   const InfluenceLayout& layout() const { return layout_; }
   /// Rows kept for the parameters of unit u.
   const std::vector<Index>& kept_rows(Index unit) const { return rows_[std::size_t(unit)]; }
@@ -78,10 +87,16 @@ class Snap {
     const char* where = "sparse_rtrl::Snap::step()";
     detail::require_vector(where, "x", x, inputs());
     detail::require_finite(where, "x", x);
-    if (!mask_.all_kept()) mask_.apply(cell_.parameters());
-    cell_.forward(state_, x, cache_);
+    if (mask_version_ != model_->mask_version())
+      throw std::logic_error(std::string(where) + ": the model's mask changed since this Snap was built; "
+                             "SnAp's pattern follows the mask: construct a new Snap");
+    if (!model_->parameters().has_shape(layout_.units(), layout_.inputs()))
+      detail::fail(where, "the model's parameters changed shape since construction, received " +
+                              model_->parameters().shape_string());
+    model_->enforce_mask();
+    model_->cell().forward(state_, x, cache_);
     const Index n = units();
-    const auto& R = cell_.parameters().R;
+    const auto& R = model_->cell().parameters().R;
     // J_t = diag(decay) + A_t diag(s_{t-1}), on the pattern only.
     J_.setZero();
     const auto& ptr = layout_.coupling_row_ptr();
@@ -96,7 +111,7 @@ class Snap {
     WorkCounters w;
     w.steps = 1;
     w.units = std::uint64_t(n);
-    const auto& theta = cell_.parameters().theta;
+    const auto& theta = model_->cell().parameters().theta;
     for (Index u = 0; u < n; ++u) {
       const auto& S = rows_[std::size_t(u)];
       const Index k = Index(S.size());
@@ -227,8 +242,8 @@ class Snap {
     tmp_.setZero(largest, widest);
   }
 
-  Cell cell_;
-  ParameterMask mask_;
+  Model* model_;
+  std::uint64_t mask_version_ = 0;
   int order_;
   InfluenceLayout layout_;
   EgruStepCache<Scalar> cache_;

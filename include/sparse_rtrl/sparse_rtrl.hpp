@@ -12,7 +12,9 @@
 #include <sparse_rtrl/parameter_mask.hpp>
 #include <sparse_rtrl/influence_layout.hpp>
 #include <sparse_rtrl/work_counters.hpp>
+#include <sparse_rtrl/model.hpp>
 #include <sparse_rtrl/rtrl.hpp>
+#include <sparse_rtrl/rtrl_streams.hpp>
 #include <sparse_rtrl/denormals.hpp>
 #include <sparse_rtrl/bptt.hpp>
 #include <sparse_rtrl/snap.hpp>

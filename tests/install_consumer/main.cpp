@@ -5,7 +5,8 @@
 
 int main() {
   sparse_rtrl::EgruCell<double> cell(4, 2);
-  sparse_rtrl::Rtrl<double> rtrl(cell);
+  sparse_rtrl::Model<double> model(cell);
+  sparse_rtrl::Rtrl<double> rtrl(model);
   rtrl.step(Eigen::Vector2d(0.5, -0.5));
   rtrl.accumulate_gradient(Eigen::Vector4d::Ones());
   std::cout << "consumer ok, version " << sparse_rtrl::version_string << ", gradient norm "

@@ -1,0 +1,323 @@
+/// @file rtrl_streams.hpp
+/// @brief B streams learning one shared model by exact RTRL: one call advances all of them,
+///        in parallel, with results that do not depend on the number of threads.
+///
+/// Each stream (a sequence of a minibatch, an environment, a sensor) has its own state c, its own
+/// influence matrix M and its own accumulated gradient: an Rtrl over the shared Model, run with
+/// the streams' thread team. gradient() is the sum of the streams' gradients, added in stream
+/// order 0, 1, ..., B - 1, so it is bitwise the same for any number of threads, and bitwise the
+/// sum of B independent Rtrl learners fed the same data.
+///
+/// Parallelism (parallel/thread_pool.hpp): with B >= threads, the streams are split into
+/// contiguous blocks, one per thread, each stream's step running whole on one thread; with
+/// B < threads, the streams run one after another and each step's columns are split over all
+/// threads (as Rtrl with RtrlOptions::threads). Every thread flushes subnormals unless
+/// RtrlOptions::flush_subnormals is false.
+#pragma once
+
+#include <sparse_rtrl/config.hpp>
+#include <sparse_rtrl/denormals.hpp>
+#include <sparse_rtrl/detail/check.hpp>
+#include <sparse_rtrl/detail/propagate.hpp>
+#include <sparse_rtrl/model.hpp>
+#include <sparse_rtrl/parallel/thread_pool.hpp>
+#include <sparse_rtrl/rtrl.hpp>
+
+#include <Eigen/Core>
+
+#include <cstddef>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
+
+namespace sparse_rtrl {
+
+namespace detail {
+/// Physical memory of this machine in bytes, or 0 where unknown.
+inline std::size_t physical_memory_bytes() {
+#if defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
+  const long pages = sysconf(_SC_PHYS_PAGES);
+  const long page = sysconf(_SC_PAGESIZE);
+  if (pages > 0 && page > 0) return std::size_t(pages) * std::size_t(page);
+#endif
+  return 0;
+}
+}  // namespace detail
+
+/// @brief B streams over one Model, advanced together (exact RTRL per stream).
+///
+/// Per step: step(X) with X a B x d matrix (row b is stream b's input); then, for a loss,
+/// accumulate_gradient(G) with G a B x n matrix (row b is dL/dy_t of stream b; a row of zeros
+/// adds nothing). Streams start and end sequences independently with reset(b). Pruning: set the
+/// model's mask (set_mask() here, Model::set_mask, or MagnitudePruner::prune(model)); every
+/// stream follows before the next step. Allocation-free steps.
+/// @tparam Scalar float or double.
+/// @tparam Surrogate pseudo-derivative policy (surrogate.hpp).
+template <typename Scalar, typename Surrogate = TriangularSurrogate<Scalar>>
+class RtrlStreams {
+ public:
+  using Model = sparse_rtrl::Model<Scalar, Surrogate>;
+  using Learner = Rtrl<Scalar, Surrogate>;
+  using Cell = typename Learner::Cell;
+  using Parameters = EgruParameters<Scalar>;
+  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+  using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+
+  /// @param streams B >= 1.
+  /// @param options as for Rtrl; threads is the size of the team all streams share.
+  /// Throws std::invalid_argument for B < 1 or threads < 1, and std::length_error, before
+  /// allocating anything large, when B influence matrices (reported by state_bytes()) exceed the
+  /// machine's physical memory or cannot be allocated.
+  RtrlStreams(Model& model, Index streams, RtrlOptions options = {})
+      : model_(&model), options_(checked(streams, options)), pool_(options_.threads) {
+    const char* where = "sparse_rtrl::RtrlStreams::RtrlStreams()";
+    require_memory(where, model, streams);
+    RtrlOptions per_stream = options_;
+    per_stream.threads = 1;  // the streams' team runs them; no stream owns threads
+    streams_.reserve(std::size_t(streams));
+    try {
+      for (Index b = 0; b < streams; ++b) streams_.emplace_back(model, per_stream);
+    } catch (const std::bad_alloc&) {
+      detail::allocation_failure(where, "the streams' influence matrices",
+                                 std::size_t(streams) * streams_.front().influence_bytes());
+    }
+    scratch_stride_ = detail::propagation_scratch_size<Scalar>(model.units());
+    scratch_.resize(std::size_t(pool_.threads()) * std::size_t(scratch_stride_));
+    outputs_.setZero(streams, model.units());
+    events_.setZero(streams, model.units());
+  }
+  /// A temporary model would be destroyed while referenced: refused at compile time.
+  RtrlStreams(Model&& model, Index streams, RtrlOptions options = {}) = delete;
+
+  Index streams() const { return Index(streams_.size()); }
+  Index units() const { return streams_.front().units(); }
+  Index inputs() const { return streams_.front().inputs(); }
+  int threads() const { return pool_.threads(); }
+  const RtrlOptions& options() const { return options_; }
+  Model& model() { return *model_; }
+  const Model& model() const { return *model_; }
+  const ParameterMask& mask() const { return model_->mask(); }
+  /// The model's cell (mutable for an optimizer, as Model::cell()).
+  const Cell& cell() const { return model_->cell(); }
+  Cell& cell() { return model_->cell(); }
+  /// Which parameter owns which influence column (the same for every stream).
+  const InfluenceLayout& layout() const { return streams_.front().layout(); }
+  /// Stream b's learner state (read-only: state, output, influence, gradient, counters).
+  const Learner& stream(Index b) const { return streams_[std::size_t(require_stream("stream()", b))]; }
+
+  /// @brief Advances every stream one step: row b of @p X (B x d, finite) is stream b's x_t.
+  /// Checks everything first and changes nothing on a throw (std::invalid_argument); a step
+  /// whose state would become non-finite in any stream is refused in all of them.
+  template <typename X>
+  void step(const Eigen::MatrixBase<X>& X_batch) {
+    const char* where = "sparse_rtrl::RtrlStreams::step()";
+    require_batch(where, "X", X_batch, inputs());
+    for (auto& s : streams_) s.prepare_step(where);
+    const Index B = streams();
+    // Phase 1: every stream's forward pass (reads the model only).
+    pool_.run(teams(), [&](int t) {
+      detail::SubnormalGuard guard(options_.flush_subnormals);
+      for (Index b = block_begin(t); b < block_begin(t + 1); ++b)
+        streams_[std::size_t(b)].forward(X_batch.row(b));
+    });
+    for (Index b = 0; b < B; ++b)
+      if (!streams_[std::size_t(b)].steps_valid_) {
+        for (auto& s : streams_) s.steps_valid_ = false;
+        streams_[std::size_t(b)].fail_non_finite_state(where);
+      }
+    // Phase 2: influence matrices and states.
+    if (B >= pool_.threads()) {
+      pool_.run(teams(), [&](int t) {
+        detail::SubnormalGuard guard(options_.flush_subnormals);
+        for (Index b = block_begin(t); b < block_begin(t + 1); ++b) streams_[std::size_t(b)].propagate_single();
+      });
+    } else {
+      detail::SubnormalGuard guard(options_.flush_subnormals);
+      for (auto& s : streams_) s.propagate(pool_, scratch_.data(), scratch_stride_);
+    }
+    for (Index b = 0; b < B; ++b) {
+      outputs_.row(b) = streams_[std::size_t(b)].output().transpose();
+      events_.row(b) = streams_[std::size_t(b)].events().transpose();
+    }
+  }
+
+  /// @brief Adds every stream's loss gradient: row b of @p G (B x n, finite) is dL/dy_t of
+  /// stream b (zeros: no loss in that stream this step). See Rtrl::accumulate_gradient.
+  template <typename G>
+  void accumulate_gradient(const Eigen::MatrixBase<G>& G_batch) {
+    const char* where = "sparse_rtrl::RtrlStreams::accumulate_gradient()";
+    require_batch(where, "G", G_batch, units());
+    for (const auto& s : streams_) s.require_stepped(where);
+    pool_.run(teams(), [&](int t) {
+      detail::SubnormalGuard guard(options_.flush_subnormals);
+      for (Index b = block_begin(t); b < block_begin(t + 1); ++b) {
+        auto& s = streams_[std::size_t(b)];
+        if (G_batch.row(b).isZero(0)) continue;
+        s.set_output_gradient(G_batch.row(b));
+        s.read_out();
+      }
+    });
+  }
+  /// The same with a loss on the events too: row b of @p G_o (B x n) is dL/do_t of stream b.
+  template <typename G, typename GO>
+  void accumulate_gradient(const Eigen::MatrixBase<G>& G_batch, const Eigen::MatrixBase<GO>& G_events) {
+    const char* where = "sparse_rtrl::RtrlStreams::accumulate_gradient()";
+    require_batch(where, "G", G_batch, units());
+    require_batch(where, "G_events", G_events, units());
+    for (const auto& s : streams_) s.require_stepped(where);
+    pool_.run(teams(), [&](int t) {
+      detail::SubnormalGuard guard(options_.flush_subnormals);
+      for (Index b = block_begin(t); b < block_begin(t + 1); ++b) {
+        auto& s = streams_[std::size_t(b)];
+        if (G_batch.row(b).isZero(0) && G_events.row(b).isZero(0)) continue;
+        s.set_output_gradient(G_batch.row(b), G_events.row(b));
+        s.read_out();
+      }
+    });
+  }
+
+  /// Sum over streams (in stream order) of the accumulated gradients, in parameter layout
+  /// (pruned entries zero).
+  Parameters gradient() {
+    Parameters out(units(), inputs());
+    gradient(out);
+    return out;
+  }
+  /// Allocation-free form (when @p out has the model's shapes).
+  void gradient(Parameters& out) {
+    sum_columns();
+    streams_.front().layout().scatter(sum_, out);
+  }
+  /// The summed gradient per influence column (size P_kept), streams added in order.
+  const Vector& gradient_columns() {
+    sum_columns();
+    return sum_;
+  }
+  /// Zeroes every stream's accumulated gradient.
+  void zero_gradient() {
+    for (auto& s : streams_) s.zero_gradient();
+  }
+
+  /// Every stream starts a new sequence from c_0 = 0 (gradients are kept).
+  void reset() {
+    for (auto& s : streams_) s.reset();
+  }
+  /// Stream b starts a new sequence from c_0 = 0 (episodes end at different times).
+  void reset(Index b) { streams_[std::size_t(require_stream("reset()", b))].reset(); }
+  /// Stream b starts a new sequence from the given c_0 (size n, finite).
+  template <typename C0>
+  void reset(Index b, const Eigen::MatrixBase<C0>& c0) {
+    streams_[std::size_t(require_stream("reset()", b))].reset(c0);
+  }
+
+  /// Sets the model's mask (Model::set_mask) and re-lays every stream's columns now (they would
+  /// otherwise follow at the next step). Allocates.
+  void set_mask(const ParameterMask& mask) {
+    model_->set_mask(mask);
+    for (auto& s : streams_) s.follow_mask();
+  }
+
+  /// y_t of every stream after the last step, B x n.
+  const Matrix& outputs() const { return outputs_; }
+  /// o_t of every stream after the last step, B x n.
+  const Matrix& events() const { return events_; }
+
+  /// Bytes of all B influence matrices (B x n x P_kept scalars).
+  std::size_t influence_bytes() const {
+    std::size_t bytes = 0;
+    for (const auto& s : streams_) bytes += s.influence_bytes();
+    return bytes;
+  }
+  /// Bytes of the learner state that grows with B and P: influence matrices, per-stream
+  /// gradients and the kernel scratch.
+  std::size_t state_bytes() const {
+    std::size_t bytes = influence_bytes() + sizeof(Scalar) * scratch_.size();
+    for (const auto& s : streams_)
+      bytes += sizeof(Scalar) * std::size_t(s.gradient_columns().size()) + s.scratch_bytes();
+    return bytes;
+  }
+  /// Work counters summed over streams (since their last reset_work()).
+  WorkCounters total_work() const {
+    WorkCounters w;
+    for (const auto& s : streams_) w += s.total_work();
+    return w;
+  }
+  WorkCounters last_step_work() const {
+    WorkCounters w;
+    for (const auto& s : streams_) w += s.last_step_work();
+    return w;
+  }
+  void reset_work() {
+    for (auto& s : streams_) s.reset_work();
+  }
+
+ private:
+  static RtrlOptions checked(Index streams, RtrlOptions options) {
+    const char* where = "sparse_rtrl::RtrlStreams::RtrlStreams()";
+    if (streams < 1) detail::fail(where, "streams must be >= 1, received " + std::to_string(streams));
+    if (options.threads < 1)
+      detail::fail(where, "options.threads must be >= 1, received " + std::to_string(options.threads));
+    return options;
+  }
+
+  /// Refuses, before anything large is allocated, B influence matrices that exceed this
+  /// machine's physical memory (or overflow size_t).
+  static void require_memory(const char* where, const Model& model, Index streams) {
+    const InfluenceLayout layout(model.mask(), model.events());
+    const double per_stream = double(model.units()) *
+                              double(detail::InfluenceStorage<Scalar>::padded_stride(layout.columns())) *
+                              double(sizeof(Scalar));
+    const double total = per_stream * double(streams);
+    const std::size_t physical = detail::physical_memory_bytes();
+    if (total > double(std::numeric_limits<std::size_t>::max() / 2) || (physical > 0 && total > double(physical))) {
+      std::string msg = std::string(where) + ": " + std::to_string(streams) + " streams need " +
+                        std::to_string(total / 1e9) + " GB of influence matrices (" +
+                        std::to_string(per_stream / 1e9) + " GB each: n = " + std::to_string(model.units()) +
+                        " x P_kept = " + std::to_string(layout.columns()) + ")";
+      if (physical > 0) msg += ", more than this machine's " + std::to_string(double(physical) / 1e9) + " GB";
+      throw std::length_error(msg + "; use fewer streams, fewer units or a sparser mask");
+    }
+  }
+
+  template <typename M>
+  void require_batch(const char* where, const char* name, const Eigen::MatrixBase<M>& m, Index cols) const {
+    if (m.rows() != streams() || m.cols() != cols)
+      detail::fail(where, std::string(name) + " must be " + detail::shape_string(streams(), cols) +
+                              " (streams x " + (cols == inputs() && std::string(name) == "X" ? "inputs" : "units") +
+                              "), received " + detail::shape_string(m.rows(), m.cols()));
+    detail::require_finite(where, name, m);
+  }
+
+  Index require_stream(const char* what, Index b) const {
+    if (b < 0 || b >= streams())
+      throw std::out_of_range("sparse_rtrl::RtrlStreams::" + std::string(what) + ": stream must be in [0, " +
+                              std::to_string(streams()) + "), received " + std::to_string(b));
+    return b;
+  }
+
+  /// Tasks of a streams-parallel phase: one per thread, at most one per stream.
+  int teams() const { return int(std::min<Index>(Index(pool_.threads()), streams())); }
+  /// First stream of task t's contiguous block.
+  Index block_begin(int t) const { return streams() * Index(t) / Index(teams()); }
+
+  void sum_columns() {
+    sum_ = streams_.front().gradient_columns();
+    for (std::size_t b = 1; b < streams_.size(); ++b) sum_ += streams_[b].gradient_columns();
+  }
+
+  Model* model_;
+  RtrlOptions options_;
+  parallel::ThreadPool pool_;
+  std::vector<Learner> streams_;
+  std::vector<Scalar> scratch_;
+  Index scratch_stride_ = 0;
+  Matrix outputs_, events_;
+  Vector sum_;
+};
+
+}  // namespace sparse_rtrl

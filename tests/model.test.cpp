@@ -1,0 +1,133 @@
+// Model: one owner of the parameters and the mask; learners and optimizers reference it.
+#include "test_support.hpp"
+
+using namespace sparse_rtrl;
+using test::Mat;
+using test::Vec;
+
+namespace {
+template <typename S>
+EgruCell<S> firing_cell(Index n, Index d, std::uint64_t seed) {
+  return EgruCell<S>(test::firing_parameters<S>(n, d, seed), CellOptions{true}, TriangularSurrogate<S>(S(1), S(0.4)));
+}
+}  // namespace
+
+TEMPLATE_TEST_CASE("Learners hold no copy of the parameters: they read the model", "[model]", float, double) {
+  using S = TestType;
+  Model<S> model(firing_cell<S>(9, 3, 1), ParameterMask::random(9, 3, 0.6, 0.5, 2));
+  Rtrl<S> rtrl(model);
+  Bptt<S> bptt(model);
+  Snap<S> snap(model, 2);
+  RtrlStreams<S> streams(model, 2);
+  CHECK(&rtrl.cell() == &model.cell());
+  CHECK(&bptt.cell() == &model.cell());
+  CHECK(&snap.cell() == &model.cell());
+  CHECK(&streams.model() == &model);
+  CHECK(&rtrl.mask() == &model.mask());
+
+  // A change to the model (an optimizer step) is what the next step of every learner uses.
+  const Mat<S> X = test::random_matrix<S>(6, 3, 3);
+  model.parameters().bW.array() += S(0.25);
+  Model<S> changed_copy = model;  // an independent model with the same values
+  Rtrl<S> fresh(changed_copy);
+  for (Index t = 0; t < X.rows(); ++t) {
+    rtrl.step(X.row(t));
+    fresh.step(X.row(t));
+  }
+  CHECK(rtrl.state() == fresh.state());
+  CHECK(Mat<S>(rtrl.influence()) == Mat<S>(fresh.influence()));
+}
+
+TEST_CASE("Model applies its mask and set_mask bumps the version learners follow", "[model]") {
+  const Index n = 6, d = 2;
+  const auto mask = ParameterMask::random(n, d, 0.5, 0.5, 4);
+  Model<double> model(firing_cell<double>(n, d, 5), mask);
+  CHECK(mask.respected_by(model.parameters()));
+  CHECK(model.mask() == mask);
+  CHECK(model.mask_version() == 0);
+  const auto other = ParameterMask::random(n, d, 0.4, 0.3, 6);
+  model.set_mask(other);
+  CHECK(model.mask_version() == 1);
+  CHECK(other.respected_by(model.parameters()));
+  using Catch::Matchers::Contains;
+  REQUIRE_THROWS_WITH(model.set_mask(ParameterMask::dense(n + 1, d)), Contains("sparse_rtrl::Model::set_mask()"));
+  CHECK(model.mask_version() == 1);
+  REQUIRE_THROWS_WITH(Model<double>(firing_cell<double>(n, d, 5), ParameterMask::dense(4, d)),
+                      Contains("sparse_rtrl::Model::Model()") && Contains("mask is for n = 4"));
+
+  // A pruned weight written by hand is zeroed again before the next step (the forward pass
+  // matches the columns the learners track).
+  Index r = 0, c = 0;
+  for (Index i = 0; i < other.R().size(); ++i)
+    if (!other.R()(i)) {
+      r = i % (3 * n);
+      c = i / (3 * n);
+      break;
+    }
+  REQUIRE_FALSE(other.R()(r, c));
+  model.parameters().R(r, c) = 0.5;
+  model.enforce_mask();
+  CHECK(model.parameters().R(r, c) == 0.0);
+}
+
+TEMPLATE_TEST_CASE("A learner follows a mask set on its model exactly as if it had set it itself", "[model][mask]", float,
+                   double) {
+  using S = TestType;
+  const Index n = 10, d = 3, T = 30;
+  const auto before = ParameterMask::random(n, d, 0.7, 0.6, 7);
+  const auto after = ParameterMask::random(n, d, 0.5, 0.4, 8);
+  Model<S> a(firing_cell<S>(n, d, 9), before), b(firing_cell<S>(n, d, 9), before);
+  Rtrl<S> self(a), follower(b), other_follower(b);
+  const Mat<S> X = test::random_matrix<S>(T, d, 10);
+  const Mat<S> G = test::random_matrix<S>(T, n, 11);
+  for (Index t = 0; t < T; ++t) {
+    if (t == 12) {
+      self.set_mask(after);  // sets a's mask and re-lays self's columns now
+      b.set_mask(after);     // the followers re-lay theirs at their next step
+    }
+    self.step(X.row(t));
+    follower.step(X.row(t));
+    other_follower.step(X.row(t));
+    self.accumulate_gradient(G.row(t));
+    follower.accumulate_gradient(G.row(t));
+    other_follower.accumulate_gradient(G.row(t));
+  }
+  CHECK(self.layout().columns() == follower.layout().columns());
+  CHECK(self.state() == follower.state());
+  CHECK(Mat<S>(self.influence()) == Mat<S>(follower.influence()));
+  CHECK(self.gradient_columns() == follower.gradient_columns());
+  CHECK(follower.gradient_columns() == other_follower.gradient_columns());
+}
+
+TEST_CASE("Snap refuses to step after its model's mask changed", "[model][snap]") {
+  Model<double> model(firing_cell<double>(5, 2, 12));
+  Snap<double> snap(model, 1);
+  snap.step(Vec<double>::Constant(2, 0.1));
+  model.set_mask(ParameterMask::random(5, 2, 0.5, 0.5, 13));
+  REQUIRE_THROWS_AS(snap.step(Vec<double>::Constant(2, 0.1)), std::logic_error);
+}
+
+TEST_CASE("Optimizers and the pruner act on a model", "[model][optimizer][pruning]") {
+  const Index n = 8, d = 3;
+  Model<double> model(firing_cell<double>(n, d, 14), ParameterMask::random(n, d, 0.8, 0.8, 15));
+  EgruParameters<double> grad(n, d);
+  grad.W.setOnes();
+  grad.R.setOnes();
+  grad.bW.setOnes();
+  grad.bR.setOnes();
+  grad.theta.setOnes();
+  Sgd<double> sgd(SgdOptions<double>{0.1});
+  const double bias = model.parameters().bW(0);
+  sgd.step(model, grad);
+  CHECK(model.parameters().bW(0) == Approx(bias - 0.1));
+  CHECK(model.mask().respected_by(model.parameters()));
+
+  MagnitudePruner pruner(PruningSchedule{0.5, 0.5, 1}, model.mask());
+  Rtrl<double> rtrl(model);
+  const auto columns = rtrl.layout().columns();
+  pruner.prune(model);
+  CHECK(model.mask_version() == 1);
+  CHECK(model.mask().density_R() < 0.8);
+  rtrl.step(Vec<double>::Constant(d, 0.2));  // follows the pruned mask
+  CHECK(rtrl.layout().columns() < columns);
+}
