@@ -40,7 +40,8 @@ sparse_rtrl::EgruParameters<S> parameters_for_activity(Index n, Index d, double 
   const Mat<S> X = inputs<S>(60, d, seed + 1);
   auto measure = [&](S theta) {
     p.theta.setConstant(theta);
-    sparse_rtrl::Bptt<S> b(sparse_rtrl::EgruCell<S>(p, {true}, sparse_rtrl::TriangularSurrogate<S>(gamma, eps)));
+    sparse_rtrl::Model<S> model(sparse_rtrl::EgruCell<S>(p, {true}, sparse_rtrl::TriangularSurrogate<S>(gamma, eps)));
+    sparse_rtrl::Bptt<S> b(model);
     b.forward(X);
     double active = 0;
     for (Index t = 10; t < X.rows(); ++t) active += double((b.step_cache(t).s.array() != S(0)).count());

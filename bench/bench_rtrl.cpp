@@ -52,7 +52,8 @@ void run_steps(benchmark::State& state, Rtrl<S>& rtrl) {
 }
 
 void BM_SparseRtrlStep(benchmark::State& state) {
-  Rtrl<S> rtrl(EgruCell<S>(sparse_params(), {true}, kSurrogate), sparse_mask());
+  Model<S> model(EgruCell<S>(sparse_params(), {true}, kSurrogate), sparse_mask());
+  Rtrl<S> rtrl(model);
   run_steps(state, rtrl);
 }
 
@@ -62,7 +63,8 @@ void BM_SparseRtrlStep(benchmark::State& state) {
 void BM_SparseRtrlStepStrictIeee(benchmark::State& state) {
   RtrlOptions options;
   options.flush_subnormals = false;
-  Rtrl<S> rtrl(EgruCell<S>(sparse_params(), {true}, kSurrogate), sparse_mask(), options);
+  Model<S> model(EgruCell<S>(sparse_params(), {true}, kSurrogate), sparse_mask());
+  Rtrl<S> rtrl(model, options);
   // Long enough for rows of M to reach the subnormal range (they decay by z each silent step).
   const bench::Mat<S> X = bench::inputs<S>(512, kInputs, 3);
   for (Index t = 0; t < 2000; ++t) rtrl.step(X.row(t % X.rows()));
@@ -77,7 +79,8 @@ void BM_StepEarlyLate(benchmark::State& state) {
   const Eigen::VectorXf g = Eigen::VectorXf::Constant(kUnits, 0.01f);
   double early = 0, late = 0;
   for (auto _ : state) {
-    Rtrl<S> rtrl(EgruCell<S>(sparse_params(), {true}, kSurrogate), sparse_mask());
+    Model<S> model(EgruCell<S>(sparse_params(), {true}, kSurrogate), sparse_mask());
+    Rtrl<S> rtrl(model);
     rtrl.reset();
     Index t = 0;
     auto advance = [&](Index steps) {
@@ -104,7 +107,8 @@ void BM_StepEarlyLate(benchmark::State& state) {
 void BM_SparseRtrlStepThreads(benchmark::State& state) {
   RtrlOptions options;
   options.threads = int(state.range(0));
-  Rtrl<S> rtrl(EgruCell<S>(sparse_params(), {true}, kSurrogate), sparse_mask(), options);
+  Model<S> model(EgruCell<S>(sparse_params(), {true}, kSurrogate), sparse_mask());
+  Rtrl<S> rtrl(model, options);
   run_steps(state, rtrl);
   state.counters["step_seconds"] = benchmark::Counter(double(state.iterations()),
                                                       benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
@@ -113,7 +117,8 @@ void BM_SparseRtrlStepThreads(benchmark::State& state) {
 void BM_DenseRtrlStep(benchmark::State& state) {
   // The same network (pruned weights are zero), with every parameter tracked and every row
   // multiplied: what RTRL costs without exploiting either sparsity.
-  Rtrl<S> rtrl(EgruCell<S>(sparse_params(), {true}, kSurrogate), RtrlOptions{false});
+  Model<S> model(EgruCell<S>(sparse_params(), {true}, kSurrogate));
+  Rtrl<S> rtrl(model, RtrlOptions{false});
   run_steps(state, rtrl);
 }
 

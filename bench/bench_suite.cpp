@@ -77,7 +77,8 @@ void bm_rtrl(benchmark::State& state, std::string algo, Index n, double activity
   const Network& net = network(n, activity, density);
   EgruCell<S> cell(net.params, {true}, kSurrogate);
   if (algo == "sparse_rtrl") {
-    Rtrl<S> rtrl(cell, net.mask);
+    Model<S> model(cell, net.mask);
+    Rtrl<S> rtrl(model);
     run_learner(state, rtrl, n);
   } else if (algo == "dense_rtrl") {
     const Index P = InfluenceLayout(ParameterMask::dense(n, kInputs), true).columns();
@@ -86,10 +87,12 @@ void bm_rtrl(benchmark::State& state, std::string algo, Index n, double activity
                            " GB > 4 GB").c_str());
       return;
     }
-    Rtrl<S> rtrl(cell, RtrlOptions{false});  // every parameter, every row
+    Model<S> model(cell);
+    Rtrl<S> rtrl(model, RtrlOptions{false});  // every parameter, every row
     run_learner(state, rtrl, n);
   } else {
-    Snap<S> snap(cell, net.mask, algo == "snap1" ? 1 : 2);
+    Model<S> model(cell, net.mask);
+    Snap<S> snap(model, algo == "snap1" ? 1 : 2);
     run_learner(state, snap, n);
   }
   common_counters(state, n, density);
@@ -101,7 +104,8 @@ void bm_rtrl(benchmark::State& state, std::string algo, Index n, double activity
 /// over_floor = step / stream, all from this run.
 void bm_scale(benchmark::State& state, Index n, double activity, double density) {
   const Network& net = network(n, activity, density);
-  Rtrl<S> rtrl(EgruCell<S>(net.params, {true}, kSurrogate), net.mask);
+  Model<S> model(EgruCell<S>(net.params, {true}, kSurrogate), net.mask);
+  Rtrl<S> rtrl(model);
   run_learner(state, rtrl, n);
   common_counters(state, n, density);
   // The floor, measured now on a matrix of the same shape (a few passes, the fastest kept).
@@ -122,10 +126,50 @@ void bm_scale(benchmark::State& state, Index n, double activity, double density)
                                                     benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 
+/// B streams over one shared model (RtrlStreams), one iteration = one step of every stream and
+/// its gradient readout. Counters: stream_step_seconds (time per stream-step: throughput),
+/// streams, threads, state_bytes (all B influence matrices).
+void bm_streams(benchmark::State& state, Index n, double activity, double density, Index B, int threads) {
+  const Network& net = network(n, activity, density);
+  Model<S> model(EgruCell<S>(net.params, {true}, kSurrogate), net.mask);
+  RtrlOptions options;
+  options.threads = threads;
+  RtrlStreams<S> streams(model, B, options);
+  const bench::Mat<S> X = bench::inputs<S>(256, kInputs, 5);
+  const bench::Mat<S> G = bench::Mat<S>::Constant(B, n, 0.01f);
+  bench::Mat<S> Xb(B, kInputs);
+  auto inputs_at = [&](Index t) {  // stream b reads the input sequence at an offset of its own
+    for (Index b = 0; b < B; ++b) Xb.row(b) = X.row((t + 29 * b) % X.rows());
+  };
+  for (Index t = 0; t < 10; ++t) {
+    inputs_at(t);
+    streams.step(Xb);
+  }
+  streams.reset_work();
+  Index t = 10;
+  for (auto _ : state) {
+    inputs_at(t);
+    streams.step(Xb);
+    streams.accumulate_gradient(G);
+    benchmark::ClobberMemory();
+    ++t;
+  }
+  bench::set_work_counters(state, streams.total_work(), streams.influence_bytes());
+  common_counters(state, n, density);
+  // set_work_counters counts per stream-step; an iteration here is B of them.
+  state.counters["GFLOPS"] = benchmark::Counter(2.0 * double(state.counters["fma"]) * double(B) * double(state.iterations()),
+                                                benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+  state.counters["streams"] = double(B);
+  state.counters["threads"] = double(threads);
+  state.counters["stream_step_seconds"] = benchmark::Counter(double(state.iterations()) * double(B),
+                                                             benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+
 /// One iteration: forward and backward over T steps; counters per step.
 void bm_bptt(benchmark::State& state, bool sparse, Index n, Index T, double activity, double density) {
   const Network& net = network(n, activity, density);
-  Bptt<S> bptt(EgruCell<S>(net.params, {true}, kSurrogate), net.mask, BpttOptions{sparse});
+  Model<S> model(EgruCell<S>(net.params, {true}, kSurrogate), net.mask);
+  Bptt<S> bptt(model, BpttOptions{sparse});
   const bench::Mat<S> X = bench::inputs<S>(T, kInputs, 5);
   const bench::Mat<S> G = bench::Mat<S>::Constant(T, n, 0.01f);
   double active = 0, events = 0;
@@ -213,6 +257,12 @@ void register_all(Mode mode) {
     const std::string name = "scale/sparse_rtrl/n:" + std::to_string(m) + "/act:0.05/dens:0.05";
     limit(benchmark::RegisterBenchmark(name.c_str(), bm_scale, m, 0.05, 0.05), mode,
           rough_fma("sparse_rtrl", m, 0.05, 0.05));
+  }
+  // Many streams over one model (many-streams issue): throughput on 1 and 2 threads.
+  for (int threads : {1, 2}) {
+    const std::string name = "streams/sparse_rtrl/n:256/act:0.1/dens:0.1/streams:8/threads:" + std::to_string(threads);
+    limit(benchmark::RegisterBenchmark(name.c_str(), bm_streams, Index(256), 0.1, 0.1, Index(8), threads), mode,
+          8 * rough_fma("sparse_rtrl", 256, 0.1, 0.1));
   }
   for (Index T : {10, 100, 1000, 10000}) {
     bptt("length", false, n, T, act, dens);

@@ -1,6 +1,7 @@
 /// @file copy_online.cpp
 /// @brief Delayed recall learned fully online: an EGRU trained with exact sparse RTRL, updated
-///        at every step, on one endless stream of symbols with no episode boundaries.
+///        at every step, on endless streams of symbols with no episode boundaries: one stream,
+///        or B independent streams (--streams B) learning one shared model in parallel.
 ///
 /// Task: at every step t the network reads a random symbol x_t, one of K = 4, one-hot (d = 4),
 /// and must output the symbol it read D steps earlier, x_{t-D} (default D = 5; chance is 1/K =
@@ -28,14 +29,24 @@
 /// multiply-adds), while eps = 0.1 let more units fall silent for good (a silent unit outside
 /// the window gets no gradient) and had reached only 68% accuracy; eps = 0.2 was in between.
 ///
+/// Many streams (--streams B): B independent symbol streams (B sensors, B environments) drive
+/// B copies of the network's state, each with its own influence matrix, over ONE shared model
+/// (sparse_rtrl::RtrlStreams). Each step, every stream takes its loss, the gradients are summed
+/// over the streams (in a fixed order: the same bits on any number of threads) and Adam updates
+/// the shared EGRU and readout once. The streams run in parallel on --threads threads.
+///
 /// Usage: copy_online [--short] [--steps N] [--delay D] [--density P] [--seed S]
+///                    [--streams B] [--threads T]
 ///   --short      50000 steps instead of 200000 (a quick demonstration)
 ///   --steps N    length of the stream, N >= 1
 ///   --delay D    recall the symbol from D steps back, D >= 1 (default 5)
 ///   --density P  fraction of the recurrent weights R kept, 0 < P <= 1 (random mask, default 1).
 ///                The input weights W stay dense: with d = 4 they are 384 of the 3680 parameters,
 ///                and pruning them leaves units deaf to some symbols.
-///   --seed S     seeds weights, mask and the symbol stream (default 1)
+///   --seed S     seeds weights, mask and the symbol streams (default 1)
+///   --streams B  B >= 1 independent streams over one model (default 1); accuracy and losses
+///                are over all streams
+///   --threads T  threads of the streams' team, T >= 1 (default 1)
 /// Arguments it does not know, or cannot parse, end it with exit code 2.
 ///
 /// Typical result (measured; figures "over the stream" are WorkCounters totals of the run):
@@ -72,7 +83,8 @@ namespace {
 
 using sparse_rtrl::Index;
 using Surrogate = sparse_rtrl::TriangularSurrogate<float>;
-using Learner = sparse_rtrl::Rtrl<float, Surrogate>;
+using Learner = sparse_rtrl::RtrlStreams<float, Surrogate>;
+using Model = Learner::Model;
 using Cell = Learner::Cell;
 using Parameters = Learner::Parameters;
 using Vector = Eigen::VectorXf;
@@ -90,11 +102,13 @@ struct Options {
   long delay = 5;
   double density = 1.0;
   std::uint64_t seed = 1;
+  long streams = 1;
+  long threads = 1;
 };
 
 constexpr const char* kUsage =
-    "usage: copy_online [--short] [--steps N] [--delay D] [--density P] [--seed S]\n"
-    "  N and D positive integers, P in (0, 1], S a non-negative integer\n";
+    "usage: copy_online [--short] [--steps N] [--delay D] [--density P] [--seed S] [--streams B] [--threads T]\n"
+    "  N, D, B and T positive integers, P in (0, 1], S a non-negative integer\n";
 
 [[noreturn]] void usage_error(const std::string& message) {
   std::fprintf(stderr, "copy_online: %s\n%s", message.c_str(), kUsage);
@@ -124,7 +138,8 @@ Options parse(int argc, char** argv) {
       o.short_run = true;
       continue;
     }
-    if (arg != "--steps" && arg != "--delay" && arg != "--density" && arg != "--seed")
+    if (arg != "--steps" && arg != "--delay" && arg != "--density" && arg != "--seed" && arg != "--streams" &&
+        arg != "--threads")
       usage_error("unknown argument '" + arg + "'");
     if (k + 1 >= argc) usage_error(arg + " needs a value");
     const char* text = argv[++k];
@@ -132,6 +147,10 @@ Options parse(int argc, char** argv) {
       o.steps = parse_count(arg, text, 1000000000L);
     } else if (arg == "--delay") {
       o.delay = parse_count(arg, text, 100000L);
+    } else if (arg == "--streams") {
+      o.streams = parse_count(arg, text, 4096L);
+    } else if (arg == "--threads") {
+      o.threads = parse_count(arg, text, 256L);
     } else if (arg == "--density") {
       char* end = nullptr;
       errno = 0;
@@ -176,7 +195,11 @@ int main(int argc, char** argv) {
   // in parameter_mask.hpp and model.md, "Gate-shared masks").
   const auto mask = sparse_rtrl::ParameterMask::random(kUnits, kSymbols, /*density_W=*/1.0, opt.density,
                                                        opt.seed + 1, sparse_rtrl::MaskSharing::independent);
-  Learner rtrl(cell, mask);
+  Model model(cell, mask);
+  const Index B = opt.streams;
+  sparse_rtrl::RtrlOptions rtrl_options;
+  rtrl_options.threads = int(opt.threads);
+  Learner rtrl(model, B, rtrl_options);
 
   // A zero readout sends no gradient into the EGRU until it has found features of the output
   // that predict the target, rather than pushing units around with random weights first.
@@ -187,19 +210,23 @@ int main(int argc, char** argv) {
   sparse_rtrl::Adam<float> adam_readout(sparse_rtrl::AdamOptions<float>{kLearningRate});
 
   std::printf("copy_online: recall the symbol from %ld steps back (K = %d symbols, chance %.0f%%), "
-              "one stream of %ld steps, Adam update every step\n"
+              "%ld stream(s) of %ld steps over one model (%d thread(s)), Adam update every step\n"
               "EGRU n = %d, d = %d, exact sparse RTRL; recurrent weight density %.2f (%d of %d R "
-              "kept); influence matrix %d x %d floats = %.0f KiB, fixed for the whole stream\n",
-              D, int(kSymbols), 100.0 / double(kSymbols), steps, int(kUnits), int(kSymbols),
-              opt.density, int(mask.kept_R()), int(3 * kUnits * kUnits), int(kUnits),
-              int(rtrl.layout().columns()), double(rtrl.influence_bytes()) / 1024.0);
+              "kept); influence matrix %d x %d floats = %.0f KiB per stream, fixed for the whole stream\n",
+              D, int(kSymbols), 100.0 / double(kSymbols), long(B), steps, rtrl.threads(), int(kUnits),
+              int(kSymbols), opt.density, int(mask.kept_R()), int(3 * kUnits * kUnits), int(kUnits),
+              int(rtrl.layout().columns()), double(rtrl.stream(0).influence_bytes()) / 1024.0);
   std::fflush(stdout);
 
   // Buffers reused at every step.
   Parameters grad(kUnits, kSymbols);
-  Vector x = Vector::Zero(kSymbols), logits(kSymbols), dL_dlogits(kSymbols), dL_dy(kUnits);
-  std::mt19937_64 stream(opt.seed + 2);  // the standard fixes mt19937_64's raw output
-  std::vector<int> recent(std::size_t(D + 1), 0);  // the last D + 1 symbols, a ring
+  Eigen::MatrixXf X = Eigen::MatrixXf::Zero(B, kSymbols), G(B, kUnits);
+  Vector y(kUnits), logits(kSymbols), dL_dlogits(kSymbols), dL_dy(kUnits);
+  // Stream b's symbols; the standard fixes mt19937_64's raw output.
+  std::vector<std::mt19937_64> symbols;
+  for (Index b = 0; b < B; ++b) symbols.emplace_back(opt.seed + 2 + 1000003 * std::uint64_t(b));
+  // The last D + 1 symbols of each stream, a ring per stream.
+  std::vector<int> recent(std::size_t(B * (D + 1)), 0);
   std::vector<char> hits(std::size_t(kWindow), 0);  // correctness of the last kWindow predictions
   long hit_count = 0, scored = 0, loss_steps = 0;
   double loss_sum = 0.0;
@@ -208,40 +235,45 @@ int main(int argc, char** argv) {
   double accuracy = 0.0;
 
   for (long t = 0; t < steps; ++t) {
-    const int symbol = int(stream() >> 62);  // uniform in {0, 1, 2, 3}
-    recent[std::size_t(t % (D + 1))] = symbol;
-    x.setZero();
-    x(symbol) = 1.0f;
-    rtrl.step(x);
+    X.setZero();
+    for (Index b = 0; b < B; ++b) {
+      const int symbol = int(symbols[std::size_t(b)]() >> 62);  // uniform in {0, 1, 2, 3}
+      recent[std::size_t(b * (D + 1) + t % (D + 1))] = symbol;
+      X(b, symbol) = 1.0f;
+    }
+    rtrl.step(X);  // every stream, in parallel
 
     if (t >= D) {
-      const int target = recent[std::size_t((t - D) % (D + 1))];
-      const Vector& y = rtrl.output();
-      readout.forward(y, logits);
-      Index predicted = 0;
-      logits.maxCoeff(&predicted);
-      loss_sum += sparse_rtrl::softmax_cross_entropy(logits, target, dL_dlogits);
-      ++loss_steps;
-      readout.backward(y, dL_dlogits, dL_dy);
-      rtrl.accumulate_gradient(dL_dy);
+      for (Index b = 0; b < B; ++b) {
+        const int target = recent[std::size_t(b * (D + 1) + (t - D) % (D + 1))];
+        y = rtrl.outputs().row(b).transpose();
+        readout.forward(y, logits);
+        Index predicted = 0;
+        logits.maxCoeff(&predicted);
+        loss_sum += sparse_rtrl::softmax_cross_entropy(logits, target, dL_dlogits);
+        ++loss_steps;
+        readout.backward(y, dL_dlogits, dL_dy);  // the readout's gradient sums over streams
+        G.row(b) = dL_dy.transpose();
+        const char hit = predicted == target;
+        char& slot = hits[std::size_t(scored % kWindow)];
+        hit_count += hit - slot;
+        slot = hit;
+        ++scored;
+      }
+      rtrl.accumulate_gradient(G);
 
-      // Fully online: this step's gradient updates the weights before the next symbol arrives.
-      // M keeps carrying Jacobians of earlier weights (online RTRL, Williams & Zipser 1989).
+      // Fully online: this step's gradient (summed over the streams) updates the shared weights
+      // before the next symbols arrive. M keeps carrying Jacobians of earlier weights (online
+      // RTRL, Williams & Zipser 1989).
       rtrl.gradient(grad);
-      adam_cell.step(rtrl.cell().parameters(), grad, rtrl.mask());
+      adam_cell.step(model, grad);
       adam_readout.step(readout);
       rtrl.zero_gradient();
       readout.zero_gradient();
-
-      const char hit = predicted == target;
-      char& slot = hits[std::size_t(scored % kWindow)];
-      hit_count += hit - slot;
-      slot = hit;
-      ++scored;
     }
     interval += rtrl.last_step_work();  // after the readout, so it counts that work too
-    const Eigen::VectorXf& events = rtrl.events();
-    for (Index i = 0; i < kUnits; ++i) fired(i) += events(i) != 0.0f;
+    const Eigen::MatrixXf& events = rtrl.events();
+    for (Index i = 0; i < kUnits; ++i) fired(i) += (events.col(i).array() != 0.0f).count() > 0;
 
     if ((t + 1) % report == 0 || t + 1 == steps) {
       accuracy = scored > 0 ? double(hit_count) / double(std::min(scored, kWindow)) : 0.0;
