@@ -131,3 +131,83 @@ TEST_CASE("Optimizers and the pruner act on a model", "[model][optimizer][prunin
   rtrl.step(Vec<double>::Constant(d, 0.2));  // follows the pruned mask
   CHECK(rtrl.layout().columns() < columns);
 }
+
+TEST_CASE("A model reshaped or switched to GRU mode under a learner is refused, not read out of bounds",
+          "[model][errors]") {
+  using Catch::Matchers::Contains;
+  const Index n = 8, d = 3;
+  Model<double> model(firing_cell<double>(n, d, 20), ParameterMask::random(n, d, 0.6, 0.6, 21));
+  Rtrl<double> rtrl(model);
+  Bptt<double> bptt(model);
+  const Mat<double> X = test::random_matrix<double>(4, d, 22);
+  rtrl.step(X.row(0));
+  bptt.forward(X);
+  const auto columns = rtrl.layout().columns();
+
+  // Half the units, with a mask for them: follow_mask / set_mask / step refuse.
+  Model<double> original = model;
+  model.cell() = firing_cell<double>(n / 2, d, 23);
+  model.set_mask(ParameterMask::random(n / 2, d, 0.5, 0.5, 24));
+  REQUIRE_THROWS_WITH(rtrl.follow_mask(), Contains("sparse_rtrl::Rtrl::follow_mask()") && Contains("changed shape"));
+  REQUIRE_THROWS_AS(rtrl.set_mask(ParameterMask::dense(n / 2, d)), std::invalid_argument);
+  REQUIRE_THROWS_AS(rtrl.step(X.row(1)), std::invalid_argument);
+  REQUIRE_THROWS_WITH(bptt.backward(Mat<double>::Zero(4, n / 2)), Contains("changed shape or mode since forward()"));
+  CHECK(rtrl.layout().columns() == columns);
+  CHECK(rtrl.steps() == 1);
+
+  // Same shapes, GRU mode: the learner's layout tracks thresholds, the cell no longer has them.
+  model = original;
+  model.cell() = EgruCell<double>(original.parameters(), CellOptions{false});
+  REQUIRE_THROWS_WITH(rtrl.step(X.row(1)), Contains("changed mode"));
+  model.set_mask(ParameterMask::random(n, d, 0.5, 0.5, 25));
+  REQUIRE_THROWS_WITH(rtrl.follow_mask(), Contains("changed mode"));
+  CHECK(rtrl.layout().columns() == columns);
+}
+
+TEMPLATE_TEST_CASE("After Model::set_mask, gradients read before the next step have the pruned entries zero",
+                   "[model][mask]", float, double) {
+  using S = TestType;
+  const Index n = 9, d = 3;
+  Model<S> model(firing_cell<S>(n, d, 30));
+  Rtrl<S> rtrl(model);
+  RtrlStreams<S> streams(model, 2);
+  const Mat<S> X = test::random_matrix<S>(2, d, 31);
+  const Mat<S> G = test::random_matrix<S>(2, n, 32);
+  for (int t = 0; t < 5; ++t) {
+    rtrl.step(X.row(0));
+    rtrl.accumulate_gradient(G.row(0));
+    streams.step(X);
+    streams.accumulate_gradient(G);
+  }
+  const auto pruned = ParameterMask::random(n, d, 0.4, 0.4, 33);
+  model.set_mask(pruned);
+  const EgruParameters<S> g = rtrl.gradient();
+  CHECK(pruned.respected_by(g));
+  Model<S> followed_model = model;  // the same values; a learner that followed gives the same
+  const EgruParameters<S> gs = streams.gradient();
+  CHECK(pruned.respected_by(gs));
+  CHECK(streams.layout().columns() == InfluenceLayout(pruned, true).columns());
+  rtrl.follow_mask();
+  CHECK(rtrl.gradient().R == g.R);
+}
+
+TEST_CASE("RtrlStreams accumulates for the streams with a loss only, and names a stream that has not stepped",
+          "[streams][errors]") {
+  using Catch::Matchers::Contains;
+  const Index n = 6, d = 2;
+  Model<double> model(firing_cell<double>(n, d, 40));
+  RtrlStreams<double> streams(model, 3);
+  streams.step(test::random_matrix<double>(3, d, 41));
+  streams.reset(1);
+  Mat<double> G = test::random_matrix<double>(3, n, 42);
+  G.row(1).setZero();
+  streams.accumulate_gradient(G);  // stream 1 was reset, but has no loss: fine
+  CHECK(streams.stream(1).gradient_columns().isZero(0));
+  CHECK_FALSE(streams.stream(0).gradient_columns().isZero(0));
+  G.row(1).setOnes();
+  REQUIRE_THROWS_WITH(streams.accumulate_gradient(G), Contains("call step() first") && Contains("(stream 1)"));
+
+  RtrlStreams<double> moved(std::move(streams));
+  REQUIRE_THROWS_WITH(streams.step(Mat<double>::Zero(3, d)), Contains("moved from"));
+  CHECK(moved.streams() == 3);
+}

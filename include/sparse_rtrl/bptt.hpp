@@ -106,6 +106,9 @@ class Bptt {
       Y_.row(t) = cache.y.transpose();
     }
     length_ = T;
+    forward_n_ = units();
+    forward_d_ = inputs();
+    forward_events_ = model_->events();
     return Y_;
   }
 
@@ -122,6 +125,8 @@ class Bptt {
     return caches_[std::size_t(t)];
   }
 
+  /// backward() differentiates the sequence of the last forward() with the model's current
+  /// parameters: update the model between forward() and backward() only if that is meant.
   /// Gradient of L with dL/dy_t = G.row(t) (G is T x n, finite), after forward().
   template <typename G>
   Parameters backward(const Eigen::MatrixBase<G>& G_seq) {
@@ -162,6 +167,12 @@ class Bptt {
   Parameters backward_impl(const Eigen::MatrixBase<G>& G_seq, const Matrix* G_events) {
     const char* where = "sparse_rtrl::Bptt::backward()";
     if (length_ == 0) throw std::logic_error(std::string(where) + ": call forward() first");
+    // The caches hold the last forward()'s sizes: a model reshaped (or switched between events
+    // and GRU mode) since then cannot be differentiated with them.
+    if (!model_->parameters().has_shape(forward_n_, forward_d_) || model_->events() != forward_events_)
+      throw std::logic_error(std::string(where) + ": the model changed shape or mode since forward() (n = " +
+                             std::to_string(forward_n_) + ", d = " + std::to_string(forward_d_) +
+                             "); run forward() again");
     detail::require_shape(where, "G", G_seq, length_, units());
     detail::require_finite(where, "G", G_seq);
     const Index n = units();
@@ -232,6 +243,8 @@ class Bptt {
   }
 
   Model* model_;
+  Index forward_n_ = 0, forward_d_ = 0;
+  bool forward_events_ = true;
   BpttOptions options_;
   BpttWork work_;
   std::vector<EgruStepCache<Scalar>> caches_;

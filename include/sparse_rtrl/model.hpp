@@ -30,7 +30,10 @@ namespace sparse_rtrl {
 /// finite (the learners check both at every step). Change the mask only through set_mask():
 /// it zeroes the newly pruned weights and bumps mask_version(), by which every learner of the
 /// model notices the change and re-lays its influence columns before its next step.
-/// Do not write to a model while a learner of it is stepping on another thread.
+/// Do not write to a model while a learner of it is stepping on another thread. Learners only
+/// read the model during a step, with one exception: a step re-zeroes pruned weights that were
+/// written since (enforce_mask()), so stepping learners of one model on several threads at once
+/// is safe only while nothing writes into pruned weights (optimizers given the mask never do).
 /// @tparam Scalar float or double.
 /// @tparam Surrogate pseudo-derivative policy (surrogate.hpp).
 template <typename Scalar, typename Surrogate = TriangularSurrogate<Scalar>>
@@ -70,7 +73,8 @@ class Model {
   /// Throws std::invalid_argument (and changes nothing) for a mask of other sizes.
   void set_mask(const ParameterMask& mask) {
     mask.require_matches(cell_.parameters(), "sparse_rtrl::Model::set_mask()");
-    mask_ = mask;
+    ParameterMask copy = mask;  // may throw; nothing has changed yet
+    std::swap(mask_, copy);
     mask_.apply(cell_.parameters());
     ++mask_version_;
   }

@@ -75,6 +75,7 @@ class Rtrl {
     const Index n = model.units();
     shape_n_ = n;
     shape_d_ = model.inputs();
+    events_ = model.events();
     model.enforce_mask();
     cache_.resize(n, shape_d_);
     state_.setZero(n);
@@ -83,7 +84,6 @@ class Rtrl {
     theta_direct_.setZero(n);
     c_psi_.setZero(n);
     build(InfluenceLayout(model.mask(), model.events()));
-    grad_.setZero();
     mask_version_ = model.mask_version();
   }
   /// A temporary model would be destroyed while referenced: refused at compile time.
@@ -116,16 +116,20 @@ class Rtrl {
   /// kept by both its last mask and the current one). Allocates (not for the per-step hot path).
   void set_mask(const ParameterMask& mask) {
     const char* where = "sparse_rtrl::Rtrl::set_mask()";
+    require_parameter_shapes(where);
     mask.require_matches(model_->parameters(), where);
     model_->set_mask(mask);
     follow_mask();
   }
 
   /// Re-lays the influence columns for the model's current mask if it changed since this
-  /// learner last looked (step() does this itself). Allocates only when it changed.
+  /// learner last looked (step() and accumulate_gradient() do this themselves). Allocates only
+  /// when it changed; on a throw (a reshaped model: std::invalid_argument; no memory) the
+  /// learner is unchanged.
   void follow_mask() {
     if (mask_version_ == model_->mask_version()) return;
-    InfluenceLayout next(model_->mask(), model_->events());
+    require_parameter_shapes("sparse_rtrl::Rtrl::follow_mask()");
+    InfluenceLayout next(model_->mask(), events_);
     const Index n = units();
     std::vector<Index> new_of_old(std::size_t(layout_.columns()), -1);
     for (Index rr = 0; rr < 3 * n; ++rr) {
@@ -152,8 +156,7 @@ class Rtrl {
         grad(to) = grad_(c);
       }
     }
-    build(std::move(next), std::move(storage));
-    grad_ = std::move(grad);
+    build(std::move(next), std::move(storage), std::move(grad));
     mask_version_ = model_->mask_version();
   }
 
@@ -173,13 +176,15 @@ class Rtrl {
   }
 
   /// @brief Advances c_{t-1} -> c_t and M_{t-1} -> M_t for input x_t (size d, finite).
-  /// Allocates nothing.
+  /// Allocates nothing, except on the first step after a change of the model's mask (the
+  /// columns are re-laid, follow_mask()).
   template <typename X>
   void step(const Eigen::MatrixBase<X>& x) {
     const char* where = "sparse_rtrl::Rtrl::step()";
-    prepare_step(where);
     detail::require_vector(where, "x", x, inputs());
     detail::require_finite(where, "x", x);
+    prepare_step(where);
+    model_->enforce_mask();
     detail::SubnormalGuard flush(options_.flush_subnormals);
     if (!forward(x)) fail_non_finite_state(where);
     propagate_single();
@@ -220,7 +225,14 @@ class Rtrl {
     return out;
   }
   /// Allocation-free form: writes into @p out (resized if its shapes differ).
-  void gradient(Parameters& out) const { layout_.scatter(grad_, out); }
+  /// After a change of the model's mask that this learner has not followed yet, the entries the
+  /// new mask prunes are reported as zero, as after following it.
+  void gradient(Parameters& out) const {
+    layout_.scatter(grad_, out);
+    if (mask_version_ != model_->mask_version() && model_->mask().units() == units() &&
+        model_->mask().inputs() == inputs())
+      model_->mask().apply(out);
+  }
   /// The accumulated gradient per influence column (size P_kept).
   const Vector& gradient_columns() const { return grad_; }
   void zero_gradient() { grad_.setZero(); }
@@ -253,13 +265,12 @@ class Rtrl {
  private:
   // ---- The step in phases (RtrlStreams runs them for B streams on a shared pool). ----
 
-  /// Checks that the model still has this learner's shapes, follows a mask change and re-zeroes
-  /// pruned weights an optimizer wrote into. Runs on the calling thread (it may allocate, on a
-  /// mask change, and may write to the model).
+  /// Checks that the model still has this learner's shapes and mode and follows a mask change.
+  /// Runs on the calling thread (it may allocate, on a mask change). The caller then runs
+  /// Model::enforce_mask() once (it writes to the model when a pruned weight was written).
   void prepare_step(const char* where) {
     require_parameter_shapes(where);
     follow_mask();
-    model_->enforce_mask();
   }
 
   /// c_t and the step's local derivatives into cache_ (x already checked). Reads the model only.
@@ -322,23 +333,36 @@ class Rtrl {
   void build(InfluenceLayout layout) {
     const Index n = units();
     const Index columns = layout.columns();
-    build(std::move(layout), detail::InfluenceStorage<Scalar>(n, columns));
+    build(std::move(layout), detail::InfluenceStorage<Scalar>(n, columns), Vector::Zero(columns));
   }
-  void build(InfluenceLayout layout, detail::InfluenceStorage<Scalar> storage) {
-    layout_ = std::move(layout);
+  /// Installs a new layout with its M and gradient: everything that can throw (allocations)
+  /// happens before the first member changes, so a throw leaves the learner as it was.
+  void build(InfluenceLayout layout, detail::InfluenceStorage<Scalar> storage, Vector grad) {
     const Index n = units();
+    detail::Coupling<Scalar> coupling;
+    coupling.reserve(n, layout.coupling_nonzeros());
+    std::vector<Scalar> a_values(std::size_t(layout.coupling_nonzeros()));
+    std::vector<Index> position(std::size_t(n), -1);
+    const Index scratch_stride = detail::propagation_scratch_size<Scalar>(n);
+    std::vector<Scalar> scratch(std::size_t(pool_.threads()) * std::size_t(scratch_stride));
+    // No-throw from here on: moves of vectors, Eigen matrices and the storage.
+    layout_ = std::move(layout);
     M_ = std::move(storage);
-    grad_.resize(layout_.columns());
-    coupling_.reserve(n, layout_.coupling_nonzeros());
-    a_values_.resize(std::size_t(layout_.coupling_nonzeros()));
-    position_.assign(std::size_t(n), -1);
-    scratch_stride_ = detail::propagation_scratch_size<Scalar>(n);
-    scratch_.resize(std::size_t(pool_.threads()) * std::size_t(scratch_stride_));
+    grad_ = std::move(grad);
+    coupling_ = std::move(coupling);
+    a_values_ = std::move(a_values);
+    position_ = std::move(position);
+    scratch_stride_ = scratch_stride;
+    scratch_ = std::move(scratch);
   }
 
   /// The cell's parameters may be replaced through cell(): a changed shape would make every
   /// buffer here the wrong size. O(1) per step.
   void require_parameter_shapes(const char* where) const {
+    if (model_->events() != events_)
+      detail::fail(where, std::string("the model's cell changed mode since construction: it was built in ") +
+                              (events_ ? "events" : "GRU") + " mode, the model's cell is now in " +
+                              (events_ ? "GRU" : "events") + " mode (construct a new learner)");
     const auto& p = model_->parameters();
     const Index n = shape_n_, d = shape_d_;
     if (p.W.rows() != 3 * n || p.W.cols() != d || p.R.rows() != 3 * n || p.R.cols() != n ||
@@ -488,6 +512,7 @@ class Rtrl {
   std::vector<Scalar> scratch_;
   Index scratch_stride_ = 0;
   Index shape_n_ = 0, shape_d_ = 0;
+  bool events_ = true;
   Index steps_ = 0;
   bool steps_valid_ = true;
   WorkCounters last_, total_;

@@ -74,29 +74,32 @@ class RtrlStreams {
   /// allocating anything large, when B influence matrices (reported by state_bytes()) exceed the
   /// machine's physical memory or cannot be allocated.
   RtrlStreams(Model& model, Index streams, RtrlOptions options = {})
-      : model_(&model), options_(checked(streams, options)), pool_(options_.threads) {
+      : model_(&model), options_(checked(streams, options)), pool_(options_.threads), n_(model.units()),
+        d_(model.inputs()) {
     const char* where = "sparse_rtrl::RtrlStreams::RtrlStreams()";
-    require_memory(where, model, streams);
+    const double bytes = require_memory(where, model.mask(), model.events(), streams);
     RtrlOptions per_stream = options_;
     per_stream.threads = 1;  // the streams' team runs them; no stream owns threads
-    streams_.reserve(std::size_t(streams));
     try {
+      streams_.reserve(std::size_t(streams));
       for (Index b = 0; b < streams; ++b) streams_.emplace_back(model, per_stream);
+      scratch_stride_ = detail::propagation_scratch_size<Scalar>(n_);
+      scratch_.resize(std::size_t(pool_.threads()) * std::size_t(scratch_stride_));
+      outputs_.setZero(streams, n_);
+      events_.setZero(streams, n_);
     } catch (const std::bad_alloc&) {
-      detail::allocation_failure(where, "the streams' influence matrices",
-                                 std::size_t(streams) * streams_.front().influence_bytes());
+      detail::allocation_failure(where, "the streams' influence matrices", std::size_t(bytes));
+    } catch (const std::length_error&) {
+      detail::allocation_failure(where, "the streams' influence matrices", std::size_t(bytes));
     }
-    scratch_stride_ = detail::propagation_scratch_size<Scalar>(model.units());
-    scratch_.resize(std::size_t(pool_.threads()) * std::size_t(scratch_stride_));
-    outputs_.setZero(streams, model.units());
-    events_.setZero(streams, model.units());
   }
   /// A temporary model would be destroyed while referenced: refused at compile time.
   RtrlStreams(Model&& model, Index streams, RtrlOptions options = {}) = delete;
 
+  /// B (0 only in a moved-from object, whose other members then throw std::logic_error).
   Index streams() const { return Index(streams_.size()); }
-  Index units() const { return streams_.front().units(); }
-  Index inputs() const { return streams_.front().inputs(); }
+  Index units() const { return n_; }
+  Index inputs() const { return d_; }
   int threads() const { return pool_.threads(); }
   const RtrlOptions& options() const { return options_; }
   Model& model() { return *model_; }
@@ -106,7 +109,10 @@ class RtrlStreams {
   const Cell& cell() const { return model_->cell(); }
   Cell& cell() { return model_->cell(); }
   /// Which parameter owns which influence column (the same for every stream).
-  const InfluenceLayout& layout() const { return streams_.front().layout(); }
+  const InfluenceLayout& layout() const {
+    require_streams("layout()");
+    return streams_.front().layout();
+  }
   /// Stream b's learner state (read-only: state, output, influence, gradient, counters).
   const Learner& stream(Index b) const { return streams_[std::size_t(require_stream("stream()", b))]; }
 
@@ -116,8 +122,12 @@ class RtrlStreams {
   template <typename X>
   void step(const Eigen::MatrixBase<X>& X_batch) {
     const char* where = "sparse_rtrl::RtrlStreams::step()";
+    require_streams("step()");
     require_batch(where, "X", X_batch, inputs());
+    // Shapes, and a mask change followed by every stream (a stream that throws here, out of
+    // memory, is left as it was and follows at the next call), then the mask enforced once.
     for (auto& s : streams_) s.prepare_step(where);
+    model_->enforce_mask();
     const Index B = streams();
     // Phase 1: every stream's forward pass (reads the model only).
     pool_.run(teams(), [&](int t) {
@@ -151,8 +161,10 @@ class RtrlStreams {
   template <typename G>
   void accumulate_gradient(const Eigen::MatrixBase<G>& G_batch) {
     const char* where = "sparse_rtrl::RtrlStreams::accumulate_gradient()";
+    require_streams("accumulate_gradient()");
     require_batch(where, "G", G_batch, units());
-    for (const auto& s : streams_) s.require_stepped(where);
+    for (Index b = 0; b < streams(); ++b)
+      if (!G_batch.row(b).isZero(0)) require_stepped(where, b);
     pool_.run(teams(), [&](int t) {
       detail::SubnormalGuard guard(options_.flush_subnormals);
       for (Index b = block_begin(t); b < block_begin(t + 1); ++b) {
@@ -167,9 +179,11 @@ class RtrlStreams {
   template <typename G, typename GO>
   void accumulate_gradient(const Eigen::MatrixBase<G>& G_batch, const Eigen::MatrixBase<GO>& G_events) {
     const char* where = "sparse_rtrl::RtrlStreams::accumulate_gradient()";
+    require_streams("accumulate_gradient()");
     require_batch(where, "G", G_batch, units());
     require_batch(where, "G_events", G_events, units());
-    for (const auto& s : streams_) s.require_stepped(where);
+    for (Index b = 0; b < streams(); ++b)
+      if (!G_batch.row(b).isZero(0) || !G_events.row(b).isZero(0)) require_stepped(where, b);
     pool_.run(teams(), [&](int t) {
       detail::SubnormalGuard guard(options_.flush_subnormals);
       for (Index b = block_begin(t); b < block_begin(t + 1); ++b) {
@@ -191,7 +205,7 @@ class RtrlStreams {
   /// Allocation-free form (when @p out has the model's shapes).
   void gradient(Parameters& out) {
     sum_columns();
-    streams_.front().layout().scatter(sum_, out);
+    layout().scatter(sum_, out);
   }
   /// The summed gradient per influence column (size P_kept), streams added in order.
   const Vector& gradient_columns() {
@@ -216,10 +230,22 @@ class RtrlStreams {
   }
 
   /// Sets the model's mask (Model::set_mask) and re-lays every stream's columns now (they would
-  /// otherwise follow at the next step). Allocates.
+  /// otherwise follow at the next step). Allocates. Masks whose B influence matrices exceed the
+  /// machine's memory are refused (std::length_error) before the model changes.
   void set_mask(const ParameterMask& mask) {
+    const char* where = "sparse_rtrl::RtrlStreams::set_mask()";
+    require_streams("set_mask()");
+    streams_.front().require_parameter_shapes(where);
+    mask.require_matches(model_->parameters(), where);
+    require_memory(where, mask, model_->events(), streams());
     model_->set_mask(mask);
-    for (auto& s : streams_) s.follow_mask();
+    follow_all();
+  }
+  /// Re-lays every stream's columns for the model's current mask, if it changed (step() and
+  /// gradient() do this themselves).
+  void follow_mask() {
+    require_streams("follow_mask()");
+    follow_all();
   }
 
   /// y_t of every stream after the last step, B x n.
@@ -266,10 +292,11 @@ class RtrlStreams {
   }
 
   /// Refuses, before anything large is allocated, B influence matrices that exceed this
-  /// machine's physical memory (or overflow size_t).
-  static void require_memory(const char* where, const Model& model, Index streams) {
-    const InfluenceLayout layout(model.mask(), model.events());
-    const double per_stream = double(model.units()) *
+  /// machine's physical memory (or overflow size_t). Returns their bytes.
+  static double require_memory(const char* where, const ParameterMask& mask, bool events, Index streams) {
+    const InfluenceLayout layout(mask, events);
+    const Index n = mask.units();
+    const double per_stream = double(n) *
                               double(detail::InfluenceStorage<Scalar>::padded_stride(layout.columns())) *
                               double(sizeof(Scalar));
     const double total = per_stream * double(streams);
@@ -277,11 +304,29 @@ class RtrlStreams {
     if (total > double(std::numeric_limits<std::size_t>::max() / 2) || (physical > 0 && total > double(physical))) {
       std::string msg = std::string(where) + ": " + std::to_string(streams) + " streams need " +
                         std::to_string(total / 1e9) + " GB of influence matrices (" +
-                        std::to_string(per_stream / 1e9) + " GB each: n = " + std::to_string(model.units()) +
+                        std::to_string(per_stream / 1e9) + " GB each: n = " + std::to_string(n) +
                         " x P_kept = " + std::to_string(layout.columns()) + ")";
       if (physical > 0) msg += ", more than this machine's " + std::to_string(double(physical) / 1e9) + " GB";
       throw std::length_error(msg + "; use fewer streams, fewer units or a sparser mask");
     }
+    return total;
+  }
+
+  void require_streams(const char* what) const {
+    if (streams_.empty())
+      throw std::logic_error("sparse_rtrl::RtrlStreams::" + std::string(what) + ": this object was moved from");
+  }
+
+  void require_stepped(const char* where, Index b) const {
+    try {
+      streams_[std::size_t(b)].require_stepped(where);
+    } catch (const std::logic_error& e) {
+      throw std::logic_error(std::string(e.what()) + " (stream " + std::to_string(b) + ")");
+    }
+  }
+
+  void follow_all() {
+    for (auto& s : streams_) s.follow_mask();
   }
 
   template <typename M>
@@ -306,6 +351,8 @@ class RtrlStreams {
   Index block_begin(int t) const { return streams() * Index(t) / Index(teams()); }
 
   void sum_columns() {
+    require_streams("gradient()");
+    follow_all();  // every stream on the model's current layout before the sum
     sum_ = streams_.front().gradient_columns();
     for (std::size_t b = 1; b < streams_.size(); ++b) sum_ += streams_[b].gradient_columns();
   }
@@ -318,6 +365,7 @@ class RtrlStreams {
   Index scratch_stride_ = 0;
   Matrix outputs_, events_;
   Vector sum_;
+  Index n_ = 0, d_ = 0;
 };
 
 }  // namespace sparse_rtrl
