@@ -1,10 +1,19 @@
 /// @file rtrl.hpp
-/// @brief Exact RTRL for the EGRU with activity- and parameter-sparse influence updates.
+/// @brief Exact RTRL for EGRUs and stacks of them, with activity- and parameter-sparse
+///        influence updates.
 ///
-/// M_t = J_t M_{t-1} + Mbar_t,  J_t = diag(z (1 - theta psi_{t-1})) + A_t diag(s_{t-1})
+/// One layer: M_t = J_t M_{t-1} + Mbar_t,  J_t = diag(z (1 - theta psi_{t-1})) + A_t diag(s_{t-1})
 /// (model.md "RTRL"; Subramoney 2023, Eq. 9). Nothing is approximated: the rows of M_{t-1} with
 /// s_{t-1} = 0 are multiplied by zero, so skipping them changes no bit of the product's
 /// mathematical value; pruned weights have no column.
+///
+/// A stack of L layers (model.md, "Stacked layers"): the influence matrix is block
+/// lower-triangular. Layer k keeps M^k = [M^{k,0} ... M^{k,k}] (n_k rows; the columns of the
+/// parameters of layers 0..k, in the learner's global column order) and updates it by
+///   M^k_t = J^k_t M^k_{t-1} + [B^k_t D^{k-1}_t, Mbar^k_t],  D^{k-1}_t = diag(s^{k-1}_t) M^{k-1}_t
+///   (+ the direct threshold term -c psi on theta^{k-1}'s own columns),
+/// with B^k_t = dc^k_t/dy^{k-1}_t on W^k's pattern and on the active units of layer k-1 only
+/// (s^{k-1}_t = 0 rows of D are zero). Exact through depth: the same gradient as BPTT.
 #pragma once
 
 #include <sparse_rtrl/config.hpp>
@@ -22,6 +31,7 @@
 
 #include <Eigen/Core>
 
+#include <algorithm>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -49,14 +59,19 @@ struct RtrlOptions {
 
 /// @brief Real-time recurrent learning: advances state and influence matrix together.
 ///
-/// Usage per step: step(x_t); then, if the step has a loss, accumulate_gradient(dL/dy_t).
-/// gradient() returns the sum of all accumulated loss gradients in parameter layout.
-/// The learner references a Model (model.hpp) and holds only one stream's state: c, the
-/// influence matrix M, the accumulated gradient, counters. Parameters may be changed between
+/// Usage per step: step(x_t); then, if the step has a loss, accumulate_gradient(dL/dy_t) (on the
+/// output layer; accumulate_gradient_at(k, ...) for layer k of a stack). gradient() returns the
+/// sum of all accumulated loss gradients in parameter layout (gradient(k) for layer k of a stack).
+/// The learner references a Model (model.hpp) and holds only one stream's state: c per layer,
+/// the influence blocks, the accumulated gradient, counters. Parameters may be changed between
 /// steps through the model (online learning); the influence matrix then mixes Jacobians of
 /// successive parameter values, as RTRL always does online. Mask changes made on the model
 /// (Model::set_mask, pruning) are followed before the next step. For B streams over one model
 /// see RtrlStreams (rtrl_streams.hpp).
+///
+/// Column space: the parameters of layer k own the columns [column_offset(k), column_offset(k) +
+/// layout(k).columns()) of gradient_columns(); influence(k) has column_offset(k) +
+/// layout(k).columns() columns. One layer: offset 0, as layout() describes.
 /// @tparam Scalar float or double.
 /// @tparam Surrogate pseudo-derivative policy (surrogate.hpp).
 template <typename Scalar, typename Surrogate = TriangularSurrogate<Scalar>>
@@ -67,45 +82,69 @@ class Rtrl {
   using Parameters = EgruParameters<Scalar>;
   using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
   using InfluenceMatrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using InfluenceMap = typename detail::InfluenceStorage<Scalar>::ConstMap;
 
-  /// Tracks the kept parameters of @p model's mask. The model is referenced, not copied: it must
-  /// outlive this learner and stay at one address (model.hpp).
+  /// Tracks the kept parameters of @p model's masks. The model is referenced, not copied: it
+  /// must outlive this learner and stay at one address (model.hpp).
   explicit Rtrl(Model& model, RtrlOptions options = {})
       : model_(&model), options_(checked(options)), pool_(options_.threads) {
-    const Index n = model.units();
-    shape_n_ = n;
-    shape_d_ = model.inputs();
-    events_ = model.events();
     model.enforce_mask();
-    cache_.resize(n, shape_d_);
-    state_.setZero(n);
-    initial_state_.setZero(n);
-    dL_dc_.setZero(n);
-    theta_direct_.setZero(n);
-    c_psi_.setZero(n);
-    build(InfluenceLayout(model.mask(), model.events()));
+    const Index L = model.layers();
+    layers_.resize(std::size_t(L));
+    Index max_units = 0;
+    for (Index k = 0; k < L; ++k) {
+      Layer& l = layers_[std::size_t(k)];
+      l.n = model.units(k);
+      l.d = model.cell(k).inputs();
+      l.events = model.events(k);
+      max_units = std::max(max_units, l.n);
+      l.cache.resize(l.n, l.d);
+      l.state.setZero(l.n);
+      l.initial_state.setZero(l.n);
+      l.dL_dc.setZero(l.n);
+      l.theta_direct.setZero(l.n);
+      l.c_psi.setZero(l.n);
+    }
+    std::vector<InfluenceLayout> layouts;
+    for (Index k = 0; k < L; ++k) layouts.emplace_back(model.mask(k), layers_[std::size_t(k)].events);
+    install(std::move(layouts), nullptr);
+    scratch_stride_ = detail::propagation_scratch_size<Scalar>(max_units);
+    scratch_.resize(std::size_t(pool_.threads()) * std::size_t(scratch_stride_));
+    last_layer_.resize(std::size_t(L));
+    total_layer_.resize(std::size_t(L));
     mask_version_ = model.mask_version();
   }
   /// A temporary model would be destroyed while referenced: refused at compile time.
   Rtrl(Model&& model, RtrlOptions options = {}) = delete;
 
-  Index units() const { return shape_n_; }
-  Index inputs() const { return shape_d_; }
+  /// Layers of the model (1 for a single cell).
+  Index layers() const { return Index(layers_.size()); }
+  /// Units of the output layer (the top of a stack).
+  Index units() const { return layers_.back().n; }
+  /// Units of layer k.
+  Index units(Index layer) const { return at(layer).n; }
+  Index inputs() const { return layers_.front().d; }
   /// The model this learner reads (and an optimizer updates).
   Model& model() { return *model_; }
   const Model& model() const { return *model_; }
-  /// The model's cell. Mutable, e.g. for an optimizer: keep the shapes and keep values finite;
-  /// step() checks both (a changed shape, or a non-finite value that reaches the state, throws
-  /// std::invalid_argument before anything of the learner changes) and re-zeroes masked weights.
-  const Cell& cell() const { return model_->cell(); }
-  Cell& cell() { return model_->cell(); }
-  /// The model's mask.
-  const ParameterMask& mask() const { return model_->mask(); }
-  const InfluenceLayout& layout() const { return layout_; }
+  /// The model's cell of layer k. Mutable, e.g. for an optimizer: keep the shapes and keep
+  /// values finite; step() checks both (a changed shape, or a non-finite value that reaches the
+  /// state, throws std::invalid_argument before anything of the learner changes) and re-zeroes
+  /// masked weights.
+  const Cell& cell(Index layer = 0) const { return model_->cell(layer); }
+  Cell& cell(Index layer = 0) { return model_->cell(layer); }
+  /// The model's mask of layer k.
+  const ParameterMask& mask(Index layer = 0) const { return model_->mask(layer); }
+  /// Which parameter of layer k owns which of its columns (offset by column_offset(k)).
+  const InfluenceLayout& layout(Index layer = 0) const { return at(layer).layout; }
+  /// First column of layer k's parameters in gradient_columns() and in the influence blocks.
+  Index column_offset(Index layer) const { return at(layer).offset; }
+  /// Columns over all layers (the size of gradient_columns()).
+  Index columns() const { return layers_.back().width; }
   const RtrlOptions& options() const { return options_; }
 
-  /// @brief Changes which weights exist, at any step (e.g. pruning during training): sets the
-  /// model's mask (Model::set_mask) and follows it at once.
+  /// @brief Changes which weights of layer k exist, at any step (e.g. pruning during training):
+  /// sets the model's mask (Model::set_mask) and follows it at once.
   ///
   /// Weights the new mask prunes are set to zero and their columns (influence and accumulated
   /// gradient) dropped; columns kept by both masks are carried over unchanged, so pruning
@@ -114,70 +153,46 @@ class Rtrl {
   /// step on, not for one that existed all along. Other learners of the model follow the same
   /// way before their next step (a learner that missed several changes carries over the columns
   /// kept by both its last mask and the current one). Allocates (not for the per-step hot path).
-  void set_mask(const ParameterMask& mask) {
+  void set_mask(const ParameterMask& mask, Index layer = 0) {
     const char* where = "sparse_rtrl::Rtrl::set_mask()";
     require_parameter_shapes(where);
-    mask.require_matches(model_->parameters(), where);
-    model_->set_mask(mask);
+    mask.require_matches(model_->parameters(layer), where);
+    model_->set_mask(mask, layer);
     follow_mask();
   }
 
-  /// Re-lays the influence columns for the model's current mask if it changed since this
-  /// learner last looked (step() and accumulate_gradient() do this themselves). Allocates only
-  /// when it changed; on a throw (a reshaped model: std::invalid_argument; no memory) the
-  /// learner is unchanged.
+  /// Re-lays the influence columns for the model's current masks if they changed since this
+  /// learner last looked (step() does this itself). Allocates only when they changed; on a
+  /// throw (a reshaped model: std::invalid_argument; no memory) the learner is unchanged.
   void follow_mask() {
     if (mask_version_ == model_->mask_version()) return;
     require_parameter_shapes("sparse_rtrl::Rtrl::follow_mask()");
-    InfluenceLayout next(model_->mask(), events_);
-    const Index n = units();
-    std::vector<Index> new_of_old(std::size_t(layout_.columns()), -1);
-    for (Index rr = 0; rr < 3 * n; ++rr) {
-      const Index* wk = layout_.w_inputs(rr);
-      for (Index e = 0; e < layout_.w_count(rr); ++e)
-        new_of_old[std::size_t(layout_.column_of_W(rr, wk[e]))] = next.column_of_W(rr, wk[e]);
-      const Index* rj = layout_.r_inputs(rr);
-      for (Index e = 0; e < layout_.r_count(rr); ++e)
-        new_of_old[std::size_t(layout_.column_of_R(rr, rj[e]))] = next.column_of_R(rr, rj[e]);
-      new_of_old[std::size_t(layout_.column_of_bW(rr))] = next.column_of_bW(rr);
-      new_of_old[std::size_t(layout_.column_of_bR(rr))] = next.column_of_bR(rr);
-    }
-    if (layout_.tracks_theta())
-      for (Index j = 0; j < n; ++j) new_of_old[std::size_t(layout_.theta_column(j))] = next.theta_column(j);
-    detail::InfluenceStorage<Scalar> storage(n, next.columns());
-    Vector grad = Vector::Zero(next.columns());
-    {
-      auto M = storage.map();
-      const auto old = M_.map();
-      for (Index c = 0; c < layout_.columns(); ++c) {
-        const Index to = new_of_old[std::size_t(c)];
-        if (to < 0) continue;
-        M.col(to) = old.col(c);
-        grad(to) = grad_(c);
-      }
-    }
-    build(std::move(next), std::move(storage), std::move(grad));
+    std::vector<InfluenceLayout> next;
+    for (Index k = 0; k < layers(); ++k) next.emplace_back(model_->mask(k), layers_[std::size_t(k)].events);
+    install(std::move(next), &layers_);
     mask_version_ = model_->mask_version();
   }
 
-  /// Starts a new sequence from c_0 = 0: clears M and the step's cache. Keeps the gradient.
+  /// Starts a new sequence from c_0 = 0 in every layer: clears M and the step's cache. Keeps the
+  /// gradient.
   void reset() {
-    initial_state_.setZero();
+    for (auto& l : layers_) l.initial_state.setZero();
     restart();
   }
-  /// Starts a new sequence from the given c_0 (size n, finite).
+  /// Starts a new sequence from the given c_0 (size n, finite) of a one-layer model.
   template <typename C0>
   void reset(const Eigen::MatrixBase<C0>& c0) {
     const char* where = "sparse_rtrl::Rtrl::reset()";
+    require_single_layer(where);
     detail::require_vector(where, "c0", c0, units());
     detail::require_finite(where, "c0", c0);
-    for (Index i = 0; i < units(); ++i) initial_state_(i) = c0(i);
+    for (Index i = 0; i < units(); ++i) layers_[0].initial_state(i) = c0(i);
     restart();
   }
 
-  /// @brief Advances c_{t-1} -> c_t and M_{t-1} -> M_t for input x_t (size d, finite).
-  /// Allocates nothing, except on the first step after a change of the model's mask (the
-  /// columns are re-laid, follow_mask()).
+  /// @brief Advances every layer's c_{t-1} -> c_t and M_{t-1} -> M_t for input x_t (size d,
+  /// finite). Allocates nothing, except on the first step after a change of the model's masks
+  /// (the columns are re-laid, follow_mask()).
   template <typename X>
   void step(const Eigen::MatrixBase<X>& x) {
     const char* where = "sparse_rtrl::Rtrl::step()";
@@ -190,82 +205,164 @@ class Rtrl {
     propagate_single();
   }
 
-  /// @brief Adds the gradient of a loss on this step's output, given dL/dy_t (size n, finite):
-  /// (dL/dc_t)^T M_t with dL/dc_t = dL/dy_t * s_t, plus theta's direct term -dL/dy_t c_t psi_t.
-  /// Reads only rows with dL/dc_t != 0.
+  /// @brief Adds the gradient of a loss on this step's output (the output layer of a stack),
+  /// given dL/dy_t (size n, finite): (dL/dc_t)^T M_t with dL/dc_t = dL/dy_t * s_t, plus theta's
+  /// direct term -dL/dy_t c_t psi_t. Reads only rows with dL/dc_t != 0.
   template <typename G>
   void accumulate_gradient(const Eigen::MatrixBase<G>& dL_dy) {
-    const char* where = "sparse_rtrl::Rtrl::accumulate_gradient()";
-    require_stepped(where);
-    require_output_gradient(where, "dL_dy", dL_dy);
-    set_output_gradient(dL_dy);
-    detail::SubnormalGuard flush(options_.flush_subnormals);
-    read_out();
+    accumulate_gradient_at(layers() - 1, dL_dy);
   }
-
   /// @brief The same for a loss on this step's output and on its events o_t (e.g. an activity
   /// regulariser): dL/dc_t = dL/dy_t s_t + dL/do_t psi_t, and theta's direct term
   /// -(dL/dy_t c_t + dL/do_t) psi_t, since do/dc = psi and do/dtheta = -psi under the surrogate.
   /// In GRU mode the events are constant and dL/do_t contributes nothing.
   template <typename G, typename GO>
   void accumulate_gradient(const Eigen::MatrixBase<G>& dL_dy, const Eigen::MatrixBase<GO>& dL_do) {
+    accumulate_gradient_at(layers() - 1, dL_dy, dL_do);
+  }
+  /// A loss on layer k's output y^k_t (size n_k): its gradient reaches the parameters of layers
+  /// 0..k (dL/dtheta^m += (dL/dy^k_t)^T D^{k,m}_t).
+  template <typename G>
+  void accumulate_gradient_at(Index layer, const Eigen::MatrixBase<G>& dL_dy) {
     const char* where = "sparse_rtrl::Rtrl::accumulate_gradient()";
+    Layer& l = at(layer);
     require_stepped(where);
-    require_output_gradient(where, "dL_dy", dL_dy);
-    require_output_gradient(where, "dL_do", dL_do);
-    set_output_gradient(dL_dy, dL_do);
+    require_output_gradient(where, "dL_dy", dL_dy, l.n);
+    set_output_gradient(l, dL_dy);
     detail::SubnormalGuard flush(options_.flush_subnormals);
-    read_out();
+    read_out(std::size_t(layer));
+  }
+  /// A loss on layer k's output and events.
+  template <typename G, typename GO>
+  void accumulate_gradient_at(Index layer, const Eigen::MatrixBase<G>& dL_dy, const Eigen::MatrixBase<GO>& dL_do) {
+    const char* where = "sparse_rtrl::Rtrl::accumulate_gradient()";
+    Layer& l = at(layer);
+    require_stepped(where);
+    require_output_gradient(where, "dL_dy", dL_dy, l.n);
+    require_output_gradient(where, "dL_do", dL_do, l.n);
+    set_output_gradient(l, dL_dy, dL_do);
+    detail::SubnormalGuard flush(options_.flush_subnormals);
+    read_out(std::size_t(layer));
   }
 
-  /// The accumulated gradient, in parameter layout (pruned entries are zero).
+  /// The accumulated gradient of a one-layer model, in parameter layout (pruned entries are
+  /// zero). A stack has one per layer: gradient(k).
   Parameters gradient() const {
-    Parameters out(units(), inputs());
-    gradient(out);
-    return out;
+    require_single_layer("sparse_rtrl::Rtrl::gradient()");
+    return gradient(Index(0));
   }
-  /// Allocation-free form: writes into @p out (resized if its shapes differ).
+  /// Allocation-free form (one-layer model): writes into @p out (resized if its shapes differ).
   /// After a change of the model's mask that this learner has not followed yet, the entries the
   /// new mask prunes are reported as zero, as after following it.
   void gradient(Parameters& out) const {
-    layout_.scatter(grad_, out);
-    if (mask_version_ != model_->mask_version() && model_->mask().units() == units() &&
-        model_->mask().inputs() == inputs())
-      model_->mask().apply(out);
+    require_single_layer("sparse_rtrl::Rtrl::gradient()");
+    gradient(Index(0), out);
   }
-  /// The accumulated gradient per influence column (size P_kept).
+  /// The accumulated gradient of layer k's parameters.
+  Parameters gradient(Index layer) const {
+    Parameters out(units(layer), at(layer).d);
+    gradient(layer, out);
+    return out;
+  }
+  /// Allocation-free form for layer k.
+  void gradient(Index layer, Parameters& out) const {
+    const Layer& l = at(layer);
+    l.layout.scatter(grad_.segment(l.offset, l.layout.columns()), out);
+    if (mask_version_ != model_->mask_version() && model_->mask(layer).units() == l.n &&
+        model_->mask(layer).inputs() == l.d)
+      model_->mask(layer).apply(out);
+  }
+  /// The accumulated gradient per influence column (size columns(), all layers).
   const Vector& gradient_columns() const { return grad_; }
   void zero_gradient() { grad_.setZero(); }
 
-  /// c_t, the carried (pre-reset) state.
-  const Vector& state() const { return state_; }
-  /// y_t = o_t c_t of the last step (GRU mode: c_t).
-  const Vector& output() const { return cache_.y; }
+  /// c_t of the output layer (of layer k), the carried (pre-reset) state.
+  const Vector& state() const { return layers_.back().state; }
+  const Vector& state(Index layer) const { return at(layer).state; }
+  /// y_t = o_t c_t of the last step (GRU mode: c_t), of the output layer (of layer k).
+  const Vector& output() const { return layers_.back().cache.y; }
+  const Vector& output(Index layer) const { return at(layer).cache.y; }
   /// o_t of the last step.
-  const Vector& events() const { return cache_.o; }
+  const Vector& events() const { return layers_.back().cache.o; }
+  const Vector& events(Index layer) const { return at(layer).cache.o; }
   /// s_t = dy_t/dc_t of the last step.
-  const Vector& output_derivative() const { return cache_.s; }
+  const Vector& output_derivative() const { return layers_.back().cache.s; }
+  const Vector& output_derivative(Index layer) const { return at(layer).cache.s; }
   /// Everything the last step computed (gates, local derivatives).
-  const EgruStepCache<Scalar>& last_step_cache() const { return cache_; }
+  const EgruStepCache<Scalar>& last_step_cache() const { return layers_.back().cache; }
+  const EgruStepCache<Scalar>& last_step_cache(Index layer) const { return at(layer).cache; }
   Index steps() const { return steps_; }
 
-  /// M_t, n x P_kept, columns as layout() describes (a view: rows are padded in memory).
-  typename detail::InfluenceStorage<Scalar>::ConstMap influence() const { return M_.map(); }
-  /// Bytes of the influence matrix M (n x P_kept scalars).
-  std::size_t influence_bytes() const { return M_.value_bytes(); }
+  /// M_t of a one-layer model, n x P_kept, columns as layout() describes (a view: rows are
+  /// padded in memory).
+  InfluenceMap influence() const {
+    require_single_layer("sparse_rtrl::Rtrl::influence()");
+    return layers_[0].M.map();
+  }
+  /// Layer k's blocks [M^{k,0} ... M^{k,k}]: n_k x (column_offset(k) + layout(k).columns()).
+  InfluenceMap influence(Index layer) const { return at(layer).M.map(); }
+  /// Bytes of the influence matrix (sum over layers k of n_k x columns of layers 0..k).
+  std::size_t influence_bytes() const {
+    std::size_t bytes = 0;
+    for (const auto& l : layers_) bytes += l.M.value_bytes();
+    return bytes;
+  }
   /// Bytes of the kernel's cache-sized scratch (one per thread).
   std::size_t scratch_bytes() const { return sizeof(Scalar) * scratch_.size(); }
   /// Threads the step uses (RtrlOptions::threads).
   int threads() const { return pool_.threads(); }
 
+  /// Work of the last step / since reset_work(), over all layers (multiply-adds of the
+  /// cross-layer blocks included in propagation_fma and also counted in cross_layer_fma).
   const WorkCounters& last_step_work() const { return last_; }
   const WorkCounters& total_work() const { return total_; }
-  void reset_work() { total_ = WorkCounters{}; }
+  /// The same for layer k alone (its rows of M).
+  const WorkCounters& last_step_work(Index layer) const { return last_layer_[std::size_t(check_layer(layer))]; }
+  const WorkCounters& total_work(Index layer) const { return total_layer_[std::size_t(check_layer(layer))]; }
+  void reset_work() {
+    total_ = WorkCounters{};
+    for (auto& w : total_layer_) w = WorkCounters{};
+  }
 
  private:
+  /// One layer's stream state.
+  struct Layer {
+    Index n = 0, d = 0;
+    bool events = true;
+    InfluenceLayout layout;
+    Index offset = 0;  ///< first global column of this layer's parameters
+    Index width = 0;   ///< columns of M^k: offset + layout.columns()
+    EgruStepCache<Scalar> cache;
+    Vector state, initial_state, dL_dc, theta_direct, c_psi;
+    detail::InfluenceStorage<Scalar> M;
+    detail::Coupling<Scalar> coupling;  ///< A_t diag(s_{t-1}) on the active rows
+    std::vector<Scalar> a_values;
+    std::vector<Index> position;
+    // Cross-layer term (k > 0): B^k_t diag(s^{k-1}_t) on W^k's connection pattern (the union of
+    // its three gate blocks) and the active units of layer k - 1, CSR by target row; sources
+    // are rows of M^{k-1}.
+    std::vector<Index> input_row_ptr, input_cols;
+    detail::Coupling<Scalar> cross;
+    std::vector<Scalar> b_values;  ///< B_ij per pattern entry
+  };
+
+  Layer& at(Index layer) { return layers_[std::size_t(check_layer(layer))]; }
+  const Layer& at(Index layer) const { return layers_[std::size_t(check_layer(layer))]; }
+  Index check_layer(Index layer) const {
+    if (layer < 0 || layer >= layers())
+      throw std::out_of_range("sparse_rtrl::Rtrl: layer must be in [0, " + std::to_string(layers()) +
+                              "), received " + std::to_string(layer));
+    return layer;
+  }
+  void require_single_layer(const char* where) const {
+    if (layers() != 1)
+      throw std::logic_error(std::string(where) + ": the model is a stack of " + std::to_string(layers()) +
+                             " layers: pass the layer (e.g. gradient(k), influence(k))");
+  }
+
   // ---- The step in phases (RtrlStreams runs them for B streams on a shared pool). ----
 
-  /// Checks that the model still has this learner's shapes and mode and follows a mask change.
+  /// Checks that the model still has this learner's shapes and modes and follows a mask change.
   /// Runs on the calling thread (it may allocate, on a mask change). The caller then runs
   /// Model::enforce_mask() once (it writes to the model when a pruned weight was written).
   void prepare_step(const char* where) {
@@ -273,55 +370,100 @@ class Rtrl {
     follow_mask();
   }
 
-  /// c_t and the step's local derivatives into cache_ (x already checked). Reads the model only.
-  /// False, with nothing but cache_ changed, when c_t is not finite.
+  /// Every layer's c_t and local derivatives into its cache (x already checked), layer k reading
+  /// y^{k-1}_t. Reads the model only. False, with nothing but the caches changed, when a c_t is
+  /// not finite.
   template <typename X>
   bool forward(const Eigen::MatrixBase<X>& x) {
-    model_->cell().forward(state_, x, cache_, /*event_sparse=*/options_.skip_silent_rows);
-    steps_valid_ = cache_.c.allFinite();
-    return steps_valid_;
+    steps_valid_ = false;
+    for (std::size_t k = 0; k < layers_.size(); ++k) {
+      Layer& l = layers_[k];
+      const Cell& cell = model_->cell(Index(k));
+      if (k == 0)
+        cell.forward(l.state, x, l.cache, /*event_sparse=*/options_.skip_silent_rows);
+      else
+        cell.forward(l.state, layers_[k - 1].cache.y, l.cache, /*event_sparse=*/options_.skip_silent_rows);
+      if (!l.cache.c.allFinite()) return false;
+    }
+    steps_valid_ = true;
+    return true;
   }
 
   /// A non-finite parameter (written through the model) shows in c_t: the step is refused before
   /// M or the state change. O(n) per step; the full O(P) parameter scan runs only to name the
   /// culprit.
   [[noreturn]] void fail_non_finite_state(const char* where) const {
-    model_->parameters().validate(where);
+    for (Index k = 0; k < layers(); ++k) model_->parameters(k).validate(where);
     detail::fail(where, "the state c_t became non-finite (inputs and parameters are finite: the "
                         "parameters are too large?)");
   }
 
-  /// M_{t-1} -> M_t and c_{t-1} -> c_t after a successful forward(), the product's columns split
-  /// over @p pool's threads (scratch: pool.threads() * scratch_stride scalars).
+  /// M_{t-1} -> M_t and c_{t-1} -> c_t of every layer, bottom up, after a successful forward(),
+  /// the products' columns split over @p pool's threads (scratch: pool.threads() *
+  /// scratch_stride scalars).
   void propagate(parallel::ThreadPool& pool, Scalar* scratch, Index scratch_stride) {
-    const Index n = units();
-    const Index P = layout_.columns();
-    WorkCounters w;
-    w.steps = 1;
-    w.units = std::uint64_t(n);
-    for (Index j = 0; j < n; ++j) w.event_units += cache_.o_prev(j) != Scalar(0);
-
-    build_coupling();
-    w.active_rows = std::uint64_t(coupling_.active_count);
-    w.coupling_nonzeros = std::uint64_t(coupling_.nnz());
-    if (!options_.skip_silent_rows) {
-      w.active_rows = 0;
-      for (Index j = 0; j < n; ++j) w.active_rows += cache_.s_prev(j) != Scalar(0);
+    WorkCounters total;
+    total.steps = 1;
+    for (std::size_t k = 0; k < layers_.size(); ++k) {
+      Layer& l = layers_[k];
+      const Index n = l.n;
+      WorkCounters w;
+      w.steps = 1;
+      w.units = std::uint64_t(n);
+      for (Index j = 0; j < n; ++j) w.event_units += l.cache.o_prev(j) != Scalar(0);
+      build_coupling(l, model_->parameters(Index(k)).R);
+      w.active_rows = std::uint64_t(l.coupling.active_count);
+      w.coupling_nonzeros = std::uint64_t(l.coupling.nnz());
+      if (!options_.skip_silent_rows) {
+        w.active_rows = 0;
+        for (Index j = 0; j < n; ++j) w.active_rows += l.cache.s_prev(j) != Scalar(0);
+      }
+      // J^k_t M^k_{t-1}: the dominant product (model.md "RTRL"), over all of layer k's blocks.
+      detail::propagate_in_place(l.M.data(), n, l.width, l.M.stride(), l.cache.decay.data(), l.coupling, scratch,
+                                 scratch_stride, pool, options_.flush_subnormals);
+      std::uint64_t dense_width = 0;
+      for (std::size_t m = 0; m <= k; ++m) dense_width += std::uint64_t(layers_[m].layout.dense_columns());
+      w.propagation_fma = std::uint64_t(l.coupling.nnz() + n) * std::uint64_t(l.width);
+      w.dense_propagation_fma = (std::uint64_t(n) * std::uint64_t(n) + std::uint64_t(n)) * dense_width;
+      if (k > 0) {
+        // + B^k_t D^{k-1}_t over the blocks of layers 0..k-1 ("Stacked layers").
+        const Layer& below = layers_[k - 1];
+        build_cross(l, below, model_->parameters(Index(k)).W);
+        detail::cross_add_in_place(l.M.data(), n, l.offset, l.M.stride(), below.M.data(), below.M.stride(), l.cross,
+                                   pool, options_.flush_subnormals);
+        add_cross_threshold_term(l, below);
+        w.cross_layer_fma = std::uint64_t(l.cross.nnz()) * std::uint64_t(l.offset);
+        w.dense_cross_layer_fma =
+            std::uint64_t(n) * std::uint64_t(below.n) * (dense_width - std::uint64_t(l.layout.dense_columns()));
+        w.propagation_fma += w.cross_layer_fma;
+        w.dense_propagation_fma += w.dense_cross_layer_fma;
+      }
+      add_immediate_jacobian(l, model_->parameters(Index(k)).theta);
+      l.state = l.cache.c;
+      last_layer_[k] = w;
+      total_layer_[k] += w;
+      w.steps = 0;
+      total += w;
     }
-
-    // J_t M_{t-1}: the dominant product (model.md "RTRL").
-    detail::propagate_in_place(M_.data(), n, P, M_.stride(), cache_.decay.data(), coupling_, scratch,
-                               scratch_stride, pool, options_.flush_subnormals);
-    add_immediate_jacobian();
-
-    const std::uint64_t Pd = std::uint64_t(layout_.dense_columns());
-    w.propagation_fma = std::uint64_t(coupling_.nnz() + n) * std::uint64_t(P);
-    w.dense_propagation_fma = std::uint64_t(n) * std::uint64_t(n) * Pd + std::uint64_t(n) * Pd;
-    state_ = cache_.c;
     ++steps_;
-    last_ = w;
-    total_ += w;
+    last_ = total;
+    total_ += total;
   }
+
+  /// A loss on the output layer, inputs already checked (RtrlStreams, one stream per task).
+  template <typename G>
+  void accumulate_output_unchecked(const Eigen::MatrixBase<G>& dL_dy) {
+    set_output_gradient(layers_.back(), dL_dy);
+    read_out(layers_.size() - 1);
+  }
+  template <typename G, typename GO>
+  void accumulate_output_unchecked(const Eigen::MatrixBase<G>& dL_dy, const Eigen::MatrixBase<GO>& dL_do) {
+    set_output_gradient(layers_.back(), dL_dy, dL_do);
+    read_out(layers_.size() - 1);
+  }
+
+  /// propagate() on this learner's own threads and scratch.
+  void propagate_single() { propagate(pool_, scratch_.data(), scratch_stride_); }
 
   static RtrlOptions checked(RtrlOptions options) {
     if (options.threads < 1)
@@ -330,50 +472,121 @@ class Rtrl {
     return options;
   }
 
-  void build(InfluenceLayout layout) {
-    const Index n = units();
-    const Index columns = layout.columns();
-    build(std::move(layout), detail::InfluenceStorage<Scalar>(n, columns), Vector::Zero(columns));
-  }
-  /// Installs a new layout with its M and gradient: everything that can throw (allocations)
+  /// Installs new layouts for every layer, with M and the gradient carried over column by column
+  /// from @p old (nullptr at construction: zeros). Everything that can throw (allocations)
   /// happens before the first member changes, so a throw leaves the learner as it was.
-  void build(InfluenceLayout layout, detail::InfluenceStorage<Scalar> storage, Vector grad) {
-    const Index n = units();
-    detail::Coupling<Scalar> coupling;
-    coupling.reserve(n, layout.coupling_nonzeros());
-    std::vector<Scalar> a_values(std::size_t(layout.coupling_nonzeros()));
-    std::vector<Index> position(std::size_t(n), -1);
-    const Index scratch_stride = detail::propagation_scratch_size<Scalar>(n);
-    std::vector<Scalar> scratch(std::size_t(pool_.threads()) * std::size_t(scratch_stride));
-    // No-throw from here on: moves of vectors, Eigen matrices and the storage.
-    layout_ = std::move(layout);
-    M_ = std::move(storage);
+  void install(std::vector<InfluenceLayout> next, const std::vector<Layer>* old) {
+    const std::size_t L = layers_.size();
+    std::vector<Index> offsets(L + 1, 0);
+    for (std::size_t k = 0; k < L; ++k) offsets[k + 1] = offsets[k] + next[k].columns();
+    // Where each old global column goes (-1: dropped), layer by layer.
+    std::vector<Index> new_of_old;
+    if (old) {
+      new_of_old.assign(std::size_t(layers_.back().width), -1);
+      for (std::size_t m = 0; m < L; ++m) {
+        const InfluenceLayout& from = (*old)[m].layout;
+        const InfluenceLayout& to = next[m];
+        const Index of = (*old)[m].offset, nf = offsets[m];
+        const Index n = from.units();
+        for (Index rr = 0; rr < 3 * n; ++rr) {
+          const Index* wk = from.w_inputs(rr);
+          for (Index e = 0; e < from.w_count(rr); ++e)
+            new_of_old[std::size_t(of + from.column_of_W(rr, wk[e]))] = nf + to.column_of_W(rr, wk[e]);
+          const Index* rj = from.r_inputs(rr);
+          for (Index e = 0; e < from.r_count(rr); ++e)
+            new_of_old[std::size_t(of + from.column_of_R(rr, rj[e]))] = nf + to.column_of_R(rr, rj[e]);
+          new_of_old[std::size_t(of + from.column_of_bW(rr))] = nf + to.column_of_bW(rr);
+          new_of_old[std::size_t(of + from.column_of_bR(rr))] = nf + to.column_of_bR(rr);
+        }
+        if (from.tracks_theta())
+          for (Index j = 0; j < n; ++j) new_of_old[std::size_t(of + from.theta_column(j))] = nf + to.theta_column(j);
+      }
+    }
+    std::vector<detail::InfluenceStorage<Scalar>> storage;
+    storage.reserve(L);
+    std::vector<detail::Coupling<Scalar>> coupling(L), cross(L);
+    std::vector<std::vector<Scalar>> a_values(L), b_values(L);
+    std::vector<std::vector<Index>> input_ptr(L), input_cols(L);
+    Vector grad = Vector::Zero(offsets[L]);
+    for (std::size_t k = 0; k < L; ++k) {
+      const Index n = layers_[k].n;
+      storage.emplace_back(n, offsets[k + 1]);
+      coupling[k].reserve(n, next[k].coupling_nonzeros());
+      a_values[k].resize(std::size_t(next[k].coupling_nonzeros()));
+      if (k > 0) {
+        connection_pattern(model_->mask(Index(k)).W(), n, input_ptr[k], input_cols[k]);
+        cross[k].reserve(n, Index(input_cols[k].size()));
+        b_values[k].resize(input_cols[k].size());
+      }
+      if (old) {
+        const Layer& o = (*old)[k];
+        auto M = storage[k].map();
+        const auto from = o.M.map();
+        for (Index c = 0; c < o.width; ++c) {
+          const Index to = new_of_old[std::size_t(c)];
+          if (to >= 0) M.col(to) = from.col(c);
+        }
+      }
+    }
+    if (old)
+      for (Index c = 0; c < Index(new_of_old.size()); ++c)
+        if (new_of_old[std::size_t(c)] >= 0) grad(new_of_old[std::size_t(c)]) = grad_(c);
+    std::vector<std::vector<Index>> position(L);
+    for (std::size_t k = 0; k < L; ++k) position[k].assign(std::size_t(layers_[k].n), -1);
+    // No-throw from here on: moves of vectors, Eigen matrices and storages.
+    for (std::size_t k = 0; k < L; ++k) {
+      Layer& l = layers_[k];
+      l.layout = std::move(next[k]);
+      l.offset = offsets[k];
+      l.width = offsets[k + 1];
+      l.M = std::move(storage[k]);
+      l.coupling = std::move(coupling[k]);
+      l.a_values = std::move(a_values[k]);
+      l.position = std::move(position[k]);
+      l.input_row_ptr = std::move(input_ptr[k]);
+      l.input_cols = std::move(input_cols[k]);
+      l.cross = std::move(cross[k]);
+      l.b_values = std::move(b_values[k]);
+    }
     grad_ = std::move(grad);
-    coupling_ = std::move(coupling);
-    a_values_ = std::move(a_values);
-    position_ = std::move(position);
-    scratch_stride_ = scratch_stride;
-    scratch_ = std::move(scratch);
   }
 
-  /// The cell's parameters may be replaced through cell(): a changed shape would make every
-  /// buffer here the wrong size. O(1) per step.
+  /// CSR of the connections input j -> unit i kept in any of W's three gate blocks.
+  static void connection_pattern(const ParameterMask::BoolMatrix& keep, Index n, std::vector<Index>& ptr,
+                                 std::vector<Index>& cols) {
+    ptr.assign(std::size_t(n + 1), 0);
+    cols.clear();
+    for (Index i = 0; i < n; ++i) {
+      for (Index j = 0; j < keep.cols(); ++j)
+        if (keep(i, j) || keep(n + i, j) || keep(2 * n + i, j)) cols.push_back(j);
+      ptr[std::size_t(i + 1)] = Index(cols.size());
+    }
+  }
+
+  /// The model's parameters may be replaced through cell(): a changed shape or mode would make
+  /// every buffer here the wrong size. O(L) per step.
   void require_parameter_shapes(const char* where) const {
-    if (model_->events() != events_)
-      detail::fail(where, std::string("the model's cell changed mode since construction: it was built in ") +
-                              (events_ ? "events" : "GRU") + " mode, the model's cell is now in " +
-                              (events_ ? "GRU" : "events") + " mode (construct a new learner)");
-    const auto& p = model_->parameters();
-    const Index n = shape_n_, d = shape_d_;
-    if (p.W.rows() != 3 * n || p.W.cols() != d || p.R.rows() != 3 * n || p.R.cols() != n ||
-        p.bW.size() != 3 * n || p.bR.size() != 3 * n || p.theta.size() != n) {
-      std::ostringstream s;
-      s << "the cell's parameters changed shape since construction (through cell()): expected W "
-        << detail::shape_string(3 * n, d) << ", R " << detail::shape_string(3 * n, n) << ", bW, bR "
-        << 3 * n << ", theta " << n << "; received W " << detail::shape_string(p.W.rows(), p.W.cols())
-        << ", R " << detail::shape_string(p.R.rows(), p.R.cols()) << ", bW " << p.bW.size() << ", bR "
-        << p.bR.size() << ", theta " << p.theta.size();
-      detail::fail(where, s.str());
+    if (model_->layers() != layers())
+      detail::fail(where, "the model has " + std::to_string(model_->layers()) + " layers, this learner was built for " +
+                              std::to_string(layers()) + " (construct a new learner)");
+    for (Index k = 0; k < layers(); ++k) {
+      const Layer& l = layers_[std::size_t(k)];
+      const std::string layer = layers() > 1 ? "layer " + std::to_string(k) + ": " : std::string();
+      if (model_->events(k) != l.events)
+        detail::fail(where, layer + "the model's cell changed mode since construction: it was built in " +
+                                (l.events ? "events" : "GRU") + " mode, the model's cell is now in " +
+                                (l.events ? "GRU" : "events") + " mode (construct a new learner)");
+      const auto& p = model_->parameters(k);
+      const Index n = l.n, d = l.d;
+      if (!p.has_shape(n, d)) {
+        std::ostringstream s;
+        s << layer << "the cell's parameters changed shape since construction (through cell()): expected W "
+          << detail::shape_string(3 * n, d) << ", R " << detail::shape_string(3 * n, n) << ", bW, bR " << 3 * n
+          << ", theta " << n << "; received W " << detail::shape_string(p.W.rows(), p.W.cols()) << ", R "
+          << detail::shape_string(p.R.rows(), p.R.cols()) << ", bW " << p.bW.size() << ", bR " << p.bR.size()
+          << ", theta " << p.theta.size();
+        detail::fail(where, s.str());
+      }
     }
   }
 
@@ -386,110 +599,155 @@ class Rtrl {
 
   /// dL/dc_t = dL/dy_t s_t and theta's direct term -dL/dy_t c_t psi_t (model.md "RTRL").
   template <typename G>
-  void set_output_gradient(const Eigen::MatrixBase<G>& dL_dy) {
-    for (Index i = 0; i < units(); ++i) {
-      dL_dc_(i) = dL_dy(i) * cache_.s(i);
-      theta_direct_(i) = -dL_dy(i) * cache_.c(i) * cache_.psi(i);
+  static void set_output_gradient(Layer& l, const Eigen::MatrixBase<G>& dL_dy) {
+    for (Index i = 0; i < l.n; ++i) {
+      l.dL_dc(i) = dL_dy(i) * l.cache.s(i);
+      l.theta_direct(i) = -dL_dy(i) * l.cache.c(i) * l.cache.psi(i);
     }
   }
   /// With a loss on the events too: do/dc = psi and do/dtheta = -psi under the surrogate.
   template <typename G, typename GO>
-  void set_output_gradient(const Eigen::MatrixBase<G>& dL_dy, const Eigen::MatrixBase<GO>& dL_do) {
-    for (Index i = 0; i < units(); ++i) {
-      dL_dc_(i) = dL_dy(i) * cache_.s(i) + dL_do(i) * cache_.psi(i);
-      theta_direct_(i) = -(dL_dy(i) * cache_.c(i) + dL_do(i)) * cache_.psi(i);
+  static void set_output_gradient(Layer& l, const Eigen::MatrixBase<G>& dL_dy, const Eigen::MatrixBase<GO>& dL_do) {
+    for (Index i = 0; i < l.n; ++i) {
+      l.dL_dc(i) = dL_dy(i) * l.cache.s(i) + dL_do(i) * l.cache.psi(i);
+      l.theta_direct(i) = -(dL_dy(i) * l.cache.c(i) + dL_do(i)) * l.cache.psi(i);
     }
   }
 
-  /// propagate() on this learner's own threads and scratch.
-  void propagate_single() { propagate(pool_, scratch_.data(), scratch_stride_); }
-
   template <typename G>
-  void require_output_gradient(const char* where, const char* name, const Eigen::MatrixBase<G>& g) const {
-    detail::require_vector(where, name, g, units());
+  void require_output_gradient(const char* where, const char* name, const Eigen::MatrixBase<G>& g, Index n) const {
+    detail::require_vector(where, name, g, n);
     detail::require_finite(where, name, g);
   }
 
-  /// gradient += (dL/dc_t)^T M_t over rows with dL/dc_t != 0, plus theta's direct term.
-  void read_out() {
-    const Index n = units();
+  /// gradient[0 : width_k) += (dL/dc^k_t)^T M^k_t over rows with dL/dc != 0, plus theta^k's
+  /// direct term.
+  void read_out(std::size_t k) {
+    Layer& l = layers_[k];
     std::uint64_t fma = 0;
-    const auto M = M_.map();
-    for (Index i = 0; i < n; ++i) {
-      const Scalar gi = dL_dc_(i);
+    const auto M = l.M.map();
+    auto head = grad_.head(l.width);
+    for (Index i = 0; i < l.n; ++i) {
+      const Scalar gi = l.dL_dc(i);
       if (gi == Scalar(0)) continue;
-      grad_.noalias() += gi * M.row(i).transpose();
-      fma += std::uint64_t(layout_.columns());
+      head.noalias() += gi * M.row(i).transpose();
+      fma += std::uint64_t(l.width);
     }
-    if (layout_.tracks_theta())
-      for (Index j = 0; j < n; ++j) grad_(layout_.theta_column(j)) += theta_direct_(j);
-    last_.readout_fma += fma;
-    total_.readout_fma += fma;
-    const std::uint64_t dense = std::uint64_t(n) * std::uint64_t(layout_.dense_columns());
-    last_.dense_readout_fma += dense;
-    total_.dense_readout_fma += dense;
+    if (l.layout.tracks_theta())
+      for (Index j = 0; j < l.n; ++j) grad_(l.offset + l.layout.theta_column(j)) += l.theta_direct(j);
+    std::uint64_t dense_width = 0;
+    for (std::size_t m = 0; m <= k; ++m) dense_width += std::uint64_t(layers_[m].layout.dense_columns());
+    const std::uint64_t dense = std::uint64_t(l.n) * dense_width;
+    for (WorkCounters* w : {&last_, &total_, &last_layer_[k], &total_layer_[k]}) {
+      w->readout_fma += fma;
+      w->dense_readout_fma += dense;
+    }
   }
 
   void restart() {
-    state_ = initial_state_;
-    M_.set_zero();
+    for (auto& l : layers_) {
+      l.state = l.initial_state;
+      l.M.set_zero();
+    }
     steps_ = 0;
     steps_valid_ = true;
   }
 
-  /// A_t on R's pattern (detail::coupling_entry), and the compressed coupling A_t diag(s_{t-1}) over active source rows.
-  void build_coupling() {
-    const Index n = units();
-    const auto& R = model_->parameters().R;
-    const auto& ptr = layout_.coupling_row_ptr();
-    const auto& cols = layout_.coupling_cols();
+  /// A_t on R's pattern (detail::coupling_entry), and the compressed coupling A_t diag(s_{t-1})
+  /// over active source rows.
+  template <typename RMatrix>
+  void build_coupling(Layer& l, const RMatrix& R) {
+    const Index n = l.n;
+    const auto& ptr = l.layout.coupling_row_ptr();
+    const auto& cols = l.layout.coupling_cols();
     Index k = 0;
     for (Index j = 0; j < n; ++j) {
-      const bool active = !options_.skip_silent_rows || cache_.s_prev(j) != Scalar(0);
-      position_[std::size_t(j)] = active ? k : -1;
-      if (active) coupling_.active[std::size_t(k++)] = j;
-      c_psi_(j) = cache_.c_prev(j) * cache_.psi_prev(j);
+      const bool active = !options_.skip_silent_rows || l.cache.s_prev(j) != Scalar(0);
+      l.position[std::size_t(j)] = active ? k : -1;
+      if (active) l.coupling.active[std::size_t(k++)] = j;
+      l.c_psi(j) = l.cache.c_prev(j) * l.cache.psi_prev(j);
     }
-    coupling_.active_count = k;
+    l.coupling.active_count = k;
     Index e = 0;
     for (Index i = 0; i < n; ++i) {
-      coupling_.row_ptr[std::size_t(i)] = e;
+      l.coupling.row_ptr[std::size_t(i)] = e;
       for (Index p = ptr[std::size_t(i)]; p < ptr[std::size_t(i + 1)]; ++p) {
         const Index j = cols[std::size_t(p)];
-        const Scalar a = detail::coupling_entry(R, cache_, n, i, j);
-        a_values_[std::size_t(p)] = a;
-        const Index pos = position_[std::size_t(j)];
+        const Scalar a = detail::coupling_entry(R, l.cache, n, i, j);
+        l.a_values[std::size_t(p)] = a;
+        const Index pos = l.position[std::size_t(j)];
         if (pos >= 0) {
           // Only silent rows are skipped, not coefficients that happen to vanish (saturated
           // gates): the work then depends on activity and pattern alone, as documented.
-          coupling_.source[std::size_t(e)] = pos;
-          coupling_.coef[std::size_t(e)] = a * cache_.s_prev(j);
+          l.coupling.source[std::size_t(e)] = pos;
+          l.coupling.coef[std::size_t(e)] = a * l.cache.s_prev(j);
           ++e;
         }
       }
     }
-    coupling_.row_ptr[std::size_t(n)] = e;
+    l.coupling.row_ptr[std::size_t(n)] = e;
+  }
+
+  /// B^k_t[i, j] = dc_i/dy^{k-1}_j = sum over gates of dc/da_gate W^k_gate[i, j] (the input
+  /// enters every gate's pre-activation outside the reset gate), on W^k's pattern; the
+  /// compressed coupling B^k_t diag(s^{k-1}_t) over active units j of layer k - 1, whose rows of
+  /// M^{k-1}_t are the sources.
+  template <typename WMatrix>
+  void build_cross(Layer& l, const Layer& below, const WMatrix& W) {
+    const Index n = l.n;
+    Index e = 0;
+    for (Index i = 0; i < n; ++i) {
+      l.cross.row_ptr[std::size_t(i)] = e;
+      const Scalar ar = l.cache.dc_da(i), az = l.cache.dc_da(n + i), ag = l.cache.dc_da(2 * n + i);
+      for (Index p = l.input_row_ptr[std::size_t(i)]; p < l.input_row_ptr[std::size_t(i + 1)]; ++p) {
+        const Index j = l.input_cols[std::size_t(p)];
+        const Scalar b = ar * W(i, j) + az * W(n + i, j) + ag * W(2 * n + i, j);
+        l.b_values[std::size_t(p)] = b;
+        const Scalar s = below.cache.s(j);
+        if (!options_.skip_silent_rows || s != Scalar(0)) {
+          l.cross.source[std::size_t(e)] = j;
+          l.cross.coef[std::size_t(e)] = b * s;
+          ++e;
+        }
+      }
+    }
+    l.cross.row_ptr[std::size_t(n)] = e;
+  }
+
+  /// The direct part of D^{k-1,k-1}_t: y^{k-1}_j depends on theta^{k-1}_j also directly
+  /// (dy/dtheta = -c psi), reaching layer k through B^k.
+  void add_cross_threshold_term(Layer& l, const Layer& below) {
+    if (!below.layout.tracks_theta()) return;
+    for (Index i = 0; i < l.n; ++i) {
+      Scalar* row = l.M.data() + i * l.M.stride();
+      for (Index p = l.input_row_ptr[std::size_t(i)]; p < l.input_row_ptr[std::size_t(i + 1)]; ++p) {
+        const Index j = l.input_cols[std::size_t(p)];
+        const Scalar cp = below.cache.c(j) * below.cache.psi(j);
+        if (cp != Scalar(0)) row[below.offset + below.layout.theta_column(j)] -= l.b_values[std::size_t(p)] * cp;
+      }
+    }
   }
 
   /// M_t += Mbar_t: the immediate Jacobian at fixed c_{t-1}. Each weight feeding unit i has one
   /// nonzero, in row i, inside unit i's contiguous column range; recurrent weights from silent
   /// presynaptic units (y_{t-1, j} = 0) contribute nothing and are skipped.
-  void add_immediate_jacobian() {
-    const Index n = units();
+  template <typename Theta>
+  void add_immediate_jacobian(Layer& l, const Theta& theta) {
+    const Index n = l.n;
     for (Index i = 0; i < n; ++i)
-      detail::add_unit_immediate_jacobian(layout_, cache_, i, M_.data() + i * M_.stride() + layout_.unit_begin(i));
-    if (!layout_.tracks_theta()) return;
+      detail::add_unit_immediate_jacobian(l.layout, l.cache, i,
+                                          l.M.data() + i * l.M.stride() + l.offset + l.layout.unit_begin(i));
+    if (!l.layout.tracks_theta()) return;
     // Thresholds act through h_{t-1} (the diagonal) and y_{t-1} (dy/dtheta = -c psi, spread by
     // A_t's column).
-    const auto& ptr = layout_.coupling_row_ptr();
-    const auto& cols = layout_.coupling_cols();
-    const auto& theta = model_->parameters().theta;
+    const auto& ptr = l.layout.coupling_row_ptr();
+    const auto& cols = l.layout.coupling_cols();
     for (Index i = 0; i < n; ++i) {
-      Scalar* row = M_.data() + i * M_.stride();
-      row[layout_.theta_column(i)] += detail::threshold_reset_entry(cache_, theta, i);
+      Scalar* row = l.M.data() + i * l.M.stride() + l.offset;
+      row[l.layout.theta_column(i)] += detail::threshold_reset_entry(l.cache, theta, i);
       for (Index p = ptr[std::size_t(i)]; p < ptr[std::size_t(i + 1)]; ++p) {
         const Index j = cols[std::size_t(p)];
-        if (c_psi_(j) != Scalar(0)) row[layout_.theta_column(j)] -= a_values_[std::size_t(p)] * c_psi_(j);
+        if (l.c_psi(j) != Scalar(0)) row[l.layout.theta_column(j)] -= l.a_values[std::size_t(p)] * l.c_psi(j);
       }
     }
   }
@@ -501,21 +759,14 @@ class Rtrl {
   RtrlOptions options_;
   parallel::ThreadPool pool_;
   std::uint64_t mask_version_ = 0;
-  InfluenceLayout layout_;
-  EgruStepCache<Scalar> cache_;
-  Vector state_, initial_state_, dL_dc_, theta_direct_, c_psi_;
-  detail::InfluenceStorage<Scalar> M_;
+  std::vector<Layer> layers_;
   Vector grad_;
-  detail::Coupling<Scalar> coupling_;
-  std::vector<Scalar> a_values_;
-  std::vector<Index> position_;
   std::vector<Scalar> scratch_;
   Index scratch_stride_ = 0;
-  Index shape_n_ = 0, shape_d_ = 0;
-  bool events_ = true;
   Index steps_ = 0;
   bool steps_valid_ = true;
   WorkCounters last_, total_;
+  std::vector<WorkCounters> last_layer_, total_layer_;
 };
 
 }  // namespace sparse_rtrl

@@ -25,6 +25,7 @@
 
 #include <Eigen/Core>
 
+#include <algorithm>
 #include <cstddef>
 #include <limits>
 #include <stdexcept>
@@ -77,13 +78,15 @@ class RtrlStreams {
       : model_(&model), options_(checked(streams, options)), pool_(options_.threads), n_(model.units()),
         d_(model.inputs()) {
     const char* where = "sparse_rtrl::RtrlStreams::RtrlStreams()";
-    const double bytes = require_memory(where, model.mask(), model.events(), streams);
+    const double bytes = require_memory(where, model, nullptr, 0, streams);
     RtrlOptions per_stream = options_;
     per_stream.threads = 1;  // the streams' team runs them; no stream owns threads
     try {
       streams_.reserve(std::size_t(streams));
       for (Index b = 0; b < streams; ++b) streams_.emplace_back(model, per_stream);
-      scratch_stride_ = detail::propagation_scratch_size<Scalar>(n_);
+      Index max_units = 0;
+      for (Index k = 0; k < model.layers(); ++k) max_units = std::max(max_units, model.units(k));
+      scratch_stride_ = detail::propagation_scratch_size<Scalar>(max_units);
       scratch_.resize(std::size_t(pool_.threads()) * std::size_t(scratch_stride_));
       outputs_.setZero(streams, n_);
       events_.setZero(streams, n_);
@@ -108,11 +111,13 @@ class RtrlStreams {
   /// The model's cell (mutable for an optimizer, as Model::cell()).
   const Cell& cell() const { return model_->cell(); }
   Cell& cell() { return model_->cell(); }
-  /// Which parameter owns which influence column (the same for every stream).
-  const InfluenceLayout& layout() const {
+  /// Which parameter of layer k owns which influence column (the same for every stream).
+  const InfluenceLayout& layout(Index layer = 0) const {
     require_streams("layout()");
-    return streams_.front().layout();
+    return streams_.front().layout(layer);
   }
+  /// Layers of the model.
+  Index layers() const { return model_->layers(); }
   /// Stream b's learner state (read-only: state, output, influence, gradient, counters).
   const Learner& stream(Index b) const { return streams_[std::size_t(require_stream("stream()", b))]; }
 
@@ -170,8 +175,7 @@ class RtrlStreams {
       for (Index b = block_begin(t); b < block_begin(t + 1); ++b) {
         auto& s = streams_[std::size_t(b)];
         if (G_batch.row(b).isZero(0)) continue;
-        s.set_output_gradient(G_batch.row(b));
-        s.read_out();
+        s.accumulate_output_unchecked(G_batch.row(b));
       }
     });
   }
@@ -189,23 +193,32 @@ class RtrlStreams {
       for (Index b = block_begin(t); b < block_begin(t + 1); ++b) {
         auto& s = streams_[std::size_t(b)];
         if (G_batch.row(b).isZero(0) && G_events.row(b).isZero(0)) continue;
-        s.set_output_gradient(G_batch.row(b), G_events.row(b));
-        s.read_out();
+        s.accumulate_output_unchecked(G_batch.row(b), G_events.row(b));
       }
     });
   }
 
-  /// Sum over streams (in stream order) of the accumulated gradients, in parameter layout
-  /// (pruned entries zero).
+  /// Sum over streams (in stream order) of the accumulated gradients of a one-layer model, in
+  /// parameter layout (pruned entries zero); gradient(k) for layer k of a stack.
   Parameters gradient() {
-    Parameters out(units(), inputs());
-    gradient(out);
-    return out;
+    require_single_layer("gradient()");
+    return gradient(Index(0));
   }
   /// Allocation-free form (when @p out has the model's shapes).
   void gradient(Parameters& out) {
+    require_single_layer("gradient()");
+    gradient(Index(0), out);
+  }
+  /// The summed gradient of layer k's parameters.
+  Parameters gradient(Index layer) {
+    Parameters out(model_->units(layer), model_->cell(layer).inputs());
+    gradient(layer, out);
+    return out;
+  }
+  void gradient(Index layer, Parameters& out) {
     sum_columns();
-    layout().scatter(sum_, out);
+    const Learner& s = streams_.front();
+    s.layout(layer).scatter(sum_.segment(s.column_offset(layer), s.layout(layer).columns()), out);
   }
   /// The summed gradient per influence column (size P_kept), streams added in order.
   const Vector& gradient_columns() {
@@ -232,13 +245,13 @@ class RtrlStreams {
   /// Sets the model's mask (Model::set_mask) and re-lays every stream's columns now (they would
   /// otherwise follow at the next step). Allocates. Masks whose B influence matrices exceed the
   /// machine's memory are refused (std::length_error) before the model changes.
-  void set_mask(const ParameterMask& mask) {
+  void set_mask(const ParameterMask& mask, Index layer = 0) {
     const char* where = "sparse_rtrl::RtrlStreams::set_mask()";
     require_streams("set_mask()");
     streams_.front().require_parameter_shapes(where);
-    mask.require_matches(model_->parameters(), where);
-    require_memory(where, mask, model_->events(), streams());
-    model_->set_mask(mask);
+    mask.require_matches(model_->parameters(layer), where);
+    require_memory(where, *model_, &mask, layer, streams());
+    model_->set_mask(mask, layer);
     follow_all();
   }
   /// Re-lays every stream's columns for the model's current mask, if it changed (step() and
@@ -293,23 +306,35 @@ class RtrlStreams {
 
   /// Refuses, before anything large is allocated, B influence matrices that exceed this
   /// machine's physical memory (or overflow size_t). Returns their bytes.
-  static double require_memory(const char* where, const ParameterMask& mask, bool events, Index streams) {
-    const InfluenceLayout layout(mask, events);
-    const Index n = mask.units();
-    const double per_stream = double(n) *
-                              double(detail::InfluenceStorage<Scalar>::padded_stride(layout.columns())) *
-                              double(sizeof(Scalar));
+  /// @p replace: a mask for layer @p layer to count instead of the model's (nullptr: none).
+  static double require_memory(const char* where, const Model& model, const ParameterMask* replace, Index layer,
+                               Index streams) {
+    double per_stream = 0;
+    Index width = 0, n = 0;
+    for (Index k = 0; k < model.layers(); ++k) {
+      const ParameterMask& mask = (replace && k == layer) ? *replace : model.mask(k);
+      width += InfluenceLayout(mask, model.events(k)).columns();
+      n = model.units(k);
+      per_stream += double(n) * double(detail::InfluenceStorage<Scalar>::padded_stride(width)) * double(sizeof(Scalar));
+    }
+    const Index columns = width;
     const double total = per_stream * double(streams);
     const std::size_t physical = detail::physical_memory_bytes();
     if (total > double(std::numeric_limits<std::size_t>::max() / 2) || (physical > 0 && total > double(physical))) {
       std::string msg = std::string(where) + ": " + std::to_string(streams) + " streams need " +
                         std::to_string(total / 1e9) + " GB of influence matrices (" +
-                        std::to_string(per_stream / 1e9) + " GB each: n = " + std::to_string(n) +
-                        " x P_kept = " + std::to_string(layout.columns()) + ")";
+                        std::to_string(per_stream / 1e9) + " GB each: " + std::to_string(model.layers()) +
+                        " layer(s), top n = " + std::to_string(n) + ", P_kept = " + std::to_string(columns) + ")";
       if (physical > 0) msg += ", more than this machine's " + std::to_string(double(physical) / 1e9) + " GB";
       throw std::length_error(msg + "; use fewer streams, fewer units or a sparser mask");
     }
     return total;
+  }
+
+  void require_single_layer(const char* what) const {
+    if (model_->layers() != 1)
+      throw std::logic_error("sparse_rtrl::RtrlStreams::" + std::string(what) + ": the model is a stack of " +
+                             std::to_string(model_->layers()) + " layers: pass the layer");
   }
 
   void require_streams(const char* what) const {

@@ -50,6 +50,10 @@ class Snap {
   Snap(Model& model, int order) : model_(&model), order_(order) {
     const char* where = "sparse_rtrl::Snap::Snap()";
     if (order < 1) detail::fail(where, "order must be >= 1, received " + std::to_string(order));
+    // SnAp's pattern for a stack must follow the cross-layer edges too; not implemented yet.
+    if (model.layers() != 1)
+      detail::fail(where, "SnAp-n is implemented for one layer; the model is a stack of " +
+                              std::to_string(model.layers()) + " layers (use Rtrl, exact through depth)");
     model.enforce_mask();
     mask_version_ = model.mask_version();
     layout_ = InfluenceLayout(model.mask(), model.events());

@@ -23,6 +23,10 @@ struct WorkCounters {
   std::uint64_t event_units = 0;      ///< units with o_{t-1} = 1 (event sparsity = 1 - this/units)
   std::uint64_t active_rows = 0;      ///< rows with s_{t-1} != 0 (backward sparsity = 1 - this/units)
   std::uint64_t coupling_nonzeros = 0;  ///< entries of A_t diag(s_{t-1}) used
+  /// Of propagation_fma (and dense_propagation_fma): the cross-layer blocks of a stack,
+  /// B^k_t D^{k-1}_t (rtrl.hpp); 0 for one layer.
+  std::uint64_t cross_layer_fma = 0;
+  std::uint64_t dense_cross_layer_fma = 0;
 
   WorkCounters& operator+=(const WorkCounters& o) {
     steps += o.steps;
@@ -34,6 +38,8 @@ struct WorkCounters {
     event_units += o.event_units;
     active_rows += o.active_rows;
     coupling_nonzeros += o.coupling_nonzeros;
+    cross_layer_fma += o.cross_layer_fma;
+    dense_cross_layer_fma += o.dense_cross_layer_fma;
     return *this;
   }
   /// Fraction of units that emitted no event (o = 0).

@@ -228,5 +228,50 @@ void propagate_in_place(Scalar* M, Index n, Index P, Index ld, const Scalar* dec
   });
 }
 
+/// Columns [c_begin, c_end) of M (n rows, leading dimension ld) += C Mprev, where C's sources
+/// are rows of another matrix Mprev (leading dimension ld_prev): the cross-layer term
+/// B^k_t D^{k-1}_t of a stack (model.md, "Stacked layers"). Same chunk sequence per column as
+/// propagate_columns (decay 1 multiplies exactly), so results do not depend on the split.
+template <typename Scalar>
+void cross_add_columns(Scalar* M, Index n, Index c_begin, Index c_end, Index ld, const Scalar* Mprev, Index ld_prev,
+                       const Coupling<Scalar>& C) {
+  constexpr Index chunk = kChunk<Scalar>;
+  const Index width = c_end - c_begin;
+  const Index full = (width / chunk) * chunk;
+  for (Index i = 0; i < n; ++i) {
+    const Index b = C.row_ptr[std::size_t(i)];
+    const Index entries = C.row_ptr[std::size_t(i + 1)] - b;
+    if (entries == 0) continue;
+    Scalar* row = M + i * ld + c_begin;
+    const Index* src = C.source.data() + b;
+    const Scalar* cf = C.coef.data() + b;
+    for (Index cc = 0; cc < full; cc += chunk)
+      propagate_chunk<Scalar>(row + cc, Scalar(1), Mprev + c_begin + cc, ld_prev, src, cf, entries);
+    if (full < width)
+      propagate_partial_chunk<Scalar>(row + full, Scalar(1), Mprev + c_begin + full, ld_prev, src, cf, entries,
+                                      width - full);
+  }
+}
+
+/// M[:, 0:P) += C Mprev[:, 0:P) on the pool's threads, chunk-aligned column ranges (as
+/// propagate_in_place).
+template <typename Scalar>
+void cross_add_in_place(Scalar* M, Index n, Index P, Index ld, const Scalar* Mprev, Index ld_prev,
+                        const Coupling<Scalar>& C, parallel::ThreadPool& pool, bool flush_subnormals) {
+  const double fma = double(C.nnz()) * double(P);
+  const Index chunks = (P + kChunk<Scalar> - 1) / kChunk<Scalar>;
+  const Index parts = fma < kParallelMinFma ? 1 : std::min<Index>(Index(pool.threads()), chunks);
+  if (parts <= 1) {
+    cross_add_columns(M, n, Index(0), P, ld, Mprev, ld_prev, C);
+    return;
+  }
+  pool.run(int(parts), [&](int t) {
+    SubnormalGuard guard(flush_subnormals);
+    const Index begin = std::min<Index>(P, (chunks * t / parts) * kChunk<Scalar>);
+    const Index end = std::min<Index>(P, (chunks * (t + 1) / parts) * kChunk<Scalar>);
+    if (begin < end) cross_add_columns(M, n, begin, end, ld, Mprev, ld_prev, C);
+  });
+}
+
 }  // namespace detail
 }  // namespace sparse_rtrl
