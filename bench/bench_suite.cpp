@@ -165,6 +165,83 @@ void bm_streams(benchmark::State& state, Index n, double activity, double densit
                                                              benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 
+/// Two stacked layers of n units (stacked-EGRU issue): exact sparse RTRL through depth, one
+/// iteration = one step + a loss on the top layer. Layer 1 reads layer 0's events (calibrated on
+/// random inputs like layer 0, so its measured activity is reported, not set). Counters:
+/// step_seconds, state_bytes (M^{0,0}, M^{1,0}, M^{1,1}), activity_l0/l1, cross_fma_share (of
+/// the counted multiply-adds, B^1 D^0 and J^1 M^{1,0}: everything in the cross-layer block) and
+/// cross_time_share = 1 - (t(layer 0 alone) + t(layer 1 alone on layer 0's outputs)) / t(stack),
+/// the three timed in this run.
+void bm_stack(benchmark::State& state, Index n, double activity, double density) {
+  const Network& net0 = network(n, activity, density);
+  // Layer 1's input is layer 0's output (n wide): its own calibrated network, d = n.
+  static std::map<Index, std::unique_ptr<Network>> upper;
+  auto& slot = upper[n];
+  if (!slot) {
+    auto mask = ParameterMask::random(n, n, density, density, 2000 + std::uint64_t(n));
+    auto params = bench::parameters_for_activity<S>(n, n, activity, mask, kSurrogate.gamma(), kSurrogate.eps(),
+                                                    17 + std::uint64_t(n));
+    slot = std::make_unique<Network>(Network{std::move(mask), std::move(params)});
+  }
+  const Network& net1 = *slot;
+  std::vector<EgruCell<S>> cells = {EgruCell<S>(net0.params, {true}, kSurrogate), EgruCell<S>(net1.params, {true}, kSurrogate)};
+  Model<S> stack(cells, {net0.mask, net1.mask});
+  Rtrl<S> rtrl(stack);
+  const bench::Mat<S> X = bench::inputs<S>(256, kInputs, 5);
+  const Eigen::VectorXf g = Eigen::VectorXf::Constant(n, 0.01f);
+  for (Index t = 0; t < 10; ++t) rtrl.step(X.row(t));
+  rtrl.reset_work();
+  // Layer 0's outputs over the timed steps, for the lone layer 1.
+  const Index warm = 10;
+  std::vector<Eigen::VectorXf> y0;
+  Index t = warm;
+  for (auto _ : state) {
+    rtrl.step(X.row(t % X.rows()));
+    rtrl.accumulate_gradient(g);
+    benchmark::ClobberMemory();
+    if (y0.size() < 512) y0.push_back(rtrl.output(0));
+    ++t;
+  }
+  const double iterations = double(state.iterations());
+  bench::set_work_counters(state, rtrl.total_work(), rtrl.influence_bytes());
+  common_counters(state, n, density);
+  const WorkCounters& w1 = rtrl.total_work(1);
+  const WorkCounters& w0 = rtrl.total_work(0);
+  state.counters["activity_l0"] = 1.0 - w0.backward_sparsity();
+  state.counters["activity_l1"] = 1.0 - w1.backward_sparsity();
+  // Layer 1's multiply-adds on layer 0's columns: J^1 over them and B^1 D^0.
+  const double cross = double(w1.cross_layer_fma) + double(w1.coupling_nonzeros + w1.units) *
+                                                        double(rtrl.column_offset(1));
+  state.counters["cross_fma_share"] = cross / double(std::max<std::uint64_t>(rtrl.total_work().propagation_fma + rtrl.total_work().readout_fma, 1));
+  // The lone layers, timed over the same number of steps (outside Google Benchmark's timer).
+  Model<S> only0(cells[0], net0.mask), only1(cells[1], net1.mask);
+  Rtrl<S> r0(only0), r1(only1);
+  const Index steps = Index(std::min<double>(iterations, 512));
+  auto time_steps = [&](auto&& body) {
+    const auto start = std::chrono::steady_clock::now();
+    for (Index k = 0; k < steps; ++k) body(k);
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / double(steps);
+  };
+  for (Index k = 0; k < warm; ++k) r0.step(X.row(k));
+  const double t0 = time_steps([&](Index k) {
+    r0.step(X.row((warm + k) % X.rows()));
+    r0.accumulate_gradient(Eigen::VectorXf::Zero(n));
+  });
+  for (Index k = 0; k < warm; ++k) r1.step(y0[std::size_t(k) % y0.size()]);
+  const double t1 = time_steps([&](Index k) {
+    r1.step(y0[std::size_t(k) % y0.size()]);
+    r1.accumulate_gradient(g);
+  });
+  const double t_stack = time_steps([&](Index k) {
+    rtrl.step(X.row((t + k) % X.rows()));
+    rtrl.accumulate_gradient(g);
+  });
+  state.counters["layer_seconds_sum"] = t0 + t1;
+  state.counters["stack_seconds_check"] = t_stack;
+  state.counters["cross_time_share"] = t_stack > 0 ? std::max(0.0, 1.0 - (t0 + t1) / t_stack) : 0.0;
+  state.counters["layers"] = 2;
+}
+
 /// One iteration: forward and backward over T steps; counters per step.
 void bm_bptt(benchmark::State& state, bool sparse, Index n, Index T, double activity, double density) {
   const Network& net = network(n, activity, density);
@@ -240,7 +317,14 @@ void register_all(Mode mode) {
     for (const char* algo : {"sparse_rtrl", "dense_rtrl", "snap1", "snap2"}) rtrl("size", algo, n, act, dens);
     for (bool sparse : {false, true}) bptt("size", sparse, n, mode == Mode::smoke ? 4 : 100, act, dens);
   }
-  if (mode == Mode::smoke) return;
+  if (mode == Mode::smoke) {  // one tiny point of the stack and streams families too
+    limit(benchmark::RegisterBenchmark("stack/sparse_rtrl/layers:2/n:16/act:0.1/dens:0.5", bm_stack, Index(16), 0.1, 0.5),
+          mode, 0);
+    limit(benchmark::RegisterBenchmark("streams/sparse_rtrl/n:16/act:0.1/dens:0.5/streams:3/threads:2", bm_streams,
+                                       Index(16), 0.1, 0.5, Index(3), 2),
+          mode, 0);
+    return;
+  }
   const Index n = 256;
   for (double a : {0.02, 0.05, 0.1, 0.25, 0.5, 1.0}) rtrl("activity", "sparse_rtrl", n, a, dens);
   for (double a : {0.05, 0.1, 0.5, 1.0}) bptt("activity", true, n, 100, a, dens);
@@ -258,6 +342,9 @@ void register_all(Mode mode) {
     limit(benchmark::RegisterBenchmark(name.c_str(), bm_scale, m, 0.05, 0.05), mode,
           rough_fma("sparse_rtrl", m, 0.05, 0.05));
   }
+  // Two stacked 256-unit layers (stacked-EGRU issue).
+  limit(benchmark::RegisterBenchmark("stack/sparse_rtrl/layers:2/n:256/act:0.1/dens:0.1", bm_stack, Index(256), 0.1, 0.1),
+        mode, 3 * rough_fma("sparse_rtrl", 256, 0.1, 0.1));
   // Many streams over one model (many-streams issue): throughput on 1 and 2 threads.
   for (int threads : {1, 2}) {
     const std::string name = "streams/sparse_rtrl/n:256/act:0.1/dens:0.1/streams:8/threads:" + std::to_string(threads);

@@ -428,7 +428,7 @@ TEST_CASE("Stacked BPTT in events mode equals finite differences where no event 
   }
 }
 
-TEMPLATE_TEST_CASE("Stacked BPTT: the top layer is the one-layer BPTT of the layer below's outputs; event-sparse "
+TEMPLATE_TEST_CASE("Stacked BPTT: the top layer is the one-layer BPTT of the layer below's outputs, event-sparse "
                    "equals dense with the work counted",
                    "[bptt][stack][sparse]", float, double) {
   using S = TestType;

@@ -246,7 +246,7 @@ std::pair<EgruParameters<S>, ReadoutParameters<S>> train_one_sequence(const Egru
 
 }  // namespace
 
-TEMPLATE_TEST_CASE("Updating at the sequence end applies the exact (BPTT) gradient; every k steps is online", "[optimizer][rtrl]", float, double) {
+TEMPLATE_TEST_CASE("Updating at the sequence end applies the exact (BPTT) gradient, every k steps is online", "[optimizer][rtrl]", float, double) {
   using S = TestType;
   const Index n = 6, d = 2, k_out = 3, T = 40;
   const EgruCell<S> cell(test::firing_parameters<S>(n, d, 81), CellOptions{true}, TriangularSurrogate<S>(S(1), S(0.5)));

@@ -76,7 +76,7 @@ TEMPLATE_TEST_CASE("RTRL equals BPTT on random stacks, with a loss on every laye
     }
 }
 
-TEMPLATE_TEST_CASE("Stacked RTRL: a loss on the top layer only reaches every layer; threads change no bit", "[rtrl][stack][threads]",
+TEMPLATE_TEST_CASE("Stacked RTRL: a loss on the top layer only reaches every layer, threads change no bit", "[rtrl][stack][threads]",
                    float, double) {
   using S = TestType;
   const std::vector<Index> sizes = {40, 36};
@@ -135,7 +135,7 @@ TEST_CASE("Stacked RTRL: pruning a layer mid-sequence, per-layer accessors and e
                       Contains("layer 1 reads layer 0's output: it needs d = 4"));
 }
 
-TEST_CASE("RtrlStreams over a stack equals independent stacked learners bitwise; Snap refuses stacks", "[streams][stack]") {
+TEST_CASE("RtrlStreams over a stack equals independent stacked learners bitwise, Snap refuses stacks", "[streams][stack]") {
   using Catch::Matchers::Contains;
   const std::vector<Index> sizes = {12, 9};
   Model<float> model = random_stack<float>(sizes, 5, 0.6, true, 500);
@@ -146,7 +146,8 @@ TEST_CASE("RtrlStreams over a stack equals independent stacked learners bitwise;
     options.threads = threads;
     RtrlStreams<float> streams(model, B, options);
     REQUIRE(streams.layers() == 2);
-    std::vector<Rtrl<float>> reference(std::size_t(B), Rtrl<float>(model));
+    std::vector<Rtrl<float>> reference;
+    for (Index b = 0; b < B; ++b) reference.emplace_back(model);
     Mat<float> X(B, 5), G(B, sizes.back());
     for (Index t = 0; t < T; ++t) {
       X = test::random_matrix<float>(B, 5, 600 + std::uint64_t(t));

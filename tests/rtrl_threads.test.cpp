@@ -151,7 +151,7 @@ Index count_subnormals(const Mat<S>& M, Index col_begin, Index col_end) {
 
 }  // namespace
 
-TEMPLATE_TEST_CASE("Steps flush subnormals on every thread by default; strict IEEE keeps them; gradients agree",
+TEMPLATE_TEST_CASE("Steps flush subnormals on every thread by default, strict IEEE keeps them, gradients agree",
                    "[rtrl][denormals][threads]", float, double) {
   using S = TestType;
   if (!flush_subnormals_supported()) {

@@ -62,7 +62,7 @@ TEST_CASE("ThreadPool rethrows a task's exception after all tasks finished, and 
   CHECK(again == 2);
 }
 
-TEST_CASE("ThreadPool copies own their own threads; bad sizes are rejected", "[parallel][errors]") {
+TEST_CASE("ThreadPool copies own their own threads, bad sizes are rejected", "[parallel][errors]") {
   ThreadPool a(2);
   ThreadPool b(a);
   CHECK(b.threads() == 2);
