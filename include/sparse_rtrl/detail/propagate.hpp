@@ -209,22 +209,31 @@ constexpr double kParallelMinFma = 2e5;
 /// but the read-only coupling, so threads never synchronise inside the product. Each thread runs
 /// its range with subnormals flushed when @p flush_subnormals. scratch holds
 /// pool.threads() * scratch_stride scalars, scratch_stride >= propagation_scratch_size(n).
-template <typename Scalar>
-void propagate_in_place(Scalar* M, Index n, Index P, Index ld, const Scalar* decay, const Coupling<Scalar>& C,
-                        Scalar* scratch, Index scratch_stride, parallel::ThreadPool& pool, bool flush_subnormals) {
-  SPARSE_RTRL_ASSERT(scratch_stride >= propagation_scratch_size<Scalar>(n));
-  const double fma = double(C.nnz() + n) * double(P);
+/// Runs body(thread, begin, end) over P columns split into one contiguous, chunk-aligned range
+/// per thread (one range on the calling thread below kParallelMinFma multiply-adds), each
+/// worker with subnormals flushed when @p flush_subnormals.
+template <typename Scalar, typename Body>
+void split_columns(Index P, double fma, parallel::ThreadPool& pool, bool flush_subnormals, Body&& body) {
   const Index chunks = (P + kChunk<Scalar> - 1) / kChunk<Scalar>;
   const Index parts = fma < kParallelMinFma ? 1 : std::min<Index>(Index(pool.threads()), chunks);
   if (parts <= 1) {
-    propagate_columns(M, n, Index(0), P, ld, decay, C, scratch);
+    body(0, Index(0), P);
     return;
   }
   pool.run(int(parts), [&](int t) {
     SubnormalGuard guard(flush_subnormals);
     const Index begin = std::min<Index>(P, (chunks * t / parts) * kChunk<Scalar>);
     const Index end = std::min<Index>(P, (chunks * (t + 1) / parts) * kChunk<Scalar>);
-    if (begin < end) propagate_columns(M, n, begin, end, ld, decay, C, scratch + Index(t) * scratch_stride);
+    if (begin < end) body(t, begin, end);
+  });
+}
+
+template <typename Scalar>
+void propagate_in_place(Scalar* M, Index n, Index P, Index ld, const Scalar* decay, const Coupling<Scalar>& C,
+                        Scalar* scratch, Index scratch_stride, parallel::ThreadPool& pool, bool flush_subnormals) {
+  SPARSE_RTRL_ASSERT(scratch_stride >= propagation_scratch_size<Scalar>(n));
+  split_columns<Scalar>(P, double(C.nnz() + n) * double(P), pool, flush_subnormals, [&](int t, Index begin, Index end) {
+    propagate_columns(M, n, begin, end, ld, decay, C, scratch + Index(t) * scratch_stride);
   });
 }
 
@@ -258,18 +267,8 @@ void cross_add_columns(Scalar* M, Index n, Index c_begin, Index c_end, Index ld,
 template <typename Scalar>
 void cross_add_in_place(Scalar* M, Index n, Index P, Index ld, const Scalar* Mprev, Index ld_prev,
                         const Coupling<Scalar>& C, parallel::ThreadPool& pool, bool flush_subnormals) {
-  const double fma = double(C.nnz()) * double(P);
-  const Index chunks = (P + kChunk<Scalar> - 1) / kChunk<Scalar>;
-  const Index parts = fma < kParallelMinFma ? 1 : std::min<Index>(Index(pool.threads()), chunks);
-  if (parts <= 1) {
-    cross_add_columns(M, n, Index(0), P, ld, Mprev, ld_prev, C);
-    return;
-  }
-  pool.run(int(parts), [&](int t) {
-    SubnormalGuard guard(flush_subnormals);
-    const Index begin = std::min<Index>(P, (chunks * t / parts) * kChunk<Scalar>);
-    const Index end = std::min<Index>(P, (chunks * (t + 1) / parts) * kChunk<Scalar>);
-    if (begin < end) cross_add_columns(M, n, begin, end, ld, Mprev, ld_prev, C);
+  split_columns<Scalar>(P, double(C.nnz()) * double(P), pool, flush_subnormals, [&](int, Index begin, Index end) {
+    cross_add_columns(M, n, begin, end, ld, Mprev, ld_prev, C);
   });
 }
 
