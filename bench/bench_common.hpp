@@ -28,16 +28,19 @@ Mat<S> inputs(Index T, Index d, std::uint64_t seed) {
 /// Parameters whose fraction of units with s != 0 is close to `activity` under the given
 /// surrogate: a common threshold is bisected on a warm-up run, since the rate is a property of
 /// the dynamics, not of any one parameter. Returns the parameters; the caller measures the rate.
+/// @p given: the inputs to calibrate on (e.g. the events of a layer below; rows are steps), else
+/// uniform random inputs.
 template <typename S>
 sparse_rtrl::EgruParameters<S> parameters_for_activity(Index n, Index d, double activity,
                                                        const sparse_rtrl::ParameterMask& mask,
-                                                       S gamma, S eps, std::uint64_t seed) {
+                                                       S gamma, S eps, std::uint64_t seed,
+                                                       const Mat<S>* given = nullptr) {
   auto p = sparse_rtrl::init_torch_like<S>(n, d, {seed, S(0.3)});
   // Pruning removes input: rescale so each unit's fan-in keeps its variance.
   p.W *= S(2.0 / std::sqrt(std::max(mask.density_W(), 1e-3)) * std::sqrt(double(n) / double(d)));
   p.R *= S(1.0 / std::sqrt(std::max(mask.density_R(), 1e-3)));
   mask.apply(p);
-  const Mat<S> X = inputs<S>(60, d, seed + 1);
+  const Mat<S> X = given ? *given : inputs<S>(60, d, seed + 1);
   auto measure = [&](S theta) {
     p.theta.setConstant(theta);
     sparse_rtrl::Model<S> model(sparse_rtrl::EgruCell<S>(p, {true}, sparse_rtrl::TriangularSurrogate<S>(gamma, eps)));

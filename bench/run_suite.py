@@ -3,9 +3,13 @@
 
 Usage (from the repository root, after `bash cmake/dev.sh bench`, which calls this):
     /usr/bin/python3 bench/run_suite.py [--quick | --full] [--build build/bench] [--no-run]
+                                        [--results DIR] [--docs DIR]
 
 --quick (default) takes a few minutes on 2 cores, --full longer; --no-run rebuilds the report from
 the JSON already in bench/results. Every number in the report comes from those JSON files.
+--results and --docs redirect where the JSON is read/written and where benchmarks.md and img/ go
+(default bench/results and docs), e.g. to rebuild a trial report without touching committed files:
+    /usr/bin/python3 bench/run_suite.py --no-run --docs /tmp/report
 """
 import argparse
 import datetime
@@ -55,7 +59,7 @@ def rows(suite):
         r = dict(sweep=sweep, algo=algo, **f)
         r["error"] = b.get("error_message") if b.get("error_occurred") else None
         for k in ("step_seconds", "state_bytes", "activity", "event_rate", "fma", "dense_fma", "ideal_ratio", "GFLOPS",
-                  "stream_seconds", "stream_GBps", "over_floor"):
+                  "stream_seconds", "stream_GBps", "over_floor", "stream_step_seconds", "streams", "threads"):
             if k in b:
                 r[k] = b[k]
         out.append(r)
@@ -91,9 +95,13 @@ def slope(xs, ys):
     return sum((p[0] - mx) * (p[1] - my) for p in pts) / den if den else None
 
 
-def torch_point(peer, n, T=100, density=0.1, activity=0.1):
+def torch_point(peer, n, T=100, density=0.1, activity=0.1, batch=1, threads=None):
+    """The peer's record of one point; batch 1 unless asked (records from before --batch are batch 1),
+    any thread count unless asked."""
     for p in peer or []:
-        if p["n"] == n and p["T"] == T and abs(p["density"] - density) < 1e-9 and abs(p.get("activity", p.get("activity_target", activity)) - activity) < 1e-9:
+        if (p["n"] == n and p["T"] == T and abs(p["density"] - density) < 1e-9
+                and abs(p.get("activity", p.get("activity_target", activity)) - activity) < 1e-9
+                and p.get("batch", 1) == batch and (threads is None or p.get("threads", 1) == threads)):
             return p
     return None
 
@@ -113,7 +121,8 @@ def plots(rs, peer):
             if pts:
                 ax.loglog(*zip(*pts), marker="o", label=a)
         tp = sorted((p["n"], p["step_seconds"] if key == "step_seconds" else p["peak_rss_bytes"])
-                    for p in (peer or []) if p["T"] == 100 and abs(p["density"] - 0.1) < 1e-9 and abs(p.get("activity", 0.1) - 0.1) < 1e-9)
+                    for p in (peer or []) if p["T"] == 100 and abs(p["density"] - 0.1) < 1e-9 and abs(p.get("activity", 0.1) - 0.1) < 1e-9
+                    and p.get("batch", 1) == 1)
         if tp:
             ax.loglog(*zip(*tp), marker="s", linestyle="--", label="pytorch_bptt" + (" (peak RSS)" if key == "state_bytes" else ""))
         ax.set_xlabel("hidden units n (d = 32, weight density 0.1, activity ~0.1)")
@@ -196,7 +205,7 @@ def machine(suite):
         isa = "?"
     caches += f"; widest vector ISA {isa}"
     return (f"{model}, {c.get('num_cpus', '?')} cores at {c.get('mhz_per_cpu', '?')} MHz; {caches}. "
-            f"Benchmarks single-threaded, Release, -march=native (SPARSE_RTRL_NATIVE); run {c.get('date', '?')}, "
+            f"Benchmarks single-threaded (except the many-streams rows, 1 and 2 threads), Release, -march=native (SPARSE_RTRL_NATIVE); run {c.get('date', '?')}, "
             f"load average at start {', '.join(f'{x:.1f}' for x in c.get('load_avg', []))} (2 cores: above ~1 another process shared the machine).")
 
 
@@ -235,7 +244,7 @@ def report(mode, suite, kernel_table, peer, rtrl_suite=None):
     if not peer:
         L.append("\nPyTorch was not available for this run (Debian's python3-torch); its columns are empty.")
     else:
-        p0 = peer[0]
+        p0 = next((p for p in peer if p.get("batch", 1) == 1), peer[0])
         L.append(f"\nPeer: PyTorch {p0.get('torch_version', '?')} (Debian python3-torch), float32, batch 1, "
                  f"{p0.get('threads', '?')} thread(s), autograd BPTT over T = 100 steps of the same EGRU with the same mask "
                  f"and surrogate; BLAS loaded: {p0.get('blas') or 'unknown'}. Debian's torch links the BLAS that "
@@ -255,6 +264,7 @@ def report(mode, suite, kernel_table, peer, rtrl_suite=None):
             L.append(f"| {int(r['n'])} | {mb(r.get('state_bytes'))} | {ms(r['step_seconds'])} | {r['GFLOPS'] / 1e9:.1f} | "
                      f"{ms(r.get('stream_seconds'))} ({r.get('stream_GBps', 0):.0f} GB/s) | {r.get('over_floor', 0):.2f} |")
         L.append("")
+    L.extend(streams_section(rs, peer))
     L.append("## Hidden size (weight density 0.1, activity ~0.1, T = 100 for BPTT)\n")
     algos = ["sparse_rtrl", "dense_rtrl", "snap1", "snap2", "dense_bptt", "sparse_bptt"]
     L.append("| n | " + " | ".join(algos) + " | pytorch_bptt | sparse/dense RTRL | sparse RTRL / sparse BPTT | sparse RTRL / PyTorch |")
@@ -312,6 +322,60 @@ def report(mode, suite, kernel_table, peer, rtrl_suite=None):
     print("wrote docs/benchmarks.md and", ", ".join("docs/img/" + m for m in made))
 
 
+STREAMS_TARGET = 1.8  # many-streams issue: 2 threads >= 1.8x the throughput of 1 thread
+
+
+def streams_section(rs, peer):
+    """Many streams over one model: sparse RTRL per stream-step on 1 and 2 threads (bench_suite's
+    streams rows) next to PyTorch BPTT at batch 8 per sequence-step (torch_peer.py --batch 8)."""
+    sr = {t: find(rs, "streams", "sparse_rtrl", n=256, act=0.1, dens=0.1, streams=8, threads=t) for t in (1, 2)}
+    if not any(sr.values()):
+        return []
+    tp = {t: torch_point(peer, 256, 100, 0.1, 0.1, batch=8, threads=t) for t in (1, 2)}
+    ok = {t: r for t, r in sr.items() if r and not r["error"] and r.get("stream_step_seconds")}
+    sec = lambda t: ok[t]["stream_step_seconds"] if t in ok else None
+    tsec = lambda t: tp[t]["stream_step_seconds"] if tp[t] and tp[t].get("stream_step_seconds") else None
+    L = ["## Many streams over one model (n = 256, 8 streams, activity and weight density 0.1)\n",
+         "8 independent streams (sequences) share one model's parameters; each keeps its own state and "
+         "influence matrix. Time per stream-step = time of one step of all 8 streams (with the gradient "
+         "readout) / 8, a throughput. The PyTorch peer runs the same 8 sequences as one batch of 8 through "
+         "autograd BPTT over T = 100 steps (forward + backward / (T x 8)).\n",
+         "| threads | sparse RTRL per stream-step | throughput vs 1 thread | influence memory (8 streams) | "
+         "PyTorch BPTT batch 8 per sequence-step | sparse RTRL / PyTorch |",
+         "|---|---|---|---|---|---|"]
+    for t in (1, 2):
+        r = sr[t]
+        if r is None:
+            L.append(f"| {t} | not run | – | – | {ms(tsec(t))} | – |")
+            continue
+        if r["error"]:
+            L.append(f"| {t} | skipped: {r['error']} | – | – | {ms(tsec(t))} | – |")
+            continue
+        speed = "1x" if t == 1 else (f"{ratio(sec(1), sec(t))}x (target >= {STREAMS_TARGET:g}x)")
+        pt = tp[t]
+        torch_cell = f"{ms(tsec(t))}, {mb(pt['peak_rss_bytes'])} peak RSS" if pt and tsec(t) else "–"
+        L.append(f"| {t} | {ms(sec(t))} | {speed} | {mb(r.get('state_bytes'))} | {torch_cell} | {ratio(sec(t), tsec(t))} |")
+    notes = []
+    if sec(1) and sec(2):
+        s = sec(1) / sec(2)
+        notes.append(f"* Two threads give {s:.2f}x the throughput of one (target: at least {STREAMS_TARGET:g}x): "
+                     + ("**met**." if s >= STREAMS_TARGET else f"**not met**, {STREAMS_TARGET / s:.2f}x away.")
+                     + " On a 2-core machine the second thread needs the second core free: read this together "
+                     "with the load average above.")
+    if tsec(1) and tsec(2):
+        notes.append(f"* PyTorch's 2-thread run gives {tsec(1) / tsec(2):.2f}x the throughput of its 1-thread run "
+                     "(torch.set_num_threads; its per-step products are small, B x n by n x 3n).")
+    if peer and not any(tp.values()):
+        notes.append("* The PyTorch results predate its batch-8 points (torch_peer.py --batch): its columns are empty.")
+    elif not peer:
+        notes.append("* PyTorch was not available for this run: its columns are empty.")
+    if notes:
+        L.append("")
+        L.extend(notes)
+    L.append("")
+    return L
+
+
 def standing(rs, peer, rtrl_suite, dense256):
     """Prose under the goal table: where we stand against the goals and what the kernel's gap is."""
     out = []
@@ -362,13 +426,18 @@ def kernel_table_from(stdout):
 
 
 def main():
+    global RESULTS, DOCS, IMG
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--quick", action="store_true")
     g.add_argument("--full", action="store_true")
     ap.add_argument("--build", default=os.path.join(ROOT, "build", "bench"))
     ap.add_argument("--no-run", action="store_true", help="only rebuild the report from bench/results")
+    ap.add_argument("--results", default=RESULTS, help="directory of the JSON results (default bench/results)")
+    ap.add_argument("--docs", default=DOCS, help="directory for benchmarks.md and img/ (default docs)")
     a = ap.parse_args()
+    RESULTS, DOCS = os.path.abspath(a.results), os.path.abspath(a.docs)
+    IMG = os.path.join(DOCS, "img")
     mode = "full" if a.full else "quick"
     os.makedirs(RESULTS, exist_ok=True)
     suite_json = os.path.join(RESULTS, f"suite_{mode}.json")

@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""The PyTorch peer of the benchmark report: BPTT of the same EGRU with torch autograd, CPU, batch 1.
+"""The PyTorch peer of the benchmark report: BPTT of the same EGRU with torch autograd, CPU, batch 1
+(and batch 8 for the many-streams table).
 
 This is what a user trains an EGRU with today, so the report can show where exact sparse RTRL
 stands against it. The cell follows docs/model.md exactly (gate order r, z, g as torch.nn.GRU;
@@ -8,10 +9,20 @@ H(0) = 0; triangular surrogate; state c carried; y = H(c - theta) c; soft reset 
 Usage (Debian's interpreter, which has python3-torch):
   /usr/bin/python3 bench/torch_peer.py --check tests/data/golden/egru-n7-d5-T50
       forward outputs and autograd gradients vs one golden folder, float64; exit 1 on mismatch
-  /usr/bin/python3 bench/torch_peer.py --point --n 256 --d 32 --T 100 --density 0.1 --activity 0.1
-      time forward + backward over one sequence; print one JSON line
+  /usr/bin/python3 bench/torch_peer.py --point --n 256 --d 32 --T 100 --density 0.1 --activity 0.1 [--batch B]
+      time forward + backward over one sequence (B independent sequences, batched); print one JSON line
   /usr/bin/python3 bench/torch_peer.py --sweep --out bench/results/torch_quick.json [--quick]
       the report's points, each in a fresh process (so peak memory is per point); a JSON list
+
+Timings in the JSON (elapsed = one forward + backward, averaged over the repetitions):
+  step_seconds         elapsed / T: the time per step of the whole batch (for B = 1, per step of the
+                       one sequence, as the batch-1 tables use it; for B > 1, per batched step, i.e.
+                       one step of all B sequences)
+  stream_step_seconds  elapsed / (T * B): the time per sequence-step, the unit of bench_suite's
+                       streams rows (their stream_step_seconds): a throughput, not a latency
+With --batch B the B sequences (inputs seeded 5, 6, ..., 5 + B - 1) run through the same network
+at once: X is B x T x d, the states B x n, and each step is one batched B x n by n x 3n product.
+--batch 1 is exactly the unbatched computation (X is T x d), as before the option existed.
 
 Without torch: one line on stderr, exit status 0 for --sweep (no file written: the report treats
 the peer as absent) and 2 for the other modes.
@@ -87,7 +98,11 @@ class Egru:
             p.grad = None
 
     def forward(self, X):
-        """Outputs y_1..y_T and internal states c_1..c_T (both T x n) for inputs X (T x d), c_0 = 0."""
+        """Outputs y_1..y_T and internal states c_1..c_T (both T x n) for inputs X (T x d), c_0 = 0.
+
+        X of shape B x T x d: B independent sequences at once (outputs and states B x T x n)."""
+        if X.dim() == 3:
+            return self._forward_batch(X)
         n = self.n
         W = self.W if self.mask_W is None else self.W * self.mask_W
         R = self.R if self.mask_R is None else self.R * self.mask_R
@@ -111,6 +126,30 @@ class Egru:
             cs.append(c)
         return torch.stack(ys), torch.stack(cs)
 
+    def _forward_batch(self, X):
+        """forward() for X of shape B x T x d: the same cell on B rows at once (states B x n)."""
+        B, T, d = X.shape
+        n = self.n
+        W = self.W if self.mask_W is None else self.W * self.mask_W
+        R = self.R if self.mask_R is None else self.R * self.mask_R
+        # Time-major, so that each step's slice A_t (B x 3n) is contiguous; still one product for
+        # the whole input projection.
+        A = torch.addmm(self.bW, X.transpose(0, 1).reshape(T * B, d), W.t()).reshape(T, B, 3 * n)
+        Rt = R.t()
+        c = X.new_zeros(B, n)
+        y, h = self._emit(c)
+        ys, cs = [], []
+        for a in A.unbind(0):
+            q = torch.addmm(self.bR, y, Rt)  # one batched (B x n) x (n x 3n) product per step
+            rz = torch.sigmoid(a[:, :2 * n] + q[:, :2 * n])
+            r, z = rz[:, :n], rz[:, n:]
+            g = torch.tanh(a[:, 2 * n:] + r * q[:, 2 * n:])
+            c = g + z * (h - g)
+            y, h = self._emit(c)
+            ys.append(y)
+            cs.append(c)
+        return torch.stack(ys, 1), torch.stack(cs, 1)
+
     def _emit(self, c):
         """(y, h): event output and state after the soft reset. GRU mode: o = 1, so y = h = c."""
         if not self.events:
@@ -119,7 +158,7 @@ class Egru:
         return o * c, c - o * self.theta
 
     def rates(self, C):
-        """(activity, event rate) over states C (T x n): the fractions of units with
+        """(activity, event rate) over states C (T x n, or B x T x n): the fractions of units with
         s = o + c psi != 0 (the rows sparse RTRL must propagate) and with o = 1."""
         v = C - self.theta.detach()
         o = (v > 0).to(C.dtype)
@@ -270,8 +309,15 @@ def point(a):
     torch.set_num_threads(a.threads)
     dtype = getattr(torch, a.dtype)
     cell = build_network(a.n, a.d, a.density, a.activity, dtype, seed=7 + a.n)
-    X = inputs(a.T, a.d, 5, dtype)
-    G = torch.full((a.T, a.n), 0.01, dtype=dtype)  # dL/dy_t, as the C++ BPTT benchmark
+    B = a.batch
+    if B == 1:  # exactly the unbatched computation
+        X = inputs(a.T, a.d, 5, dtype)
+        G = torch.full((a.T, a.n), 0.01, dtype=dtype)  # dL/dy_t, as the C++ BPTT benchmark
+        head = lambda Z: Z[:2]
+    else:  # B different sequences through the same network
+        X = torch.stack([inputs(a.T, a.d, 5 + b, dtype) for b in range(B)])
+        G = torch.full((B, a.T, a.n), 0.01, dtype=dtype)
+        head = lambda Z: Z[:, :2]
 
     def forward_backward():
         cell.zero_grad()
@@ -282,7 +328,7 @@ def point(a):
     # (about 10 MB of RSS here, not a cost of the sequence) so that the growth below is the data:
     # the autograd graph of the sequence, the dense gradients and the allocator's slack around them.
     cell.zero_grad()
-    (G[:2] * cell.forward(X[:2])[0]).sum().backward()
+    (head(G) * cell.forward(head(X))[0]).sum().backward()
     cell.zero_grad()
     # The memory baseline comes before the warm-up, not after: the warm-up's peak is the timed runs'
     # peak (same graph, same tensors), and taken after it the growth would read zero.
@@ -304,9 +350,10 @@ def point(a):
         "n": a.n, "d": a.d, "T": a.T, "density": a.density,
         "activity_target": a.activity,  # run_suite.py matches points on the target
         "activity_measured": activity, "event_rate": event_rate,
-        "threads": a.threads, "dtype": a.dtype, "gamma": BENCH_GAMMA, "eps": BENCH_EPS,
+        "batch": B, "threads": a.threads, "dtype": a.dtype, "gamma": BENCH_GAMMA, "eps": BENCH_EPS,
         "repetitions": reps,
-        "step_seconds": elapsed / reps / a.T,
+        "step_seconds": elapsed / reps / a.T,  # per step of the whole batch (see the docstring)
+        "stream_step_seconds": elapsed / reps / (a.T * B),  # per sequence-step, as bench_suite's streams rows
         "peak_rss_bytes": (rss_after - rss_before) * 1024,  # ru_maxrss is in KiB on Linux
         "peak_rss_reset": peak_reset,
         "torch_version": torch.__version__,
@@ -325,6 +372,9 @@ def sweep_points():
     pts += [dict(n=256, T=100, density=0.1, activity=0.1),     # goal: 90 % backward / 90 % weight sparsity
             dict(n=256, T=100, density=0.05, activity=0.05)]   # goal: 95 / 95
     pts += [dict(n=256, T=T, density=0.1, activity=0.1) for T in (10, 100, 1000)]
+    # Many streams (bench_suite's streams rows): 8 sequences batched, on 1 and 2 threads like the
+    # C++ rows; these two carry their own thread counts, the others take --threads.
+    pts += [dict(n=256, T=100, density=0.1, activity=0.1, batch=8, threads=t) for t in (1, 2)]
     unique = []
     for p in pts:  # n = 256, T = 100 serves three sweeps: measure it once
         if p not in unique:
@@ -335,14 +385,15 @@ def sweep_points():
 def sweep(a):
     records = []
     for p in sweep_points():
+        batch, threads = p.get("batch", 1), p.get("threads", a.threads)
         cmd = [sys.executable, os.path.abspath(__file__), "--point", "--n", str(p["n"]), "--d", "32",
                "--T", str(p["T"]), "--density", str(p["density"]), "--activity", str(p["activity"]),
-               "--threads", str(a.threads), "--dtype", "float32"]
+               "--batch", str(batch), "--threads", str(threads), "--dtype", "float32"]
         # The quick sweep must stay within a few minutes on 2 shared cores: the largest point is the
         # only one that can be slow, so it gets a time limit instead of an estimate.
         limit = 60 if (a.quick and p["n"] >= 1024) else 900
-        print(f"torch_peer: n={p['n']} T={p['T']} density={p['density']} activity={p['activity']}",
-              file=sys.stderr, flush=True)
+        print(f"torch_peer: n={p['n']} T={p['T']} density={p['density']} activity={p['activity']} "
+              f"batch={batch} threads={threads}", file=sys.stderr, flush=True)
         try:
             out = subprocess.run(cmd, capture_output=True, text=True, timeout=limit)
         except subprocess.TimeoutExpired:
@@ -353,7 +404,9 @@ def sweep(a):
                   file=sys.stderr, flush=True)
             continue
         rec = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"torch_peer:   {rec['step_seconds'] * 1e3:.3f} ms/step, peak RSS growth "
+        print(f"torch_peer:   {rec['step_seconds'] * 1e3:.3f} ms/step"
+              + (f" ({rec['stream_step_seconds'] * 1e3:.3f} ms per sequence-step)" if batch > 1 else "")
+              + f", peak RSS growth "
               f"{rec['peak_rss_bytes'] / 2**20:.1f} MiB, activity {rec['activity_measured']:.3f}",
               file=sys.stderr, flush=True)
         records.append(rec)
@@ -383,11 +436,16 @@ def main():
     ap.add_argument("--T", type=int, default=100)
     ap.add_argument("--density", type=float, default=0.1, help="fraction of kept weights in W and R")
     ap.add_argument("--activity", type=float, default=0.1, help="target fraction of units with s != 0")
-    ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
+    ap.add_argument("--batch", type=int, default=1,
+                    help="--point: B independent sequences, batched (default 1: unbatched, T x d)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch.set_num_threads (default 1; --sweep: all but the batch points, which set their own)")
     ap.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     a = ap.parse_args()
     if a.sweep and not a.out:
         ap.error("--sweep needs --out FILE.json")
+    if a.batch < 1:
+        ap.error("--batch must be at least 1")
 
     global torch
     try:
