@@ -9,13 +9,22 @@
 /// IDX files under /usr/share/datasets/fashion-mnist, or any directory via --data). Without
 /// them the program says how to install them and exits with code 77.
 ///
-/// What it shows: exact RTRL (sparse_rtrl::Rtrl, gradient of each sequence equal to BPTT's,
-/// checked on one image at start-up) trains an event-based GRU on a real task while its
-/// influence updates skip (i) the columns of pruned weights and (ii) the rows of units that are
-/// silent and outside the surrogate window. Both models have n = 64 units, the same
-/// initialisation seed, data order, readout, Adam (minibatches of 8 sequences, learning rate
-/// 1e-2 decayed by a cosine to 5e-4) and number of updates; the GRU (events off: o = 1,
-/// y = h = c, i.e. torch.nn.GRU) is dense and trained with sparse_rtrl::Bptt. The EGRU:
+/// What it shows: exact RTRL (gradient of each sequence equal to BPTT's, checked on one image at
+/// start-up) trains an event-based GRU on a real task while its influence updates skip (i) the
+/// columns of pruned weights and (ii) the rows of units that are silent and outside the
+/// surrogate window. Both models have n = 64 units, the same initialisation seed, data order,
+/// readout, Adam (minibatches of 8 sequences, learning rate 1e-2 decayed by a cosine to 5e-4) and
+/// number of updates; the GRU (events off: o = 1, y = h = c, i.e. torch.nn.GRU) is dense and
+/// trained with sparse_rtrl::Bptt.
+///
+/// Minibatches as parallel streams, on --threads threads: the EGRU's 8 sequences are 8 streams
+/// of sparse_rtrl::RtrlStreams over one shared Model, advanced a step at a time (the
+/// regulariser's dL/do_t of every stream at every step, the cross-entropy at the last); the
+/// GRU's are 8 Bptt learners over one shared GRU Model, their forward and backward passes run on
+/// a parallel::ThreadPool (each task a contiguous block of streams). The readouts' parts run
+/// serially in stream order, and the per-stream gradients are summed in stream order, so every
+/// number printed is the same for any thread count. A last, partial minibatch (--train N with N
+/// not a multiple of 8) leaves the unused streams with zero input and no loss. The EGRU:
 ///   * weights: a random 25% of W and of R kept; R's three gate blocks share one pattern, since
 ///     the coupling A_t has an entry (i, j) wherever any gate block keeps R[., j] for unit i:
 ///     a shared pattern keeps A_t as sparse as R (16 recurrent inputs per unit). Kept weights
@@ -27,7 +36,8 @@
 ///     (docs/model.md, "Where the zeros are"): a row is skipped only for a unit that is silent
 ///     AND outside |c - theta| < eps. The regulariser's gradient reaches only units inside the
 ///     window and pushes them below its lower edge, so the width also decides how well the
-///     event rate can be steered. Measured with --short (test-set sparsities; seeds 1 / 2):
+///     event rate can be steered. Measured with --short and the single-stream version (test-set
+///     sparsities; seeds 1 / 2):
 ///         eps    test accuracy    event sparsity   backward sparsity   RTRL ms per sequence
 ///         0.05   73.3%            73.2%            72.0%               3.1
 ///         0.2    73.1% / 73.7%    81.0% / 81.9%    77.2% / 78.0%       3.2 / 3.3
@@ -42,7 +52,7 @@
 /// with test accuracy.
 ///
 /// Usage: fashion_mnist [--short] [--train N] [--epochs E] [--units n] [--seed S] [--eps W]
-///                      [--test N] [--data DIR]
+///                      [--test N] [--data DIR] [--threads T]
 ///   --short      10000 training images, 1 epoch (30-40 s)
 ///   --train N    the first N of the 60000 training images (default 60000)
 ///   --epochs E   passes over them (default 3)
@@ -51,11 +61,15 @@
 ///   --eps W      surrogate half-width (default 0.2)
 ///   --test N     evaluate on the first N of the 10000 test images (default all)
 ///   --data DIR   directory of the IDX files (default /usr/share/datasets/fashion-mnist)
+///   --threads T  threads for the streams of both models, T >= 1 (default: the machine's
+///                hardware threads); the results do not depend on T
 /// Arguments it does not know, or cannot parse, end it with exit code 2; a missing data set
 /// with 77 (ctest's skip code); an unreadable, corrupt or truncated file with 1.
 ///
-/// Measured (Release, -march=native, one thread on this project's 2-core AMD EPYC machine,
-/// other jobs on the second core), default run = 60000 images x 3 epochs = 180000 sequences:
+/// Measured with the single-stream version (the sequences of a minibatch one after another
+/// through one Rtrl and one Bptt), on the previous session's machine (Release, -march=native,
+/// one thread on a 2-core AMD EPYC, other jobs on the second core), default run = 60000 images
+/// x 3 epochs = 180000 sequences:
 ///                          seed 1            seed 2
 ///   EGRU-RTRL test acc.    82.06%            82.61%
 ///   GRU-BPTT test acc.     87.87%            87.83%
@@ -71,6 +85,32 @@
 /// exchange only events. (In development runs, a GRU with the same 25% masks, trained by RTRL,
 /// learnt as fast as the dense GRU over the first 6000 images: the gap comes from the events,
 /// not the pruning.) With more load on the machine we saw per-sequence times up to 1.5x these.
+///
+/// Measured with this version (8 parallel streams per model), seed 1, Release (-O3
+/// -march=native), on this project's 2-core AMD EPYC (family 26, AVX-512); times are wall
+/// clock, per sequence for the phase of each model:
+///   default run, --threads 2: EGRU-RTRL 82.26%, GRU-BPTT 87.87%; event sparsity 84.3% (82.4%),
+///     backward sparsity 80.1% (78.2%), test set (over training); 52.8x fewer multiply-adds than
+///     dense RTRL, 3.9x of it from skipped rows; 495 s (RTRL 2.51 ms, BPTT 0.20 ms per
+///     sequence), with another engineer's build on the second core for part of the run: the
+///     intervals of 10000 sequences took 20-23 s while that core was free, 36-52 s while not.
+///   --short (the single-stream version rebuilt on the same machine gives EGRU-RTRL 73.42%,
+///     GRU-BPTT 82.10%; this version 73.02% and 82.10%, test-set event sparsity 80.6%, backward
+///     sparsity 76.7%, 44.5x fewer multiply-adds), second core free:
+///                          single-stream   --threads 1     --threads 2
+///       wall time          30 s            36-41 s         28-34 s
+///       RTRL per seq.      2.59-2.67 ms    3.18-3.60 ms    2.45-2.94 ms
+///       BPTT per seq.      0.16 ms         0.20-0.24 ms    0.18-0.20 ms
+/// The GRU's numbers are bitwise the single-stream version's (its minibatch gradient is summed
+/// in the same order); the EGRU's part in rounding (per-stream sums), by 0.4 points on --short.
+/// Two threads gain little (1.05-1.4x over one thread, and are about as fast as the
+/// single-stream version). Probably: a stream's influence matrix (64 x 4870 floats, 1.2 MB)
+/// outgrows a core's 1 MB L2 cache, so each step streams 8 of them through the cache and memory
+/// both cores share (the spiral's 62 KB matrices scale better), and the threads wait for each
+/// other at the two fork-joins of every step (the streams' sparsity, and so their work,
+/// differs; a profile showed about 16% of the time spinning there). With other processes busy
+/// (load about 5), --threads 2 took 60 s for --short against 35 s for --threads 1: every step
+/// waits for a descheduled thread. On a busy machine use --threads 1.
 #include <sparse_rtrl/sparse_rtrl.hpp>
 
 #include <Eigen/Core>
@@ -92,6 +132,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -99,8 +140,9 @@ namespace {
 
 using sparse_rtrl::Index;
 using Surrogate = sparse_rtrl::TriangularSurrogate<float>;
-using Learner = sparse_rtrl::Rtrl<float, Surrogate>;
+using Learner = sparse_rtrl::RtrlStreams<float, Surrogate>;
 using Reference = sparse_rtrl::Bptt<float, Surrogate>;
+using Model = Learner::Model;
 using Cell = Learner::Cell;
 using Parameters = Learner::Parameters;
 using Readout = sparse_rtrl::LinearReadout<float>;
@@ -116,7 +158,7 @@ constexpr int kExitBadData = 1;  // a file unreadable, corrupt or truncated
 constexpr const char* kDefaultDir = "/usr/share/datasets/fashion-mnist";
 
 // Training choices (see the header comment).
-constexpr std::size_t kBatch = 8;
+constexpr std::size_t kBatch = 8;  // sequences per minibatch = parallel streams
 constexpr float kLearningRate = 1e-2f, kFinalLearningRate = 5e-4f;
 constexpr double kDensity = 0.25;  // of W and of R
 constexpr float kGamma = 1.0f, kDefaultEps = 0.2f;
@@ -341,12 +383,13 @@ struct Options {
   std::uint64_t seed = 1;
   float eps = kDefaultEps;
   std::string data = kDefaultDir;
+  long threads = 0;  // 0: std::thread::hardware_concurrency(), at least 1
 };
 
 constexpr const char* kUsage =
     "usage: fashion_mnist [--short] [--train N] [--epochs E] [--units n] [--seed S] [--eps W]\n"
-    "                     [--test N] [--data DIR]\n"
-    "  N, E, n positive integers (N <= 60000, --test N <= 10000), S a non-negative integer,\n"
+    "                     [--test N] [--data DIR] [--threads T]\n"
+    "  N, E, n, T positive integers (N <= 60000, --test N <= 10000), S a non-negative integer,\n"
     "  W > 0 the surrogate half-width; exit codes: 2 bad arguments, 77 data set not installed,\n"
     "  1 data set unreadable\n";
 
@@ -380,7 +423,7 @@ Options parse(int argc, char** argv) {
       continue;
     }
     if (arg != "--train" && arg != "--epochs" && arg != "--units" && arg != "--seed" &&
-        arg != "--eps" && arg != "--test" && arg != "--data")
+        arg != "--eps" && arg != "--test" && arg != "--data" && arg != "--threads")
       usage_error("unknown argument '" + arg + "'");
     if (k + 1 >= argc) usage_error(arg + " needs a value");
     const char* text = argv[++k];
@@ -392,6 +435,8 @@ Options parse(int argc, char** argv) {
       o.units = parse_integer(arg, text, 1, 256);
     } else if (arg == "--test") {
       o.test = parse_integer(arg, text, 1, 10000);
+    } else if (arg == "--threads") {
+      o.threads = parse_integer(arg, text, 1, 256);
     } else if (arg == "--seed") {
       o.seed = std::uint64_t(parse_integer(arg, text, 0, 2147483647L));
     } else if (arg == "--data") {
@@ -406,6 +451,7 @@ Options parse(int argc, char** argv) {
       o.eps = float(eps);
     }
   }
+  if (o.threads == 0) o.threads = std::max(1L, long(std::thread::hardware_concurrency()));
   return o;
 }
 
@@ -436,18 +482,22 @@ void scale(sparse_rtrl::ReadoutParameters<float>& p, float f) {
 }
 
 /// Largest |RTRL - BPTT| over the gradient of one image's last-step loss, and the largest
-/// |gradient| entry for scale. A random readout makes dL/dy_T nonzero.
-std::pair<double, double> exactness_check(const Cell& cell, const Mask& mask, const Image& x,
-                                          Index label, std::uint64_t seed) {
-  const Index n = cell.units();
+/// |gradient| entry for scale. A random readout makes dL/dy_T nonzero. Both learners reference
+/// one copy of @p trained (the copy keeps the check off the model being trained); RTRL runs as
+/// one stream of RtrlStreams, as in training.
+std::pair<double, double> exactness_check(const Model& trained, const Image& x, Index label,
+                                          std::uint64_t seed) {
+  Model model = trained;
+  const Index n = model.units();
   Readout probe(kClasses, n, sparse_rtrl::ReadoutInitOptions{seed});
-  Learner rtrl(cell, mask);
+  Learner rtrl(model, 1);
   for (Index t = 0; t < kSide; ++t) rtrl.step(x.row(t));
-  const auto loss = sparse_rtrl::softmax_cross_entropy(probe.forward(rtrl.output()), label);
-  const Vector dL_dy = probe.backward(rtrl.output(), loss.gradient);
-  rtrl.accumulate_gradient(dL_dy);
+  const Vector y = rtrl.outputs().row(0).transpose();
+  const auto loss = sparse_rtrl::softmax_cross_entropy(probe.forward(y), label);
+  const Vector dL_dy = probe.backward(y, loss.gradient);
+  rtrl.accumulate_gradient(dL_dy.transpose());
   const Parameters a = rtrl.gradient();
-  Reference bptt(cell, mask);
+  Reference bptt(model);
   bptt.forward(x);
   Matrix G = Matrix::Zero(kSide, n);
   G.row(kSide - 1) = dL_dy.transpose();
@@ -470,11 +520,11 @@ struct Evaluation {
 };
 
 /// Accuracy of the prediction from y_T over the first @p count test images, with the fractions
-/// of (unit, step) pairs with o = 0 and with s = 0. The cell alone: no influence matrix needed.
-Evaluation evaluate(const Cell& cell, const Readout& readout, const Dataset& data,
+/// of (unit, step) pairs with o = 0 and with s = 0. The model alone: no influence matrix needed.
+Evaluation evaluate(const Model& model, const Readout& readout, const Dataset& data,
                     std::size_t count) {
-  const Index n = cell.units();
-  sparse_rtrl::Inference<float, Surrogate> eval(cell);  // references the cell: no copy
+  const Index n = model.units();
+  sparse_rtrl::Inference<float, Surrogate> eval(model);  // references the model: no copy
   Vector logits(kClasses);
   std::size_t correct = 0, silent = 0, skippable = 0;
   for (std::size_t k = 0; k < count; ++k) {
@@ -508,6 +558,7 @@ int run(const Options& opt) {
   const long epochs = opt.epochs > 0 ? opt.epochs : (opt.short_run ? 1 : 3);
   const std::size_t total = n_train * std::size_t(epochs);
   const Index n = Index(opt.units);
+  const Index B = Index(kBatch);
   // About ten progress lines per run, at most one per 10000 sequences.
   const std::size_t log_every =
       std::max(kBatch, std::min<std::size_t>(10000, total / 10) / kBatch * kBatch);
@@ -521,15 +572,24 @@ int run(const Options& opt) {
   Cell egru(n, kSide, init, sparse_rtrl::CellOptions{/*events=*/true}, surrogate);
   egru.parameters().W /= float(mask.density_W());
   egru.parameters().R /= float(std::sqrt(mask.density_R()));
-  Learner rtrl(egru, mask);  // zeroes the pruned weights
+  Model egru_model(egru, mask);  // zeroes the pruned weights
+  // The minibatch's kBatch sequences are kBatch streams over the one model, run in parallel.
+  sparse_rtrl::RtrlOptions rtrl_options;
+  rtrl_options.threads = int(opt.threads);
+  Learner rtrl(egru_model, B, rtrl_options);
   // A zero readout sends no gradient into the recurrent layer until it has found output
   // features that correlate with the label (as in spiral.cpp).
   Readout readout(kClasses, n);
   readout.parameters().set_zero();
   const sparse_rtrl::ActivityRegularizer<float> regularizer(kTargetRate, kRegStrength);
 
-  // GRU reference: same seed, dense, events off.
-  Reference bptt(Cell(n, kSide, init, sparse_rtrl::CellOptions{/*events=*/false}, surrogate));
+  // GRU reference: same seed, dense, events off; kBatch BPTT learners over the one GRU model,
+  // run in parallel on their own team (each task a contiguous block of streams).
+  Model gru(Cell(n, kSide, init, sparse_rtrl::CellOptions{/*events=*/false}, surrogate));
+  std::vector<Reference> bptt;
+  bptt.reserve(kBatch);
+  for (std::size_t b = 0; b < kBatch; ++b) bptt.emplace_back(gru);
+  sparse_rtrl::parallel::ThreadPool pool(int(opt.threads));
   Readout gru_readout(kClasses, n);
   gru_readout.parameters().set_zero();
 
@@ -540,8 +600,8 @@ int run(const Options& opt) {
 
   const auto& layout = rtrl.layout();
   std::printf("fashion_mnist: %zu train / %zu test images (loaded in %.1f s), %ld epoch(s), "
-              "minibatches of %zu\n",
-              n_train, n_test, seconds_since(start), epochs, kBatch);
+              "minibatches of %zu as parallel streams on %d thread(s)\n",
+              n_train, n_test, seconds_since(start), epochs, kBatch, rtrl.threads());
   std::printf("EGRU n = %d, sparse RTRL: %d of %d W and %d of %d R kept; influence matrix %d x %d "
               "(dense RTRL: %d x %d); surrogate gamma %.1f, eps %.2f; target activity %.2f\n",
               int(n), int(mask.kept_W()), int(3 * n * kSide), int(mask.kept_R()), int(3 * n * n),
@@ -549,28 +609,33 @@ int run(const Options& opt) {
               double(opt.eps), double(kTargetRate));
   std::printf("GRU  n = %d, dense, BPTT (reference)\n", int(n));
   const auto check =
-      exactness_check(rtrl.cell(), mask, train.image(0), Index(train.labels[0]), opt.seed + 9);
+      exactness_check(egru_model, train.image(0), Index(train.labels[0]), opt.seed + 9);
   std::printf("exactness: RTRL and BPTT gradients of one image differ by at most %.1e (largest "
               "entry %.1e)\n",
               check.first, check.second);
   std::fflush(stdout);
 
   Parameters grad(n, kSide), grad_gru(n, kSide);
-  Vector logits(kClasses), dlogits(kClasses), dL_dy(n), dL_do(n);
-  const Vector no_output_loss = Vector::Zero(n);
-  Matrix G = Matrix::Zero(kSide, n);
+  Vector logits(kClasses), dlogits(kClasses), dL_dy(n), dL_do(n), y(n);
+  // Row b of X is stream b's x_t, of G_y its dL/dy_t, of G_o its dL/do_t; rows of streams past
+  // the end of a last, partial minibatch stay zero (no input, no loss).
+  Matrix X = Matrix::Zero(B, kSide), G_y = Matrix::Zero(B, n), G_o = Matrix::Zero(B, n);
+  std::vector<Image> images(kBatch);
+  std::vector<Index> labels(kBatch);
+  std::vector<Matrix> G_gru(kBatch, Matrix::Zero(kSide, n));  // dL/dy_t per GRU stream
+  std::vector<Parameters> grads_gru(kBatch, Parameters(n, kSide));
   std::vector<std::size_t> order(n_train);
   std::iota(order.begin(), order.end(), std::size_t(0));
   Random rng(opt.seed + 3);
 
-  sparse_rtrl::WorkCounters run_work;
+  sparse_rtrl::WorkCounters run_work, interval_work;  // of the real sequences only
   double loss_egru = 0, loss_gru = 0, rtrl_seconds = 0, bptt_seconds = 0;
   std::size_t correct_egru = 0, correct_gru = 0, window = 0, seen = 0;
   Evaluation egru_eval, gru_eval;
   for (long epoch = 1; epoch <= epochs; ++epoch) {
     for (std::size_t i = n_train - 1; i > 0; --i) std::swap(order[i], order[rng.below(i + 1)]);
     for (std::size_t first = 0; first < n_train; first += kBatch) {
-      const std::size_t last = std::min(n_train, first + kBatch);
+      const Index count = Index(std::min(n_train, first + kBatch) - first);  // real sequences
       // The regulariser ramps in linearly; the learning rate follows a cosine.
       const double progress = double(seen) / double(total);
       const float reg_factor = float(std::min(1.0, progress / kWarmup));
@@ -578,55 +643,85 @@ int run(const Options& opt) {
       const float lr = kFinalLearningRate + (kLearningRate - kFinalLearningRate) * 0.5f * cosine;
       for (auto* adam : {&adam_egru, &adam_readout, &adam_gru, &adam_gru_readout})
         adam->set_learning_rate(lr);
-      grad_gru.set_zero();
-      for (std::size_t b = first; b < last; ++b) {
-        const Image x = train.image(order[b]);
-        const Index label = Index(train.labels[order[b]]);
+      for (Index b = 0; b < count; ++b) {
+        images[std::size_t(b)] = train.image(order[first + std::size_t(b)]);
+        labels[std::size_t(b)] = Index(train.labels[order[first + std::size_t(b)]]);
+      }
 
-        // EGRU, exact sparse RTRL: the regulariser's loss on o_t at every step, the
-        // cross-entropy on y_T at the last.
-        auto t0 = Clock::now();
-        rtrl.reset();
-        for (Index t = 0; t < kSide; ++t) {
-          rtrl.step(x.row(t));
-          regularizer.gradient(rtrl.events(), dL_do);
-          dL_do *= reg_factor;
-          if (t + 1 < kSide) {
-            rtrl.accumulate_gradient(no_output_loss, dL_do);
-            continue;
-          }
-          readout.forward(rtrl.output(), logits);
+      // EGRU, exact sparse RTRL, all streams a step at a time: the regulariser's loss on o_t at
+      // every step, the cross-entropy on y_T at the last. The readout and the regulariser run
+      // serially, in stream order (cheap); steps and influence readouts in parallel.
+      auto t0 = Clock::now();
+      rtrl.reset();
+      rtrl.reset_work();
+      X.setZero();
+      G_y.setZero();
+      G_o.setZero();
+      for (Index t = 0; t < kSide; ++t) {
+        for (Index b = 0; b < count; ++b) X.row(b) = images[std::size_t(b)].row(t);
+        rtrl.step(X);
+        for (Index b = 0; b < count; ++b) {
+          regularizer.gradient(rtrl.events().row(b), dL_do);
+          G_o.row(b) = reg_factor * dL_do.transpose();
+        }
+        if (t + 1 < kSide) {
+          rtrl.accumulate_gradient(G_y, G_o);  // G_y is zero before the last step
+          continue;
+        }
+        for (Index b = 0; b < count; ++b) {
+          const Index label = labels[std::size_t(b)];
+          y = rtrl.outputs().row(b).transpose();
+          readout.forward(y, logits);
           loss_egru += sparse_rtrl::softmax_cross_entropy(logits, label, dlogits);
           Index predicted = 0;
           logits.maxCoeff(&predicted);
           correct_egru += predicted == label;
-          readout.backward(rtrl.output(), dlogits, dL_dy);
-          rtrl.accumulate_gradient(dL_dy, dL_do);
+          readout.backward(y, dlogits, dL_dy);
+          G_y.row(b) = dL_dy.transpose();
         }
-        rtrl_seconds += seconds_since(t0);
+        rtrl.accumulate_gradient(G_y, G_o);
+      }
+      for (Index b = 0; b < count; ++b) interval_work += rtrl.stream(b).total_work();
+      rtrl_seconds += seconds_since(t0);
 
-        // GRU, BPTT: dL/dy_t is zero except at the last step.
-        t0 = Clock::now();
-        const Matrix& Y = bptt.forward(x);
-        gru_readout.forward(Y.row(kSide - 1), logits);
+      // GRU, BPTT: forward passes in parallel, the readout serially in stream order, backward
+      // passes in parallel (dL/dy_t is zero except at the last step), then the gradients summed
+      // in stream order: the same bits for any thread count.
+      t0 = Clock::now();
+      const int teams = int(std::min<Index>(Index(pool.threads()), count));
+      const auto block = [&](int task) { return count * Index(task) / Index(teams); };
+      pool.run(teams, [&](int task) {
+        for (Index b = block(task); b < block(task + 1); ++b)
+          bptt[std::size_t(b)].forward(images[std::size_t(b)]);
+      });
+      for (Index b = 0; b < count; ++b) {
+        const Index label = labels[std::size_t(b)];
+        y = bptt[std::size_t(b)].outputs().row(kSide - 1).transpose();
+        gru_readout.forward(y, logits);
         loss_gru += sparse_rtrl::softmax_cross_entropy(logits, label, dlogits);
         Index predicted = 0;
         logits.maxCoeff(&predicted);
         correct_gru += predicted == label;
-        G.row(kSide - 1) = gru_readout.backward(Y.row(kSide - 1), dlogits).transpose();
-        grad_gru += bptt.backward(G);
-        bptt_seconds += seconds_since(t0);
-        ++window;
-        ++seen;
+        gru_readout.backward(y, dlogits, dL_dy);
+        G_gru[std::size_t(b)].row(kSide - 1) = dL_dy.transpose();
       }
+      pool.run(teams, [&](int task) {
+        for (Index b = block(task); b < block(task + 1); ++b)
+          grads_gru[std::size_t(b)] = bptt[std::size_t(b)].backward(G_gru[std::size_t(b)]);
+      });
+      grad_gru.set_zero();
+      for (Index b = 0; b < count; ++b) grad_gru += grads_gru[std::size_t(b)];
+      bptt_seconds += seconds_since(t0);
+      window += std::size_t(count);
+      seen += std::size_t(count);
 
       // Mean over the minibatch, then one Adam step per parameter set.
-      const float mean = 1.0f / float(last - first);
-      auto t0 = Clock::now();
-      rtrl.gradient(grad);
+      const float mean = 1.0f / float(count);
+      t0 = Clock::now();
+      rtrl.gradient(grad);  // summed over the streams in stream order
       scale(grad, mean);
       scale(readout.gradient(), mean);
-      adam_egru.step(rtrl.cell().parameters(), grad, rtrl.mask());
+      adam_egru.step(egru_model, grad);
       adam_readout.step(readout);
       rtrl.zero_gradient();
       readout.zero_gradient();
@@ -634,13 +729,13 @@ int run(const Options& opt) {
       t0 = Clock::now();
       scale(grad_gru, mean);
       scale(gru_readout.gradient(), mean);
-      adam_gru.step(bptt.cell().parameters(), grad_gru);
+      adam_gru.step(gru, grad_gru);
       adam_gru_readout.step(gru_readout);
       gru_readout.zero_gradient();
       bptt_seconds += seconds_since(t0);
 
-      if (seen % log_every < kBatch || last == n_train) {
-        const sparse_rtrl::WorkCounters& w = rtrl.total_work();
+      if (seen % log_every < kBatch || first + kBatch >= n_train) {
+        const sparse_rtrl::WorkCounters& w = interval_work;
         const double speedup = w.ideal_speedup();
         std::printf("epoch %ld %6zu/%zu | EGRU-RTRL loss %.3f acc %5.1f%%  activity %4.1f%%  rows "
                     "skipped %4.1f%%  MACs %4.1fx fewer than dense RTRL | GRU-BPTT loss %.3f acc "
@@ -652,13 +747,13 @@ int run(const Options& opt) {
                     100.0 * double(correct_gru) / double(window), seconds_since(start));
         std::fflush(stdout);
         run_work += w;
-        rtrl.reset_work();
+        interval_work = sparse_rtrl::WorkCounters{};
         loss_egru = loss_gru = 0.0;
         correct_egru = correct_gru = window = 0;
       }
     }
-    egru_eval = evaluate(rtrl.cell(), readout, test, n_test);
-    gru_eval = evaluate(bptt.cell(), gru_readout, test, n_test);
+    egru_eval = evaluate(egru_model, readout, test, n_test);
+    gru_eval = evaluate(gru, gru_readout, test, n_test);
     std::printf("epoch %ld test accuracy: EGRU-RTRL %.2f%% (event sparsity %.1f%%, backward "
                 "sparsity %.1f%%), GRU-BPTT %.2f%% | %.0f s\n",
                 epoch, 100.0 * egru_eval.accuracy, 100.0 * egru_eval.event_sparsity,
@@ -686,10 +781,11 @@ int run(const Options& opt) {
   std::printf("  RTRL multiply-adds: %.1fx fewer than dense RTRL (%.1f%% saved); %.1fx fewer than "
               "RTRL on the same pruned network without skipping rows\n",
               speedup, 100.0 * (1.0 - 1.0 / speedup), pruned_all_rows / done);
-  std::printf("  time: EGRU-RTRL %.0f s (%.2f ms per sequence), GRU-BPTT %.0f s (%.2f ms), total "
-              "%.0f s\n",
-              rtrl_seconds, 1e3 * rtrl_seconds / double(seen), bptt_seconds,
-              1e3 * bptt_seconds / double(seen), seconds_since(start));
+  std::printf("  time (wall clock, %d thread(s), minibatches of %zu as parallel streams): "
+              "EGRU-RTRL %.0f s (%.2f ms per sequence), GRU-BPTT %.0f s (%.2f ms per sequence), "
+              "total %.0f s\n",
+              rtrl.threads(), kBatch, rtrl_seconds, 1e3 * rtrl_seconds / double(seen),
+              bptt_seconds, 1e3 * bptt_seconds / double(seen), seconds_since(start));
   return 0;
 }
 

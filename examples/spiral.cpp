@@ -6,31 +6,62 @@
 /// start radius, turning rate and growth, plus Gaussian noise; the label is its sense of
 /// rotation. An EGRU with n = 16 units reads one point per step (d = 2); a linear readout of the
 /// event output y_T at the last step gives two logits, trained with softmax cross-entropy.
-/// Everything but the data comes from the library: Rtrl, LinearReadout, softmax_cross_entropy and
-/// Adam (with the mask, so pruned weights stay zero).
+/// Everything but the data comes from the library: Model, RtrlStreams, LinearReadout,
+/// softmax_cross_entropy, Adam (with the model's mask, so pruned weights stay zero) and Inference.
 ///
-/// What it shows: exact RTRL (sparse_rtrl::Rtrl) trains an event-based GRU online, with memory
-/// independent of T, and skips the influence rows of silent units (backward sparsity) and the
-/// columns of pruned weights (--density). Each epoch prints the event and backward sparsities
-/// and how many fewer multiply-adds the influence updates took than dense RTRL would have.
+/// What it shows: exact RTRL trains an event-based GRU online, with memory independent of T, and
+/// skips the influence rows of silent units (backward sparsity) and the columns of pruned weights
+/// (--density). Each epoch prints the event and backward sparsities and how many fewer
+/// multiply-adds the influence updates took than dense RTRL would have.
 ///
-/// Usage: spiral [--short] [--density D] [--epochs E] [--seed S]
+/// Minibatches as parallel streams: the 16 sequences of a minibatch are 16 streams over ONE
+/// shared Model (sparse_rtrl::RtrlStreams), each with its own state and influence matrix,
+/// advanced together one step at a time on --threads threads. The loss sits on the last step;
+/// the streams' gradients are summed in stream order (the same bits for any thread count) and
+/// Adam updates the shared model once per minibatch. A last, partial minibatch feeds zeros to
+/// the unused streams and gives them no loss, so they add nothing (and their work is not
+/// counted).
+///
+/// Usage: spiral [--short] [--density D] [--epochs E] [--seed S] [--threads T]
 ///   --short      1000 instead of 2000 training sequences, 10 instead of 30 epochs
 ///   --density D  fraction of W and R entries kept, 0 < D <= 1 (random mask), default 1
 ///   --epochs E   number of passes over the training set
 ///   --seed S     seeds weights, mask and shuffling; the data set is fixed (default 1)
+///   --threads T  threads of the streams' team, T >= 1 (default: the machine's hardware
+///                threads); the results do not depend on T
 /// Arguments it does not know, or cannot parse, end it with exit code 2.
 ///
-/// Measured (full run, 30 epochs; `spiral --density D --seed S`, library Adam and readout):
+/// Measured with the single-stream version (the sequences of a minibatch one after another
+/// through one Rtrl, single-threaded), on the previous session's machine (full run, 30 epochs;
+/// `spiral --density D --seed S`, library Adam and readout):
 ///   density 1.0 (0% weight sparsity), seeds 1-3: 100% test accuracy; 45-50% event sparsity,
 ///     42-47% backward sparsity, 1.7-1.8x fewer multiply-adds than dense RTRL; 19-22 s.
 ///   density 0.7 / 0.5 / 0.3, seed 1: 100% each; 2.3x / 3.1x / 5.1x fewer; 8-12 s.
 ///   density 0.1 (90% weight sparsity), seeds 1-3: 100%, 99.8%, 100%; 33-51% event sparsity,
 ///     25-44% backward sparsity, 19-26x fewer multiply-adds (mostly the pruned columns); 4-5 s.
 ///   --short: 100% after 10 epochs, 49% backward sparsity, 1.9x fewer, about 3 s.
+///   Run time (Release build, 2 cores shared with other work): --short about 3 s; the full run
+///   about 20 s at density 1.0 and 5 s at density 0.1.
 ///
-/// Run time (Release build, 2 cores shared with other work; the example is single-threaded):
-/// --short about 3 s; the full run about 20 s at density 1.0 and 5 s at density 0.1.
+/// Measured with this version (16 parallel streams), seed 1, Release (-O3 -march=native), on
+/// this project's 2-core AMD EPYC (family 26, AVX-512) with the second core free (wall time;
+/// the single-stream version rebuilt and run on the same machine beside it):
+///                      test acc.   single-stream   --threads 1   --threads 2
+///   --short            100%        1.0-1.1 s       1.3-1.4 s     0.9-1.2 s
+///   full run           100%        6.7-6.9 s       9.8 s         6.0-7.5 s
+///   --density 0.1      100%        2.4 s           3.3 s         3.5 s
+/// (The single-stream version reached 100%, 100% and 99.7% on these rows.) Last epoch of the full
+/// run: 48% event and 46% backward sparsity (single-stream version here: 50% / 48%), 1.8x fewer
+/// multiply-adds; --short 51% / 49% / 1.9x (the same). The streams' gradients are summed per
+/// stream and then over streams, in another order than the single-stream version's running sum,
+/// so the runs part in rounding after a few epochs (same accuracy); they are bitwise the same
+/// for any --threads. Two threads gain 1.3-1.6x over one at density 1 and nothing at density 0.1: a
+/// stream's step is a few microseconds of work, so the two fork-joins per step, the streams'
+/// serial checks and the readout weigh. One thread is slower than the single-stream version as
+/// built on the previous library; built on the current one, the single-stream loop is as slow
+/// (1.4 s for --short), so that cost is the library's, not the streams'. With another process
+/// busy on the second core, --threads 2 took 3-4x as long as --threads 1 (every step waits for
+/// the descheduled thread): on a busy machine use --threads 1.
 #include <sparse_rtrl/sparse_rtrl.hpp>
 
 #include <Eigen/Core>
@@ -46,13 +77,15 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
 
 using sparse_rtrl::Index;
 using Surrogate = sparse_rtrl::TriangularSurrogate<float>;
-using Learner = sparse_rtrl::Rtrl<float, Surrogate>;
+using Learner = sparse_rtrl::RtrlStreams<float, Surrogate>;
+using Model = Learner::Model;
 using Cell = Learner::Cell;
 using Parameters = Learner::Parameters;
 using Vector = Eigen::VectorXf;
@@ -61,6 +94,7 @@ constexpr Index kSteps = 17;   // T, points per spiral
 constexpr Index kInputs = 2;   // d, one (x, y) point per step
 constexpr Index kUnits = 16;   // n
 constexpr Index kClasses = 2;  // 0 = clockwise, 1 = anticlockwise
+constexpr Index kBatch = 16;   // sequences per minibatch = parallel streams
 constexpr float kPi = 3.14159265358979f;
 
 /// Uniform and normal numbers from the raw output of mt19937_64, whose sequence the standard
@@ -114,10 +148,10 @@ std::vector<Sequence> make_spirals(std::size_t count, std::uint64_t seed) {
 
 using Readout = sparse_rtrl::LinearReadout<float>;
 
-/// Test accuracy with the cell alone (sparse_rtrl::Inference references it): evaluation needs
+/// Test accuracy with the model alone (sparse_rtrl::Inference references it): evaluation needs
 /// no influence matrix.
-double accuracy(const Cell& cell, const Readout& readout, const std::vector<Sequence>& data) {
-  sparse_rtrl::Inference<float, Surrogate> eval(cell);
+double accuracy(const Model& model, const Readout& readout, const std::vector<Sequence>& data) {
+  sparse_rtrl::Inference<float, Surrogate> eval(model);
   std::size_t correct = 0;
   for (const Sequence& s : data) {
     eval.reset();
@@ -135,11 +169,12 @@ struct Options {
   double density = 1.0;
   long epochs = -1;  // -1: the mode's default
   std::uint64_t seed = 1;
+  long threads = 0;  // 0: std::thread::hardware_concurrency(), at least 1
 };
 
 constexpr const char* kUsage =
-    "usage: spiral [--short] [--density D] [--epochs E] [--seed S]\n"
-    "  D in (0, 1], E a positive integer, S a non-negative integer\n";
+    "usage: spiral [--short] [--density D] [--epochs E] [--seed S] [--threads T]\n"
+    "  D in (0, 1], E and T positive integers, S a non-negative integer\n";
 
 [[noreturn]] void usage_error(const std::string& message) {
   std::fprintf(stderr, "spiral: %s\n%s", message.c_str(), kUsage);
@@ -158,7 +193,7 @@ Options parse(int argc, char** argv) {
       o.short_run = true;
       continue;
     }
-    if (arg != "--density" && arg != "--epochs" && arg != "--seed")
+    if (arg != "--density" && arg != "--epochs" && arg != "--seed" && arg != "--threads")
       usage_error("unknown argument '" + arg + "'");
     if (k + 1 >= argc) usage_error(arg + " needs a value");
     const char* text = argv[++k];
@@ -176,6 +211,11 @@ Options parse(int argc, char** argv) {
         o.epochs = digits ? std::strtol(text, &end, 10) : 0;
         if (!digits || errno != 0 || o.epochs < 1 || o.epochs > 1000000)
           usage_error(std::string("--epochs needs a positive integer, received '") + text + "'");
+      } else if (arg == "--threads") {
+        o.threads = digits ? std::strtol(text, &end, 10) : 0;
+        if (!digits || errno != 0 || o.threads < 1 || o.threads > 256)
+          usage_error(std::string("--threads needs an integer in [1, 256], received '") + text +
+                      "'");
       } else {
         o.seed = digits ? std::strtoull(text, &end, 10) : 0;
         if (!digits || errno != 0)
@@ -184,6 +224,7 @@ Options parse(int argc, char** argv) {
       }
     }
   }
+  if (o.threads == 0) o.threads = std::max(1L, long(std::thread::hardware_concurrency()));
   return o;
 }
 
@@ -197,7 +238,7 @@ int main(int argc, char** argv) {
   const std::size_t n_train = opt.short_run ? 1000 : 2000;
   const std::size_t n_test = 1000;
   const long epochs = opt.epochs > 0 ? opt.epochs : (opt.short_run ? 10 : 30);
-  const std::size_t batch = 16;
+  const std::size_t batch = std::size_t(kBatch);
   const std::vector<Sequence> train = make_spirals(n_train, 20230310);
   const std::vector<Sequence> test = make_spirals(n_test, 20230311);
 
@@ -220,7 +261,10 @@ int main(int argc, char** argv) {
   // MaskSharing in parameter_mask.hpp and model.md, "Gate-shared masks").
   const auto mask = sparse_rtrl::ParameterMask::random(kUnits, kInputs, opt.density, opt.density,
                                                        opt.seed + 1, sparse_rtrl::MaskSharing::independent);
-  Learner rtrl(cell, mask);
+  Model model(cell, mask);  // zeroes the pruned weights; the streams and Adam share it
+  sparse_rtrl::RtrlOptions rtrl_options;
+  rtrl_options.threads = int(opt.threads);
+  Learner rtrl(model, kBatch, rtrl_options);
 
   // A zero readout sends no gradient into the EGRU until it has picked up output features that
   // correlate with the label. A random one at first pushes units towards silence (uninformative
@@ -229,42 +273,57 @@ int main(int argc, char** argv) {
   Random rng(opt.seed + 2);
 
   std::printf("spiral: EGRU n = %d, d = %d, T = %d, exact RTRL; weight density %.2f "
-              "(%d of %d W, %d of %d R kept); %zu train / %zu test sequences, batch %zu\n",
+              "(%d of %d W, %d of %d R kept); %zu train / %zu test sequences, batch %zu "
+              "(parallel streams, %d thread(s))\n",
               int(kUnits), int(kInputs), int(kSteps), opt.density, int(mask.kept_W()),
               int(3 * kUnits * kInputs), int(mask.kept_R()), int(3 * kUnits * kUnits), n_train,
-              n_test, batch);
+              n_test, batch, rtrl.threads());
 
-  // The library's Adam, one per parameter set; the EGRU's step takes the mask, so pruned
-  // weights and their moments stay exactly zero.
+  // The library's Adam, one per parameter set; the EGRU's step takes the model (and so its
+  // mask), so pruned weights and their moments stay exactly zero.
   sparse_rtrl::Adam<float> adam_egru(sparse_rtrl::AdamOptions<float>{/*learning_rate=*/0.003f});
   sparse_rtrl::Adam<float> adam_readout(sparse_rtrl::AdamOptions<float>{/*learning_rate=*/0.003f});
   Parameters grad(kUnits, kInputs);
-  Vector logits(kClasses), dlogits(kClasses), dL_dy(kUnits);
+  Vector logits(kClasses), dlogits(kClasses), dL_dy(kUnits), y(kUnits);
+  Eigen::MatrixXf X(kBatch, kInputs), G(kBatch, kUnits);  // row b: stream b's x_t, dL/dy_T
+  sparse_rtrl::WorkCounters epoch_work;  // of the real sequences only
   std::vector<std::size_t> order(n_train);
   std::iota(order.begin(), order.end(), std::size_t(0));
   double test_accuracy = 0.0;
 
   for (long epoch = 1; epoch <= epochs; ++epoch) {
     for (std::size_t i = n_train - 1; i > 0; --i) std::swap(order[i], order[rng.below(i + 1)]);
-    rtrl.reset_work();
+    epoch_work = sparse_rtrl::WorkCounters{};
     double loss_sum = 0.0;
     for (std::size_t first = 0; first < n_train; first += batch) {
-      const std::size_t last = std::min(n_train, first + batch);
-      for (std::size_t b = first; b < last; ++b) {
-        const Sequence& s = train[order[b]];
-        rtrl.reset();
-        for (Index t = 0; t < kSteps; ++t) rtrl.step(s.x.col(t));
-        // The loss sits on the last step only, so RTRL needs just this one readout of M_T; the
-        // chain rule through the linear readout gives dL/dy_T = Wout^T (softmax - onehot).
-        const Vector& y = rtrl.output();
-        readout.forward(y, logits);
-        loss_sum += sparse_rtrl::softmax_cross_entropy(logits, s.label, dlogits);
-        readout.backward(y, dlogits, dL_dy);  // accumulates dV, db; dL_dy = V^T dlogits
-        rtrl.accumulate_gradient(dL_dy);
+      const Index count = Index(std::min(n_train, first + batch) - first);  // real sequences
+      // Stream b runs sequence first + b; streams past count (a last, partial minibatch) read
+      // zeros and take no loss.
+      rtrl.reset();
+      rtrl.reset_work();
+      X.setZero();
+      for (Index t = 0; t < kSteps; ++t) {
+        for (Index b = 0; b < count; ++b)
+          X.row(b) = train[order[first + std::size_t(b)]].x.col(t).transpose();
+        rtrl.step(X);  // all streams, in parallel
       }
+      // The loss sits on the last step only, so RTRL needs just this one readout of each M_T;
+      // the chain rule through the linear readout gives dL/dy_T = Wout^T (softmax - onehot).
+      // The readout's part is serial, in stream order (it accumulates its own gradient).
+      G.setZero();
+      for (Index b = 0; b < count; ++b) {
+        const int label = train[order[first + std::size_t(b)]].label;
+        y = rtrl.outputs().row(b).transpose();
+        readout.forward(y, logits);
+        loss_sum += sparse_rtrl::softmax_cross_entropy(logits, label, dlogits);
+        readout.backward(y, dlogits, dL_dy);  // accumulates dV, db; dL_dy = V^T dlogits
+        G.row(b) = dL_dy.transpose();
+      }
+      rtrl.accumulate_gradient(G);  // all streams, in parallel; zero rows are skipped
+      for (Index b = 0; b < count; ++b) epoch_work += rtrl.stream(b).total_work();
       // Mean over the mini-batch: both gradients are sums over its sequences.
-      const float scale = 1.0f / float(last - first);
-      rtrl.gradient(grad);
+      const float scale = 1.0f / float(count);
+      rtrl.gradient(grad);  // summed over the streams in stream order
       grad.W *= scale;
       grad.R *= scale;
       grad.bW *= scale;
@@ -272,14 +331,14 @@ int main(int argc, char** argv) {
       grad.theta *= scale;
       readout.gradient().V *= scale;
       readout.gradient().b *= scale;
-      adam_egru.step(rtrl.cell().parameters(), grad, rtrl.mask());
+      adam_egru.step(model, grad);
       adam_readout.step(readout);
       rtrl.zero_gradient();
       readout.zero_gradient();
     }
 
-    test_accuracy = accuracy(rtrl.cell(), readout, test);
-    const sparse_rtrl::WorkCounters& w = rtrl.total_work();
+    test_accuracy = accuracy(model, readout, test);
+    const sparse_rtrl::WorkCounters& w = epoch_work;
     const double speedup = w.ideal_speedup();
     std::printf("epoch %3ld  loss %.4f  test acc %5.1f%%  event sparsity %5.1f%%  "
                 "backward sparsity %5.1f%%  RTRL multiply-adds %5.1fx fewer than dense "
