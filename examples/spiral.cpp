@@ -57,9 +57,12 @@
 /// so the runs part in rounding after a few epochs (same accuracy); they are bitwise the same
 /// for any --threads. Two threads gain 1.3-1.6x over one at density 1 and nothing at density 0.1: a
 /// stream's step is a few microseconds of work, so the two fork-joins per step, the streams'
-/// serial checks and the readout weigh. One thread is slower than the single-stream version as
-/// built on the previous library; built on the current one, the single-stream loop is as slow
-/// (1.4 s for --short), so that cost is the library's, not the streams'. With another process
+/// serial checks and the readout weigh. One thread is slower than the single-stream version:
+/// user CPU for --short, measured later with `/usr/bin/time` under load, was 1.07 s for the old
+/// single-stream program, 1.10 s for the same loop on the current library, 1.26-1.33 s for this
+/// version at --threads 1. Interleaving 16 streams step by step keeps 16 influence matrices and
+/// scratches (about 1.5 MB) in flight where one sequence at a time kept one (62 KB) in L1/L2;
+/// perf put the extra time in the propagation kernel and its tile copies. With another process
 /// busy on the second core, --threads 2 took 3-4x as long as --threads 1 (every step waits for
 /// the descheduled thread): on a busy machine use --threads 1.
 #include <sparse_rtrl/sparse_rtrl.hpp>
