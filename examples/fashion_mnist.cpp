@@ -87,30 +87,30 @@
 /// not the pruning.) With more load on the machine we saw per-sequence times up to 1.5x these.
 ///
 /// Measured with this version (8 parallel streams per model), seed 1, Release (-O3
-/// -march=native), on this project's 2-core AMD EPYC (family 26, AVX-512); times are wall
-/// clock, per sequence for the phase of each model:
+/// -march=native), on this project's 2-core AMD EPYC (family 26, AVX-512); wall clock, per
+/// sequence for each model's phase:
+///   --short, second core free (EGRU-RTRL 73.02%, GRU-BPTT 82.10%, test-set event sparsity
+///   80.6%, backward sparsity 76.7%, 44.5x fewer multiply-adds; the single-stream version,
+///   rebuilt with the library it was written for and run beside it, gives 73.42% and 82.10%):
+///                          single-stream   --threads 1     --threads 2
+///       wall time          30-32 s         32-37 s         21-24 s
+///       RTRL per seq.      2.6-2.8 ms      2.8-3.3 ms      1.7-2.0 ms
+///       BPTT per seq.      0.16-0.18 ms    0.20-0.23 ms    0.17 ms
 ///   default run, --threads 2: EGRU-RTRL 82.26%, GRU-BPTT 87.87%; event sparsity 84.3% (82.4%),
 ///     backward sparsity 80.1% (78.2%), test set (over training); 52.8x fewer multiply-adds than
 ///     dense RTRL, 3.9x of it from skipped rows; 495 s (RTRL 2.51 ms, BPTT 0.20 ms per
 ///     sequence), with another engineer's build on the second core for part of the run: the
 ///     intervals of 10000 sequences took 20-23 s while that core was free, 36-52 s while not.
-///   --short (the single-stream version rebuilt on the same machine gives EGRU-RTRL 73.42%,
-///     GRU-BPTT 82.10%; this version 73.02% and 82.10%, test-set event sparsity 80.6%, backward
-///     sparsity 76.7%, 44.5x fewer multiply-adds), second core free:
-///                          single-stream   --threads 1     --threads 2
-///       wall time          30 s            36-41 s         28-34 s
-///       RTRL per seq.      2.59-2.67 ms    3.18-3.60 ms    2.45-2.94 ms
-///       BPTT per seq.      0.16 ms         0.20-0.24 ms    0.18-0.20 ms
 /// The GRU's numbers are bitwise the single-stream version's (its minibatch gradient is summed
 /// in the same order); the EGRU's part in rounding (per-stream sums), by 0.4 points on --short.
-/// Two threads gain little (1.05-1.4x over one thread, and are about as fast as the
-/// single-stream version). Probably: a stream's influence matrix (64 x 4870 floats, 1.2 MB)
-/// outgrows a core's 1 MB L2 cache, so each step streams 8 of them through the cache and memory
-/// both cores share (the spiral's 62 KB matrices scale better), and the threads wait for each
-/// other at the two fork-joins of every step (the streams' sparsity, and so their work,
-/// differs; a profile showed about 16% of the time spinning there). With other processes busy
-/// (load about 5), --threads 2 took 60 s for --short against 35 s for --threads 1: every step
-/// waits for a descheduled thread. On a busy machine use --threads 1.
+/// Two threads are 1.5-1.6x faster than one and 1.35-1.45x faster than the single-stream
+/// version; short of 2x because every step has two fork-joins at which the threads wait for
+/// each other (the streams' sparsity, and so their work, differs), the readouts, the
+/// regulariser, Adam and the test-set evaluation run on one thread, and both cores share the
+/// cache and memory that the influence matrices (64 x 4870 floats, 1.2 MB per stream, more than
+/// a core's L2) stream through. With other processes busy on both cores, --threads 2 took 59 s
+/// for --short against 41 s for --threads 1: every step waits for a descheduled thread. On a
+/// busy machine use --threads 1.
 #include <sparse_rtrl/sparse_rtrl.hpp>
 
 #include <Eigen/Core>

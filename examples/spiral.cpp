@@ -44,27 +44,25 @@
 ///   about 20 s at density 1.0 and 5 s at density 0.1.
 ///
 /// Measured with this version (16 parallel streams), seed 1, Release (-O3 -march=native), on
-/// this project's 2-core AMD EPYC (family 26, AVX-512) with the second core free (wall time;
-/// the single-stream version rebuilt and run on the same machine beside it):
+/// this project's 2-core AMD EPYC (family 26, AVX-512) with the second core free; wall time,
+/// the single-stream version (with the library it was written for) rebuilt and run on the same
+/// machine beside it:
 ///                      test acc.   single-stream   --threads 1   --threads 2
-///   --short            100%        1.0-1.1 s       1.3-1.4 s     0.9-1.2 s
-///   full run           100%        6.7-6.9 s       9.8 s         6.0-7.5 s
-///   --density 0.1      100%        2.4 s           3.3 s         3.5 s
+///   --short            100%        1.1 s           1.2-1.3 s     1.0-1.1 s
+///   full run           100%        6.6-6.9 s       7.4-7.5 s     6.0-6.2 s
+///   --density 0.1      100%        2.4 s           2.3 s         2.2 s
 /// (The single-stream version reached 100%, 100% and 99.7% on these rows.) Last epoch of the full
 /// run: 48% event and 46% backward sparsity (single-stream version here: 50% / 48%), 1.8x fewer
 /// multiply-adds; --short 51% / 49% / 1.9x (the same). The streams' gradients are summed per
 /// stream and then over streams, in another order than the single-stream version's running sum,
 /// so the runs part in rounding after a few epochs (same accuracy); they are bitwise the same
-/// for any --threads. Two threads gain 1.3-1.6x over one at density 1 and nothing at density 0.1: a
-/// stream's step is a few microseconds of work, so the two fork-joins per step, the streams'
-/// serial checks and the readout weigh. One thread is slower than the single-stream version:
-/// user CPU for --short, measured later with `/usr/bin/time` under load, was 1.07 s for the old
-/// single-stream program, 1.10 s for the same loop on the current library, 1.26-1.33 s for this
-/// version at --threads 1. Interleaving 16 streams step by step keeps 16 influence matrices and
-/// scratches (about 1.5 MB) in flight where one sequence at a time kept one (62 KB) in L1/L2;
-/// perf put the extra time in the propagation kernel and its tile copies. With another process
-/// busy on the second core, --threads 2 took 3-4x as long as --threads 1 (every step waits for
-/// the descheduled thread): on a busy machine use --threads 1.
+/// for any --threads. Two threads gain only 1.05-1.3x over one: a stream's step is a few
+/// microseconds of work (n = 16), so the two fork-joins of every step and the serial parts
+/// (readout, Adam, test-set evaluation) weigh. At density 1, one thread is 7-15% slower than the
+/// single-stream version (probably because 16 influence matrices, 1 MB together, are touched in
+/// turn instead of one of 62 KB); at density 0.1 it is not slower. With other processes
+/// busy on both cores, --threads 2 took 4x as long as --threads 1 (5.3 s against 1.4 s for
+/// --short): every step waits for the descheduled thread. On a busy machine use --threads 1.
 #include <sparse_rtrl/sparse_rtrl.hpp>
 
 #include <Eigen/Core>
