@@ -98,19 +98,22 @@
 ///       BPTT per seq.      0.16-0.18 ms    0.20-0.23 ms    0.17 ms
 ///   default run, --threads 2: EGRU-RTRL 82.26%, GRU-BPTT 87.87%; event sparsity 84.3% (82.4%),
 ///     backward sparsity 80.1% (78.2%), test set (over training); 52.8x fewer multiply-adds than
-///     dense RTRL, 3.9x of it from skipped rows; 495 s (RTRL 2.51 ms, BPTT 0.20 ms per
-///     sequence), with another engineer's build on the second core for part of the run: the
-///     intervals of 10000 sequences took 20-23 s while that core was free, 36-52 s while not.
+///     dense RTRL, 3.9x of it from skipped rows; 326 s with the second core free (RTRL
+///     1.61 ms, BPTT 0.17 ms per sequence). The single-stream version, rebuilt and run just
+///     after it: EGRU-RTRL 82.91%, GRU-BPTT 87.87%, test-set sparsities 84.2% / 80.8%, 54.1x
+///     fewer multiply-adds, 465 s (RTRL 2.38 ms, BPTT 0.17 ms): 1.43x longer. (The EGRU's 0.65
+///     points are rounding, within the spread of the seeds above.) With other processes busy on
+///     both cores for most of the run, the same command took 706 s.
 /// The GRU's numbers are bitwise the single-stream version's (its minibatch gradient is summed
 /// in the same order); the EGRU's part in rounding (per-stream sums), by 0.4 points on --short.
 /// Two threads are 1.5-1.6x faster than one and 1.35-1.45x faster than the single-stream
 /// version; short of 2x because every step has two fork-joins at which the threads wait for
-/// each other (the streams' sparsity, and so their work, differs), the readouts, the
-/// regulariser, Adam and the test-set evaluation run on one thread, and both cores share the
-/// cache and memory that the influence matrices (64 x 4870 floats, 1.2 MB per stream, more than
-/// a core's L2) stream through. With other processes busy on both cores, --threads 2 took 59 s
-/// for --short against 41 s for --threads 1: every step waits for a descheduled thread. On a
-/// busy machine use --threads 1.
+/// each other (the streams' sparsity, and so their work, differs: perf found 16% of the
+/// samples spinning there), the readouts, the regulariser, Adam and the test-set evaluation run
+/// on one thread, and both cores share the cache and memory that the influence matrices
+/// (64 x 4870 floats, 1.2 MB per stream, more than a core's L2) stream through. With other
+/// processes busy on both cores, --threads 2 took 59 s for --short against 41 s for --threads 1:
+/// every step waits for a descheduled thread. On a busy machine use --threads 1.
 #include <sparse_rtrl/sparse_rtrl.hpp>
 
 #include <Eigen/Core>
@@ -584,7 +587,9 @@ int run(const Options& opt) {
   const sparse_rtrl::ActivityRegularizer<float> regularizer(kTargetRate, kRegStrength);
 
   // GRU reference: same seed, dense, events off; kBatch BPTT learners over the one GRU model,
-  // run in parallel on their own team (each task a contiguous block of streams).
+  // run in parallel on their own team (each task a contiguous block of streams). They only read
+  // the model during their passes (it is dense, and Adam is given its mask), so running them on
+  // several threads at once is safe (model.hpp).
   Model gru(Cell(n, kSide, init, sparse_rtrl::CellOptions{/*events=*/false}, surrogate));
   std::vector<Reference> bptt;
   bptt.reserve(kBatch);

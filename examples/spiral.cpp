@@ -59,10 +59,14 @@
 /// for any --threads. Two threads gain only 1.05-1.3x over one: a stream's step is a few
 /// microseconds of work (n = 16), so the two fork-joins of every step and the serial parts
 /// (readout, Adam, test-set evaluation) weigh. At density 1, one thread is 7-15% slower than the
-/// single-stream version (probably because 16 influence matrices, 1 MB together, are touched in
-/// turn instead of one of 62 KB); at density 0.1 it is not slower. With other processes
-/// busy on both cores, --threads 2 took 4x as long as --threads 1 (5.3 s against 1.4 s for
-/// --short): every step waits for the descheduled thread. On a busy machine use --threads 1.
+/// single-stream version (user CPU for --short: 1.05-1.08 s for the old program, 1.06-1.10 s for
+/// the same single-stream loop on the current library, 1.14-1.22 s for this version at
+/// --threads 1): interleaving 16 streams step by step keeps 16 influence matrices and scratches
+/// (about 1.5 MB) in flight where one sequence at a time kept one (62 KB) in L1/L2; perf put the
+/// extra time in the propagation kernel and its tile copies. At density 0.1 it is not slower.
+/// With other processes busy on both cores, --threads 2 took 4x as long as --threads 1 (5.3 s
+/// against 1.4 s for --short): every step waits for the descheduled thread. On a busy machine
+/// use --threads 1.
 #include <sparse_rtrl/sparse_rtrl.hpp>
 
 #include <Eigen/Core>
