@@ -407,7 +407,7 @@ def standing(rs, peer, rtrl_suite, dense256):
                        f"the whole step {sec(st) / sec(f):.1f}x.")
             if strict:
                 out.append(f"* Subnormal floats: rows of long-silent units decay into the subnormal range, where arithmetic "
-                           f"is slow. The learners flush subnormals by default (include/sparse_rtrl/denormals.hpp); with strict "
+                           f"is slow. The learners flush subnormals by default (include/sparse_rtrl/parallel/denormals.hpp); with strict "
                            f"IEEE (`RtrlOptions::flush_subnormals = false`) the same step, 2000 steps after a reset, takes "
                            f"{sec(strict) * 1e3:.2f} ms instead of {sec(st) * 1e3:.2f} ms (bench_rtrl). Every table here runs "
                            "with the default.")

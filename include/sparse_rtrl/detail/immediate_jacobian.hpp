@@ -6,8 +6,8 @@
 #error "sparse_rtrl/detail/* is internal: include <sparse_rtrl/sparse_rtrl.hpp> instead."
 #endif
 
-#include <sparse_rtrl/egru_cell.hpp>
-#include <sparse_rtrl/influence_layout.hpp>
+#include <sparse_rtrl/model/egru_cell.hpp>
+#include <sparse_rtrl/learners/influence_layout.hpp>
 
 namespace sparse_rtrl {
 namespace detail {

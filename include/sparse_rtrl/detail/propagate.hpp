@@ -18,7 +18,7 @@
 #error "sparse_rtrl/detail/* is internal: include <sparse_rtrl/sparse_rtrl.hpp> instead."
 #endif
 
-#include <sparse_rtrl/denormals.hpp>
+#include <sparse_rtrl/parallel/denormals.hpp>
 #include <sparse_rtrl/detail/check.hpp>
 #include <sparse_rtrl/parallel/thread_pool.hpp>
 

@@ -23,7 +23,7 @@
 
 #include <sparse_rtrl/config.hpp>
 #include <sparse_rtrl/detail/check.hpp>
-#include <sparse_rtrl/egru_parameters.hpp>
+#include <sparse_rtrl/model/egru_parameters.hpp>
 
 #include <Eigen/Core>
 

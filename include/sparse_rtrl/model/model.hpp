@@ -11,8 +11,8 @@
 
 #include <sparse_rtrl/config.hpp>
 #include <sparse_rtrl/detail/check.hpp>
-#include <sparse_rtrl/egru_cell.hpp>
-#include <sparse_rtrl/parameter_mask.hpp>
+#include <sparse_rtrl/model/egru_cell.hpp>
+#include <sparse_rtrl/model/parameter_mask.hpp>
 
 #include <cstdint>
 #include <stdexcept>

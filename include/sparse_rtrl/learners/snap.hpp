@@ -16,11 +16,11 @@
 #include <sparse_rtrl/config.hpp>
 #include <sparse_rtrl/detail/check.hpp>
 #include <sparse_rtrl/detail/immediate_jacobian.hpp>
-#include <sparse_rtrl/egru_cell.hpp>
-#include <sparse_rtrl/influence_layout.hpp>
-#include <sparse_rtrl/model.hpp>
-#include <sparse_rtrl/parameter_mask.hpp>
-#include <sparse_rtrl/work_counters.hpp>
+#include <sparse_rtrl/model/egru_cell.hpp>
+#include <sparse_rtrl/learners/influence_layout.hpp>
+#include <sparse_rtrl/model/model.hpp>
+#include <sparse_rtrl/model/parameter_mask.hpp>
+#include <sparse_rtrl/learners/work_counters.hpp>
 
 #include <Eigen/Core>
 

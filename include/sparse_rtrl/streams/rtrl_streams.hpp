@@ -16,12 +16,12 @@
 #pragma once
 
 #include <sparse_rtrl/config.hpp>
-#include <sparse_rtrl/denormals.hpp>
+#include <sparse_rtrl/parallel/denormals.hpp>
 #include <sparse_rtrl/detail/check.hpp>
 #include <sparse_rtrl/detail/propagate.hpp>
-#include <sparse_rtrl/model.hpp>
+#include <sparse_rtrl/model/model.hpp>
 #include <sparse_rtrl/parallel/thread_pool.hpp>
-#include <sparse_rtrl/rtrl.hpp>
+#include <sparse_rtrl/learners/rtrl.hpp>
 
 #include <Eigen/Core>
 

@@ -11,7 +11,7 @@
 /// 2.2e-308 double) are written as zero, and such inputs are read as zero. Nothing else: normal
 /// numbers round exactly as under IEEE. An entry of M or of the gradient can then differ from the
 /// strict-IEEE value by at most about that threshold, far below float rounding of any gradient of
-/// normal size; the golden PyTorch cases pass at 1e-10 either way (tests/golden.test.cpp).
+/// normal size; the golden PyTorch cases pass at 1e-10 either way (tests/learners/golden.test.cpp).
 /// Learners take an option for strict IEEE (RtrlOptions::flush_subnormals = false).
 ///
 /// Targets: x86 / x86-64 with SSE (MXCSR bits FTZ and DAZ) and AArch64 (FPCR.FZ). Elsewhere the

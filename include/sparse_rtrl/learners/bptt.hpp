@@ -20,9 +20,9 @@
 
 #include <sparse_rtrl/config.hpp>
 #include <sparse_rtrl/detail/check.hpp>
-#include <sparse_rtrl/egru_cell.hpp>
-#include <sparse_rtrl/model.hpp>
-#include <sparse_rtrl/parameter_mask.hpp>
+#include <sparse_rtrl/model/egru_cell.hpp>
+#include <sparse_rtrl/model/model.hpp>
+#include <sparse_rtrl/model/parameter_mask.hpp>
 
 #include <Eigen/Core>
 

@@ -10,8 +10,8 @@
 
 #include <sparse_rtrl/config.hpp>
 #include <sparse_rtrl/detail/check.hpp>
-#include <sparse_rtrl/egru_parameters.hpp>
-#include <sparse_rtrl/surrogate.hpp>
+#include <sparse_rtrl/model/egru_parameters.hpp>
+#include <sparse_rtrl/model/surrogate.hpp>
 
 #include <Eigen/Core>
 

@@ -76,7 +76,7 @@ struct is_surrogate<
   static_assert(::sparse_rtrl::detail::is_surrogate<Surrogate>::value,                      \
                 "Surrogate policy must define `using scalar_type`, "                       \
                 "`scalar_type pseudo_derivative(scalar_type) const` and "                   \
-                "`scalar_type half_width() const` (see sparse_rtrl/surrogate.hpp)");        \
+                "`scalar_type half_width() const` (see sparse_rtrl/model/surrogate.hpp)");        \
   static_assert(std::is_same<typename Surrogate::scalar_type, Scalar>::value,               \
                 "Surrogate::scalar_type must equal the cell's Scalar")
 

@@ -45,10 +45,10 @@
 
 #include <sparse_rtrl/config.hpp>
 #include <sparse_rtrl/detail/check.hpp>
-#include <sparse_rtrl/egru_parameters.hpp>
-#include <sparse_rtrl/model.hpp>
-#include <sparse_rtrl/parameter_mask.hpp>
-#include <sparse_rtrl/readout.hpp>
+#include <sparse_rtrl/model/egru_parameters.hpp>
+#include <sparse_rtrl/model/model.hpp>
+#include <sparse_rtrl/model/parameter_mask.hpp>
+#include <sparse_rtrl/training/readout.hpp>
 
 #include <Eigen/Core>
 

@@ -32,8 +32,8 @@
 
 #include <sparse_rtrl/config.hpp>
 #include <sparse_rtrl/detail/check.hpp>
-#include <sparse_rtrl/egru_parameters.hpp>
-#include <sparse_rtrl/parameter_mask.hpp>
+#include <sparse_rtrl/model/egru_parameters.hpp>
+#include <sparse_rtrl/model/parameter_mask.hpp>
 
 #include <Eigen/Core>
 

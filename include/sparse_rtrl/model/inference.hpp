@@ -5,8 +5,8 @@
 
 #include <sparse_rtrl/config.hpp>
 #include <sparse_rtrl/detail/check.hpp>
-#include <sparse_rtrl/egru_cell.hpp>
-#include <sparse_rtrl/model.hpp>
+#include <sparse_rtrl/model/egru_cell.hpp>
+#include <sparse_rtrl/model/model.hpp>
 
 #include <Eigen/Core>
 
