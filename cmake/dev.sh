@@ -34,7 +34,11 @@ case "$what" in
   sanitize)
     build="$root/build/sanitize"
     flags="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
-    cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS="$flags" \
+    # -O1 -g1 with Eigen's and our internal assertions on (no NDEBUG): compiling is most of this
+    # pass's time, and -O1 -g1 compiles a test file in half the CPU time of -O2 -g (48 s vs 104 s for
+    # rtrl_stack.test.cpp under ASan/UBSan on a 2-core EPYC) while keeping ASan's reports precise.
+    cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Sanitize -DCMAKE_CXX_FLAGS_SANITIZE="-O1 -g1" \
+      -DCMAKE_CXX_FLAGS="$flags" \
       -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" -DSPARSE_RTRL_BUILD_TESTS=ON \
       -DSPARSE_RTRL_BUILD_BENCHMARKS=OFF -DSPARSE_RTRL_BUILD_EXAMPLES=OFF >/dev/null
     cmake --build "$build" -j "$jobs"
