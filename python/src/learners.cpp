@@ -1,0 +1,415 @@
+// Bindings of learners/ and streams/: Rtrl, Snap, Bptt, RtrlStreams, WorkCounters, InfluenceLayout.
+// step(), accumulate_gradient(), forward() and backward() release the GIL: Python threads can
+// drive independent learners in parallel.
+#include "common.hpp"
+
+#include <optional>
+#include <sstream>
+#include <vector>
+
+namespace sparse_rtrl::python {
+namespace {
+
+RtrlOptions rtrl_options(bool skip_silent_rows, int threads, bool flush_subnormals) {
+  RtrlOptions o;
+  o.skip_silent_rows = skip_silent_rows;
+  o.threads = threads;
+  o.flush_subnormals = flush_subnormals;
+  return o;
+}
+
+py::dict options_dict(const RtrlOptions& o) {
+  py::dict d;
+  d["skip_silent_rows"] = o.skip_silent_rows;
+  d["threads"] = o.threads;
+  d["flush_subnormals"] = o.flush_subnormals;
+  return d;
+}
+
+/// A row index rr in [0, 3n) and column index in [0, cols) for the layout's lookups.
+void require_entry(const InfluenceLayout& l, const char* what, Index rr, Index j, Index cols) {
+  if (rr < 0 || rr >= 3 * l.units() || j < 0 || j >= cols)
+    throw std::out_of_range(std::string("sparse_rtrl.InfluenceLayout.") + what + ": entry must be in [0, " +
+                            std::to_string(3 * l.units()) + ") x [0, " + std::to_string(cols) + "), received (" +
+                            std::to_string(rr) + ", " + std::to_string(j) + ")");
+}
+
+py::dict cache_dict(const EgruStepCache<Scalar>& c) {
+  py::dict d;
+  const std::pair<const char*, const Vector*> fields[] = {
+      {"x", &c.x},     {"c_prev", &c.c_prev}, {"o_prev", &c.o_prev}, {"y_prev", &c.y_prev}, {"h_prev", &c.h_prev},
+      {"psi_prev", &c.psi_prev}, {"s_prev", &c.s_prev}, {"a", &c.a}, {"q", &c.q},  {"r", &c.r},
+      {"z", &c.z},     {"g", &c.g},           {"c", &c.c},           {"o", &c.o},           {"y", &c.y},
+      {"psi", &c.psi}, {"s", &c.s},           {"dc_da", &c.dc_da},   {"dc_dq", &c.dc_dq},   {"decay", &c.decay}};
+  for (const auto& f : fields) d[f.first] = Vector(*f.second);
+  return d;
+}
+
+/// Optional loss matrices of a stack, one per layer (None: no loss on that layer).
+std::vector<Matrix> layer_matrices(const py::object& list) {
+  std::vector<Matrix> out;
+  for (const auto& item : list) out.push_back(item.is_none() ? Matrix() : item.cast<Matrix>());
+  return out;
+}
+
+bool is_sequence(const py::object& o) { return py::isinstance<py::list>(o) || py::isinstance<py::tuple>(o); }
+
+template <typename Learner>
+void common_rtrl_like(py::class_<Learner>& c) {
+  c.def("zero_gradient", &Learner::zero_gradient)
+      .def("reset_work", &Learner::reset_work)
+      .def_property_readonly("influence_bytes", &Learner::influence_bytes);
+}
+
+}  // namespace
+
+void bind_learners(py::module_& m) {
+  py::class_<WorkCounters>(m, "WorkCounters",
+                           "Work of one step or of many: multiply-adds done vs dense RTRL, event and backward sparsity.")
+      .def(py::init<>())
+      .def_readonly("steps", &WorkCounters::steps)
+      .def_readonly("propagation_fma", &WorkCounters::propagation_fma)
+      .def_readonly("dense_propagation_fma", &WorkCounters::dense_propagation_fma)
+      .def_readonly("readout_fma", &WorkCounters::readout_fma)
+      .def_readonly("dense_readout_fma", &WorkCounters::dense_readout_fma)
+      .def_readonly("units", &WorkCounters::units)
+      .def_readonly("event_units", &WorkCounters::event_units)
+      .def_readonly("active_rows", &WorkCounters::active_rows)
+      .def_readonly("coupling_nonzeros", &WorkCounters::coupling_nonzeros)
+      .def_readonly("cross_layer_fma", &WorkCounters::cross_layer_fma)
+      .def_readonly("dense_cross_layer_fma", &WorkCounters::dense_cross_layer_fma)
+      .def("event_sparsity", &WorkCounters::event_sparsity, "Fraction of (unit, step) pairs with no event (o = 0).")
+      .def("backward_sparsity", &WorkCounters::backward_sparsity, "Fraction of influence rows skipped (s = 0).")
+      .def("ideal_speedup", &WorkCounters::ideal_speedup, "Dense RTRL's multiply-adds over those done.")
+      .def("__iadd__", [](WorkCounters& a, const WorkCounters& b) -> WorkCounters& { return a += b; },
+           py::return_value_policy::reference)
+      .def("__add__", [](WorkCounters a, const WorkCounters& b) { return a += b; })
+      .def("__repr__", [](const WorkCounters& w) {
+        std::ostringstream o;
+        o << "WorkCounters(steps=" << w.steps << ", event_sparsity=" << w.event_sparsity()
+          << ", backward_sparsity=" << w.backward_sparsity() << ", ideal_speedup=" << w.ideal_speedup() << ")";
+        return o.str();
+      });
+
+  py::class_<InfluenceLayout>(m, "InfluenceLayout",
+                              "Which parameter owns which column of the influence matrix (unit-major; pruned weights "
+                              "have none).")
+      .def_property_readonly("units", &InfluenceLayout::units)
+      .def_property_readonly("inputs", &InfluenceLayout::inputs)
+      .def_property_readonly("tracks_theta", &InfluenceLayout::tracks_theta)
+      .def_property_readonly("columns", &InfluenceLayout::columns, "P_kept")
+      .def_property_readonly("dense_columns", &InfluenceLayout::dense_columns)
+      .def_property_readonly("coupling_nonzeros", &InfluenceLayout::coupling_nonzeros)
+      .def(
+          "column_of_W",
+          [](const InfluenceLayout& l, Index rr, Index k) {
+            require_entry(l, "column_of_W()", rr, k, l.inputs());
+            return l.column_of_W(rr, k);
+          },
+          py::arg("row"), py::arg("input"), "Column of W[row, input], or -1 when pruned.")
+      .def(
+          "column_of_R",
+          [](const InfluenceLayout& l, Index rr, Index j) {
+            require_entry(l, "column_of_R()", rr, j, l.units());
+            return l.column_of_R(rr, j);
+          },
+          py::arg("row"), py::arg("unit"), "Column of R[row, unit], or -1 when pruned.")
+      .def(
+          "column_of_bW",
+          [](const InfluenceLayout& l, Index rr) {
+            require_entry(l, "column_of_bW()", rr, 0, 1);
+            return l.column_of_bW(rr);
+          },
+          py::arg("row"))
+      .def(
+          "column_of_bR",
+          [](const InfluenceLayout& l, Index rr) {
+            require_entry(l, "column_of_bR()", rr, 0, 1);
+            return l.column_of_bR(rr);
+          },
+          py::arg("row"))
+      .def(
+          "scatter",
+          [](const InfluenceLayout& l, VectorIn columns) {
+            if (columns.size() != l.columns())
+              fail("InfluenceLayout.scatter()", "columns must have size " + std::to_string(l.columns()) +
+                                                    ", received " + std::to_string(columns.size()));
+            Params out(l.units(), l.inputs());
+            l.scatter(columns, out);
+            return out;
+          },
+          py::arg("columns"), "Per-column values (size P_kept) in parameter layout (pruned entries zero).");
+
+  py::class_<PyRtrl> rtrl(m, "Rtrl",
+                          "Exact RTRL over a Model (kept alive): advances state and influence matrix together. "
+                          "Per step: step(x); for a loss, accumulate_gradient(dL_dy). Stacks: losses on any layer "
+                          "(layer=k), gradient(k) per layer.");
+  rtrl.def(py::init([](PyModel& model, bool skip_silent_rows, int threads, bool flush_subnormals) {
+             return std::make_unique<PyRtrl>(model, rtrl_options(skip_silent_rows, threads, flush_subnormals));
+           }),
+           py::arg("model"), py::kw_only(), py::arg("skip_silent_rows") = true, py::arg("threads") = 1,
+           py::arg("flush_subnormals") = true, py::keep_alive<1, 2>(),
+           "skip_silent_rows=False is the dense-RTRL baseline; threads splits each step's columns (bitwise the same "
+           "result for any count); flush_subnormals=False is strict IEEE.")
+      .def_property_readonly("model", py::overload_cast<>(&PyRtrl::model), py::return_value_policy::reference_internal)
+      .def_property_readonly("layers", &PyRtrl::layers)
+      .def("units", [](const PyRtrl& r, py::object layer) { return layer.is_none() ? r.units() : r.units(layer.cast<Index>()); },
+           py::arg("layer") = py::none())
+      .def_property_readonly("inputs", &PyRtrl::inputs)
+      .def_property_readonly("columns", &PyRtrl::columns, "Influence columns over all layers.")
+      .def("column_offset", &PyRtrl::column_offset, py::arg("layer"))
+      .def("layout", [](const PyRtrl& r, Index layer) { return r.layout(layer); }, py::arg("layer") = 0,
+           "A copy of layer k's InfluenceLayout.")
+      .def_property_readonly("options", [](const PyRtrl& r) { return options_dict(r.options()); })
+      .def_property_readonly("threads", &PyRtrl::threads)
+      .def("step", [](PyRtrl& r, VectorIn x) { r.step(x); }, py::arg("x"), release_gil(),
+           "Advances every layer's state and influence matrix for input x (size d, finite). Releases the GIL.")
+      .def(
+          "accumulate_gradient",
+          [](PyRtrl& r, VectorIn dL_dy, std::optional<VectorIn> dL_do, std::optional<Index> layer) {
+            const Index k = layer ? *layer : r.layers() - 1;
+            if (dL_do) r.accumulate_gradient_at(k, dL_dy, *dL_do);
+            else r.accumulate_gradient_at(k, dL_dy);
+          },
+          py::arg("dL_dy"), py::arg("dL_do") = py::none(), py::arg("layer") = py::none(), release_gil(),
+          "Adds the gradient of a loss on this step's output of layer k (default: the top layer), given dL/dy_t "
+          "and optionally dL/do_t (a loss on the events). Releases the GIL.")
+      .def(
+          "gradient",
+          [](const PyRtrl& r, std::optional<Index> layer) { return layer ? r.gradient(*layer) : r.gradient(); },
+          py::arg("layer") = py::none(),
+          "The accumulated gradient (an EgruParameters copy) of a one-layer model, or of layer k.")
+      .def(
+          "gradients",
+          [](const PyRtrl& r) {
+            std::vector<Params> out;
+            for (Index k = 0; k < r.layers(); ++k) out.push_back(r.gradient(k));
+            return out;
+          },
+          "One gradient per layer.")
+      .def("gradient_columns", [](const PyRtrl& r) { return Vector(r.gradient_columns()); },
+           "The accumulated gradient per influence column (a copy).")
+      .def(
+          "reset",
+          [](PyRtrl& r, std::optional<Vector> c0) { c0 ? r.reset(*c0) : r.reset(); }, py::arg("c0") = py::none(),
+          "Starts a new sequence from c_0 = 0 (or the given c0, one-layer models); keeps the gradient.")
+      .def("set_mask", &PyRtrl::set_mask, py::arg("mask"), py::arg("layer") = 0,
+           "Sets the model's mask of layer k and re-lays this learner's columns now.")
+      .def("follow_mask", &PyRtrl::follow_mask)
+      .def("state", [](const PyRtrl& r, std::optional<Index> k) { return Vector(k ? r.state(*k) : r.state()); },
+           py::arg("layer") = py::none(), "c_t of the top layer (or of layer k), a copy.")
+      .def("output", [](const PyRtrl& r, std::optional<Index> k) { return Vector(k ? r.output(*k) : r.output()); },
+           py::arg("layer") = py::none(), "y_t = o_t c_t of the last step (a copy).")
+      .def("events", [](const PyRtrl& r, std::optional<Index> k) { return Vector(k ? r.events(*k) : r.events()); },
+           py::arg("layer") = py::none(), "o_t of the last step (a copy).")
+      .def(
+          "output_derivative",
+          [](const PyRtrl& r, std::optional<Index> k) { return Vector(k ? r.output_derivative(*k) : r.output_derivative()); },
+          py::arg("layer") = py::none(), "s_t = dy_t/dc_t of the last step (a copy).")
+      .def(
+          "last_step_cache",
+          [](const PyRtrl& r, std::optional<Index> k) { return cache_dict(k ? r.last_step_cache(*k) : r.last_step_cache()); },
+          py::arg("layer") = py::none(), "Everything the last step computed (gates, local derivatives), as copies.")
+      .def(
+          "influence",
+          [](const PyRtrl& r, std::optional<Index> k) { return RowMatrix(k ? r.influence(*k) : r.influence()); },
+          py::arg("layer") = py::none(),
+          "M_t (n x P_kept; layer k: its blocks over the columns of layers 0..k), a copy: the storage is re-laid "
+          "when the mask changes.")
+      .def_property_readonly("steps", &PyRtrl::steps)
+      .def_property_readonly("scratch_bytes", &PyRtrl::scratch_bytes)
+      .def(
+          "last_step_work",
+          [](const PyRtrl& r, std::optional<Index> k) { return k ? r.last_step_work(*k) : r.last_step_work(); },
+          py::arg("layer") = py::none())
+      .def(
+          "total_work", [](const PyRtrl& r, std::optional<Index> k) { return k ? r.total_work(*k) : r.total_work(); },
+          py::arg("layer") = py::none(), "Work since the last reset_work(), over all layers or of layer k.");
+  common_rtrl_like(rtrl);
+
+  py::class_<PySnap> snap(m, "Snap",
+                          "SnAp-n (Menick et al. 2021), the approximate baseline; exact when the order covers the "
+                          "recurrent graph. One-layer models.");
+  // Only the members common to the one-layer Snap and its stack extension (in progress) are bound,
+  // through lambdas, so that either compiles.
+  snap.def(py::init([](PyModel& model, int order) { return std::make_unique<PySnap>(model, order); }), py::arg("model"),
+           py::arg("order"), py::keep_alive<1, 2>())
+      .def_property_readonly("order", [](const PySnap& s) { return s.order(); })
+      .def_property_readonly("units", [](const PySnap& s) { return s.units(); })
+      .def_property_readonly("inputs", [](const PySnap& s) { return s.inputs(); })
+      .def("layout", [](const PySnap& s) { return InfluenceLayout(s.layout()); })
+      .def("kept_rows", [](const PySnap& s, Index u) {
+             if (u < 0 || u >= s.units())
+               throw std::out_of_range("sparse_rtrl.Snap.kept_rows(): unit must be in [0, " + std::to_string(s.units()) +
+                                       "), received " + std::to_string(u));
+             return std::vector<Index>(s.kept_rows(u));
+           }, py::arg("unit"))
+      .def("step", [](PySnap& s, VectorIn x) { s.step(x); }, py::arg("x"), release_gil())
+      .def("accumulate_gradient", [](PySnap& s, VectorIn g) { s.accumulate_gradient(g); }, py::arg("dL_dy"), release_gil())
+      .def("gradient", [](const PySnap& s) { return s.gradient(); })
+      .def("reset", [](PySnap& s) { s.reset(); })
+      .def("state", [](const PySnap& s) { return Vector(s.state()); })
+      .def("output", [](const PySnap& s) { return Vector(s.output()); })
+      .def("last_step_work", [](const PySnap& s) { return WorkCounters(s.last_step_work()); })
+      .def("total_work", [](const PySnap& s) { return WorkCounters(s.total_work()); })
+      .def("zero_gradient", [](PySnap& s) { s.zero_gradient(); })
+      .def("reset_work", [](PySnap& s) { s.reset_work(); })
+      .def_property_readonly("influence_bytes", [](const PySnap& s) { return s.influence_bytes(); });
+
+  py::class_<BpttWork>(m, "BpttWork", "Multiply-adds of BPTT's products in the last forward() and backward().")
+      .def_readonly("steps", &BpttWork::steps)
+      .def_readonly("forward_fma", &BpttWork::forward_fma)
+      .def_readonly("dense_forward_fma", &BpttWork::dense_forward_fma)
+      .def_readonly("backward_fma", &BpttWork::backward_fma)
+      .def_readonly("dense_backward_fma", &BpttWork::dense_backward_fma);
+
+  py::class_<PyBptt>(m, "Bptt",
+                     "Back-propagation through time over a stored sequence (the reference gradient), one layer or a "
+                     "stack. forward(X) then backward(G).")
+      .def(py::init([](PyModel& model, bool exploit_events) {
+             return std::make_unique<PyBptt>(model, BpttOptions{exploit_events});
+           }),
+           py::arg("model"), py::kw_only(), py::arg("exploit_events") = false, py::keep_alive<1, 2>())
+      .def_property_readonly("layers", &PyBptt::layers)
+      .def_property_readonly("inputs", &PyBptt::inputs)
+      .def_property_readonly("length", &PyBptt::length)
+      .def(
+          "forward",
+          [](PyBptt& b, RowMatrixIn X, const py::object& c0) {
+            if (c0.is_none()) {
+              py::gil_scoped_release nogil;
+              return Matrix(b.forward(X));
+            }
+            if (is_sequence(c0)) {
+              std::vector<Vector> states;
+              for (const auto& item : c0) states.push_back(item.cast<Vector>());
+              py::gil_scoped_release nogil;
+              return Matrix(b.forward(X, states));
+            }
+            const Vector state = c0.cast<Vector>();
+            py::gil_scoped_release nogil;
+            return Matrix(b.forward(X, state));
+          },
+          py::arg("X"), py::arg("c0") = py::none(),
+          "Runs X (T x d, one step per row) from zero states (or c0: one vector, or one per layer) and returns the top "
+          "layer's outputs (T x n). Releases the GIL.")
+      .def("outputs", [](const PyBptt& b, std::optional<Index> k) { return Matrix(k ? b.outputs(*k) : b.outputs()); },
+           py::arg("layer") = py::none(), "Outputs of the last forward(), T x n (top layer, or layer k).")
+      .def(
+          "backward",
+          [](PyBptt& b, const py::object& G, const py::object& G_events) -> py::object {
+            if (is_sequence(G)) {
+              const std::vector<Matrix> Gs = layer_matrices(G);
+              if (G_events.is_none()) {
+                std::vector<Params> out;
+                {
+                  py::gil_scoped_release nogil;
+                  out = b.backward(Gs);
+                }
+                return py::cast(std::move(out));
+              }
+              if (!is_sequence(G_events))
+                fail("Bptt.backward()", "G is a list (one loss per layer): G_events must be a list too");
+              const std::vector<Matrix> Ge = layer_matrices(G_events);
+              std::vector<Params> out;
+              {
+                py::gil_scoped_release nogil;
+                out = b.backward(Gs, Ge);
+              }
+              return py::cast(std::move(out));
+            }
+            const Matrix g = G.cast<Matrix>();
+            if (G_events.is_none()) {
+              Params out;
+              {
+                py::gil_scoped_release nogil;
+                out = b.backward(g);
+              }
+              return py::cast(std::move(out));
+            }
+            const Matrix ge = G_events.cast<Matrix>();
+            Params out;
+            {
+              py::gil_scoped_release nogil;
+              out = b.backward(g, ge);
+            }
+            return py::cast(std::move(out));
+          },
+          py::arg("G"), py::arg("G_events") = py::none(),
+          "Gradient for dL/dy_t = G[t] (T x n) after forward(): an EgruParameters (one-layer model). Stacks: G is a "
+          "list with one T x n_k array (or None) per layer, and the result one EgruParameters per layer. G_events: "
+          "dL/do_t in the same form. Releases the GIL.")
+      .def("initial_state_gradient", [](const PyBptt& b, Index k) { return Vector(b.initial_state_gradient(k)); },
+           py::arg("layer") = 0)
+      .def("step_cache", [](const PyBptt& b, Index t, Index k) { return cache_dict(b.step_cache(k, t)); },
+           py::arg("t"), py::arg("layer") = 0, "Everything step t of layer k computed in the last forward(), as copies.")
+      .def_property_readonly("work", [](const PyBptt& b) { return b.work(); })
+      .def_property_readonly("history_bytes", &PyBptt::history_bytes);
+
+  py::class_<PyStreams>(m, "RtrlStreams",
+                        "B streams learning one Model (kept alive) by exact RTRL, advanced together; the gradient is "
+                        "summed in stream order (bitwise the same for any number of threads).")
+      .def(py::init([](PyModel& model, Index streams, bool skip_silent_rows, int threads, bool flush_subnormals) {
+             return std::make_unique<PyStreams>(model, streams, rtrl_options(skip_silent_rows, threads, flush_subnormals));
+           }),
+           py::arg("model"), py::arg("streams"), py::kw_only(), py::arg("skip_silent_rows") = true,
+           py::arg("threads") = 1, py::arg("flush_subnormals") = true, py::keep_alive<1, 2>())
+      .def_property_readonly("streams", &PyStreams::streams)
+      .def_property_readonly("units", &PyStreams::units)
+      .def_property_readonly("inputs", &PyStreams::inputs)
+      .def_property_readonly("layers", &PyStreams::layers)
+      .def_property_readonly("threads", &PyStreams::threads)
+      .def_property_readonly("options", [](const PyStreams& s) { return options_dict(s.options()); })
+      .def("step", [](PyStreams& s, RowMatrixIn X) { s.step(X); }, py::arg("X"), release_gil(),
+           "Row b of X (B x d) is stream b's input. Releases the GIL.")
+      .def(
+          "accumulate_gradient",
+          [](PyStreams& s, RowMatrixIn G, std::optional<RowMatrixIn> G_events) {
+            if (G_events) s.accumulate_gradient(G, *G_events);
+            else s.accumulate_gradient(G);
+          },
+          py::arg("G"), py::arg("G_events") = py::none(), release_gil(),
+          "Row b of G (B x n) is dL/dy_t of stream b (zeros: no loss). Releases the GIL.")
+      .def("gradient", [](PyStreams& s, std::optional<Index> k) { return k ? s.gradient(*k) : s.gradient(); },
+           py::arg("layer") = py::none(), "Sum over streams of the accumulated gradients (one-layer model, or layer k).")
+      .def(
+          "gradients",
+          [](PyStreams& s) {
+            std::vector<Params> out;
+            for (Index k = 0; k < s.layers(); ++k) out.push_back(s.gradient(k));
+            return out;
+          })
+      .def("gradient_columns", [](PyStreams& s) { return Vector(s.gradient_columns()); })
+      .def("zero_gradient", &PyStreams::zero_gradient)
+      .def(
+          "reset",
+          [](PyStreams& s, std::optional<Index> b, std::optional<Vector> c0) {
+            if (!b) {
+              if (c0) fail("RtrlStreams.reset()", "c0 needs a stream index b");
+              s.reset();
+            } else if (c0) {
+              s.reset(*b, *c0);
+            } else {
+              s.reset(*b);
+            }
+          },
+          py::arg("b") = py::none(), py::arg("c0") = py::none(),
+          "Every stream (or stream b, optionally from c0) starts a new sequence; gradients are kept.")
+      .def("set_mask", &PyStreams::set_mask, py::arg("mask"), py::arg("layer") = 0)
+      .def("follow_mask", &PyStreams::follow_mask)
+      .def("outputs", [](const PyStreams& s) { return Matrix(s.outputs()); }, "y_t of every stream, B x n (a copy).")
+      .def("events", [](const PyStreams& s) { return Matrix(s.events()); }, "o_t of every stream, B x n (a copy).")
+      .def("stream_state", [](const PyStreams& s, Index b, std::optional<Index> k) {
+             const PyRtrl& r = s.stream(b);
+             return Vector(k ? r.state(*k) : r.state());
+           }, py::arg("b"), py::arg("layer") = py::none())
+      .def("stream_gradient", [](const PyStreams& s, Index b, Index k) { return s.stream(b).gradient(k); },
+           py::arg("b"), py::arg("layer") = 0, "Stream b's own accumulated gradient of layer k.")
+      .def_property_readonly("influence_bytes", &PyStreams::influence_bytes)
+      .def_property_readonly("state_bytes", &PyStreams::state_bytes)
+      .def("total_work", &PyStreams::total_work)
+      .def("last_step_work", &PyStreams::last_step_work)
+      .def("reset_work", &PyStreams::reset_work);
+}
+
+}  // namespace sparse_rtrl::python

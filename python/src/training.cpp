@@ -1,0 +1,252 @@
+// Bindings of training/: LinearReadout, losses, Sgd/Adam/AdamW, clip_gradient_norm, MagnitudePruner,
+// ActivityRegularizer.
+#include "common.hpp"
+
+#include <optional>
+#include <sstream>
+#include <vector>
+
+namespace sparse_rtrl::python {
+namespace {
+
+using Readout = LinearReadout<Scalar>;
+using ReadoutParams = ReadoutParameters<Scalar>;
+
+void assign_readout(const char* name, Matrix& target, const Matrix& value) {
+  if (value.rows() != target.rows() || value.cols() != target.cols())
+    fail(std::string("ReadoutParameters.") + name,
+         "must keep its shape " + detail::shape_string(target.rows(), target.cols()) +
+             " (views share its memory), received " + detail::shape_string(value.rows(), value.cols()));
+  target = value;
+}
+
+constexpr std::size_t kMaxClipSets = 4;
+
+/// clip_gradient_norm over a run-time list: builds the C++ call's argument pack one set at a time.
+template <typename... Sets>
+Scalar clip_sets(Scalar max_norm, const std::vector<py::object>& sets, std::size_t i, Sets&... chosen) {
+  if constexpr (sizeof...(Sets) == kMaxClipSets) {
+    return clip_gradient_norm(max_norm, chosen...);
+  } else {
+    if (i == sets.size()) {
+      if constexpr (sizeof...(Sets) == 0) {
+        fail("clip_gradient_norm()", "needs at least one gradient set");
+      } else {
+        return clip_gradient_norm(max_norm, chosen...);
+      }
+    }
+    if (py::isinstance<Params>(sets[i])) return clip_sets(max_norm, sets, i + 1, chosen..., sets[i].cast<Params&>());
+    if (py::isinstance<ReadoutParams>(sets[i]))
+      return clip_sets(max_norm, sets, i + 1, chosen..., sets[i].cast<ReadoutParams&>());
+    fail("clip_gradient_norm()", "gradient set " + std::to_string(i) +
+                                     " must be EgruParameters or ReadoutParameters, received " +
+                                     std::string(py::str(py::type::of(sets[i]).attr("__name__"))));
+  }
+}
+
+/// step() overloads and state accessors shared by the three optimizers.
+template <typename Opt>
+void bind_optimizer_steps(py::class_<Opt>& c) {
+  c.def(
+       "step",
+       [](Opt& o, PyModel& model, const Params& grad, Index layer) {
+         o.step(model.parameters(layer), grad, model.mask(layer));
+       },
+       py::arg("model"), py::arg("grad"), py::arg("layer") = 0,
+       "One update of layer k of a Model from grad, keeping its pruned weights (and their state) at zero. One "
+       "optimizer holds the state of one parameter set: use one per layer.")
+      .def(
+          "step",
+          [](Opt& o, Params& params, const Params& grad, const std::optional<ParameterMask>& mask) {
+            if (mask) o.step(params, grad, *mask);
+            else o.step(params, grad);
+          },
+          py::arg("params"), py::arg("grad"), py::arg("mask") = py::none())
+      .def("step", [](Opt& o, ReadoutParams& params, const ReadoutParams& grad) { o.step(params, grad); },
+           py::arg("params"), py::arg("grad"))
+      .def("step", [](Opt& o, Readout& readout) { o.step(readout); }, py::arg("readout"),
+           "Updates a readout from its accumulated gradient (does not zero it).")
+      .def_property("learning_rate", &Opt::learning_rate, &Opt::set_learning_rate)
+      .def_property_readonly("steps", &Opt::steps)
+      .def("reset", &Opt::reset, "Forgets the state (moments, step count).");
+}
+
+}  // namespace
+
+void bind_training(py::module_& m) {
+  py::class_<ReadoutParams>(m, "ReadoutParameters",
+                            "Parameters (or gradient) of a linear readout: V (k x n), b (k); writable NumPy views.")
+      .def(py::init<Index, Index>(), py::arg("outputs"), py::arg("units"))
+      .def(py::init([](const Matrix& V, const Vector& b) {
+             ReadoutParams p;
+             p.V = V;
+             p.b = b;
+             p.validate("sparse_rtrl.ReadoutParameters()");
+             return p;
+           }),
+           py::arg("V"), py::arg("b"))
+      .def_property(
+          "V", py::cpp_function([](ReadoutParams& p) -> Matrix& { return p.V; }, py::return_value_policy::reference_internal),
+          [](ReadoutParams& p, const Matrix& v) { assign_readout("V", p.V, v); })
+      .def_property(
+          "b", py::cpp_function([](ReadoutParams& p) -> Vector& { return p.b; }, py::return_value_policy::reference_internal),
+          [](ReadoutParams& p, const Vector& v) {
+            if (v.size() != p.b.size())
+              fail("ReadoutParameters.b", "must keep its size " + std::to_string(p.b.size()) + ", received " +
+                                              std::to_string(v.size()));
+            p.b = v;
+          })
+      .def_property_readonly("outputs", &ReadoutParams::outputs)
+      .def_property_readonly("units", &ReadoutParams::units)
+      .def("copy", [](const ReadoutParams& p) { return ReadoutParams(p); })
+      .def("set_zero", &ReadoutParams::set_zero);
+
+  py::class_<Readout>(m, "LinearReadout",
+                      "logits = V y + b with its own gradient accumulator; backward() returns dL/dy for "
+                      "Rtrl.accumulate_gradient().")
+      .def(py::init([](Index outputs, Index units, std::uint64_t seed) {
+             return Readout(outputs, units, ReadoutInitOptions{seed});
+           }),
+           py::arg("outputs"), py::arg("units"), py::arg("seed") = 0,
+           "V uniform in +-1/sqrt(n) (seeded), b = 0.")
+      .def(py::init<ReadoutParams>(), py::arg("params"))
+      .def_property_readonly("outputs", &Readout::outputs)
+      .def_property_readonly("units", &Readout::units)
+      .def_property_readonly("parameters", py::overload_cast<>(&Readout::parameters),
+                             py::return_value_policy::reference_internal, "ReadoutParameters (views into the readout).")
+      .def_property_readonly("gradient", py::overload_cast<>(&Readout::gradient),
+                             py::return_value_policy::reference_internal, "Accumulated gradient (views).")
+      .def("zero_gradient", &Readout::zero_gradient)
+      .def("forward", [](const Readout& r, VectorIn y) { return r.forward(y); }, py::arg("y"))
+      .def("backward", [](Readout& r, VectorIn y, VectorIn dL_dlogits) { return r.backward(y, dL_dlogits); },
+           py::arg("y"), py::arg("dL_dlogits"), "Accumulates dV, db and returns dL/dy = V^T dL_dlogits.");
+
+  m.def(
+      "softmax_cross_entropy",
+      [](VectorIn logits, Index target) {
+        const auto r = softmax_cross_entropy(logits, target);
+        return py::make_tuple(r.loss, r.gradient);
+      },
+      py::arg("logits"), py::arg("target"), "(L, dL/dlogits) of softmax cross-entropy against class target.");
+  m.def(
+      "mean_squared_error",
+      [](VectorIn prediction, VectorIn target) {
+        const auto r = mean_squared_error(prediction, target);
+        return py::make_tuple(r.loss, r.gradient);
+      },
+      py::arg("prediction"), py::arg("target"), "(L, dL/dprediction) of (1/k) sum (p - u)^2.");
+
+  py::class_<Sgd<Scalar>> sgd(m, "Sgd", "SGD with optional (Nesterov) momentum, torch.optim.SGD's rule.");
+  sgd.def(py::init([](Scalar lr, Scalar momentum, bool nesterov, Scalar weight_decay) {
+            return Sgd<Scalar>(SgdOptions<Scalar>{lr, momentum, nesterov, weight_decay});
+          }),
+          py::arg("learning_rate") = 0.01, py::arg("momentum") = 0.0, py::arg("nesterov") = false,
+          py::arg("weight_decay") = 0.0)
+      .def("velocity", [](const Sgd<Scalar>& o, Index t) { return Matrix(o.velocity(t)); }, py::arg("tensor"),
+           "Momentum buffer of tensor t (W, R, bW, bR, theta or V, b), a copy.");
+  bind_optimizer_steps(sgd);
+
+  py::class_<Adam<Scalar>> adam(m, "Adam", "Adam, torch.optim.Adam's rule (weight decay as an L2 term).");
+  adam.def(py::init([](Scalar lr, Scalar beta1, Scalar beta2, Scalar eps, Scalar weight_decay) {
+             return Adam<Scalar>(AdamOptions<Scalar>{lr, beta1, beta2, eps, weight_decay});
+           }),
+           py::arg("learning_rate") = 1e-3, py::arg("beta1") = 0.9, py::arg("beta2") = 0.999, py::arg("eps") = 1e-8,
+           py::arg("weight_decay") = 0.0)
+      .def("first_moment", [](const Adam<Scalar>& o, Index t) { return Matrix(o.first_moment(t)); }, py::arg("tensor"))
+      .def("second_moment", [](const Adam<Scalar>& o, Index t) { return Matrix(o.second_moment(t)); }, py::arg("tensor"));
+  bind_optimizer_steps(adam);
+
+  py::class_<AdamW<Scalar>> adamw(m, "AdamW", "AdamW, torch.optim.AdamW's rule (decoupled weight decay).");
+  adamw.def(py::init([](Scalar lr, Scalar beta1, Scalar beta2, Scalar eps, Scalar weight_decay) {
+              return AdamW<Scalar>(AdamWOptions<Scalar>{lr, beta1, beta2, eps, weight_decay});
+            }),
+            py::arg("learning_rate") = 1e-3, py::arg("beta1") = 0.9, py::arg("beta2") = 0.999, py::arg("eps") = 1e-8,
+            py::arg("weight_decay") = 0.01)
+      .def("first_moment", [](const AdamW<Scalar>& o, Index t) { return Matrix(o.first_moment(t)); }, py::arg("tensor"))
+      .def("second_moment", [](const AdamW<Scalar>& o, Index t) { return Matrix(o.second_moment(t)); },
+           py::arg("tensor"));
+  bind_optimizer_steps(adamw);
+
+  m.def(
+      "clip_gradient_norm",
+      [](Scalar max_norm, py::args sets) {
+        std::vector<py::object> list;
+        for (const auto& s : sets) list.push_back(py::reinterpret_borrow<py::object>(s));
+        if (list.size() > kMaxClipSets)
+          fail("clip_gradient_norm()", "takes at most " + std::to_string(kMaxClipSets) + " gradient sets, received " +
+                                           std::to_string(list.size()));
+        return clip_sets(max_norm, list, 0);
+      },
+      py::arg("max_norm"),
+      "clip_gradient_norm(max_norm, grad, ...): scales every set (EgruParameters, ReadoutParameters; up to 4) in place "
+      "by max_norm / norm when their global norm exceeds max_norm; returns the norm before clipping.");
+
+  py::enum_<PruningCurve>(m, "PruningCurve")
+      .value("cubic", PruningCurve::cubic)
+      .value("linear", PruningCurve::linear);
+
+  py::class_<PruningSchedule>(m, "PruningSchedule", "Where gradual magnitude pruning ends and how it gets there.")
+      .def(py::init([](double w, double r, Index events, PruningCurve curve) {
+             return PruningSchedule{w, r, events, curve};
+           }),
+           py::arg("target_density_W") = 0.1, py::arg("target_density_R") = 0.1, py::arg("events") = 10,
+           py::arg("curve") = PruningCurve::cubic)
+      .def_readwrite("target_density_W", &PruningSchedule::target_density_W)
+      .def_readwrite("target_density_R", &PruningSchedule::target_density_R)
+      .def_readwrite("events", &PruningSchedule::events)
+      .def_readwrite("curve", &PruningSchedule::curve);
+
+  py::class_<MagnitudePruner>(m, "MagnitudePruner",
+                              "Gradual magnitude pruning (Zhu & Gupta 2017): each prune() is one event; pruned weights "
+                              "are never revived.")
+      .def(py::init<const PruningSchedule&, double, double>(), py::arg("schedule"), py::arg("initial_density_W") = 1.0,
+           py::arg("initial_density_R") = 1.0)
+      .def(py::init<const PruningSchedule&, const ParameterMask&>(), py::arg("schedule"), py::arg("initial"))
+      .def_property_readonly("schedule", &MagnitudePruner::schedule)
+      .def_property_readonly("events", &MagnitudePruner::events)
+      .def_property_readonly("events_done", &MagnitudePruner::events_done)
+      .def_property_readonly("finished", &MagnitudePruner::finished)
+      .def("density_W", &MagnitudePruner::density_W, py::arg("event"))
+      .def("density_R", &MagnitudePruner::density_R, py::arg("event"))
+      .def("next_mask", &MagnitudePruner::next_mask<Scalar>, py::arg("current"), py::arg("params"))
+      .def(
+          "prune",
+          [](MagnitudePruner& p, PyModel& model, Index layer) {
+            model.set_mask(p.next_mask(model.mask(layer), model.parameters(layer)), layer);
+            return model.mask(layer);
+          },
+          py::arg("model"), py::arg("layer") = 0,
+          "One event on layer k of a Model; its learners follow before their next step. Returns the new mask.")
+      .def(
+          "prune",
+          [](MagnitudePruner& p, PyRtrl& rtrl, Index layer) {
+            rtrl.set_mask(p.next_mask(rtrl.mask(layer), rtrl.model().parameters(layer)), layer);
+            return rtrl.mask(layer);
+          },
+          py::arg("learner"), py::arg("layer") = 0, "One event through Rtrl.set_mask (re-lays its columns now).")
+      .def(
+          "prune",
+          [](MagnitudePruner& p, PyStreams& streams, Index layer) {
+            streams.set_mask(p.next_mask(streams.model().mask(layer), streams.model().parameters(layer)), layer);
+            return streams.model().mask(layer);
+          },
+          py::arg("learner"), py::arg("layer") = 0, "One event through RtrlStreams.set_mask.");
+
+  py::class_<ActivityRegularizer<Scalar>>(m, "ActivityRegularizer",
+                                          "L = strength (rate_t - target)^2 on the events o_t; its gradient dL/do goes "
+                                          "to accumulate_gradient(dL_dy, dL_do).")
+      .def(py::init<Scalar, Scalar>(), py::arg("target_rate"), py::arg("strength"))
+      .def_property_readonly("target_rate", &ActivityRegularizer<Scalar>::target_rate)
+      .def_property_readonly("strength", &ActivityRegularizer<Scalar>::strength)
+      .def("loss", [](const ActivityRegularizer<Scalar>& a, VectorIn o) { return a.loss(o); }, py::arg("o"))
+      .def(
+          "gradient",
+          [](const ActivityRegularizer<Scalar>& a, VectorIn o) {
+            Vector g(o.size());
+            a.gradient(o, g);
+            return g;
+          },
+          py::arg("o"), "dL/do for the events o.");
+}
+
+}  // namespace sparse_rtrl::python

@@ -1,0 +1,75 @@
+"""The PyTorch-autograd golden cases (tests/data/golden, every folder, flat and stacked) through the
+Python bindings: RTRL, BPTT, RtrlStreams and (one layer) SnAp at a covering order, at relative error
+<= 1e-10 in the outputs and in every parameter gradient."""
+import numpy as np
+import pytest
+
+import sparse_rtrl as s
+from helpers import golden_cases, golden_model, load_golden, rel_err
+
+TOL = 1e-10
+CASES = golden_cases()
+
+
+def test_cases_present():
+    assert any(c.startswith("stack-") for c in CASES) and any(not c.startswith("stack-") for c in CASES), CASES
+
+
+def check_gradient(got, layer, where):
+    for name, ref in (("W", "gW"), ("R", "gR"), ("bW", "gbW"), ("bR", "gbR"), ("theta", "gtheta")):
+        err = rel_err(getattr(got, name), layer[ref])
+        assert err <= TOL, f"{where}: d{name} relative error {err:.3g}"
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_rtrl(name):
+    case = load_golden(name)
+    model = golden_model(case)
+    rtrl = s.Rtrl(model)
+    for t in range(case["T"]):
+        rtrl.step(case["X"][t])
+        for k, layer in enumerate(case["layers"]):
+            assert rel_err(rtrl.output(k), layer["y_ref"][t]) <= TOL, f"y_{t} of layer {k}"
+            rtrl.accumulate_gradient(layer["G"][t], layer=k)
+    for k, layer in enumerate(case["layers"]):
+        check_gradient(rtrl.gradient(k), layer, f"{name} RTRL layer {k}")
+    if case["L"] == 1:
+        check_gradient(rtrl.gradient(), case["layers"][0], f"{name} RTRL")
+
+
+@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("exploit_events", [False, True])
+def test_bptt(name, exploit_events):
+    case = load_golden(name)
+    model = golden_model(case)
+    bptt = s.Bptt(model, exploit_events=exploit_events)
+    Y = bptt.forward(case["X"])
+    assert rel_err(Y, case["layers"][-1]["y_ref"]) <= TOL
+    for k, layer in enumerate(case["layers"]):
+        assert rel_err(bptt.outputs(k), layer["y_ref"]) <= TOL
+    grads = bptt.backward([layer["G"] for layer in case["layers"]])
+    assert len(grads) == case["L"]
+    for k, layer in enumerate(case["layers"]):
+        check_gradient(grads[k], layer, f"{name} BPTT layer {k}")
+    if case["L"] == 1:
+        check_gradient(bptt.backward(case["layers"][0]["G"]), case["layers"][0], f"{name} BPTT")
+
+
+@pytest.mark.parametrize("name", [c for c in CASES if not c.startswith("stack-")])
+def test_streams_and_snap_one_layer(name):
+    """One layer: three streams fed the same sequence (the loss on one of them) and SnAp-n at n = units."""
+    case = load_golden(name)
+    layer = case["layers"][0]
+    model = golden_model(case)
+    streams = s.RtrlStreams(model, 3, threads=2)
+    snap = s.Snap(model, case["sizes"][0])
+    for t in range(case["T"]):
+        streams.step(np.repeat(case["X"][t][None, :], 3, axis=0))
+        G = np.zeros((3, case["sizes"][0]))
+        G[1] = layer["G"][t]
+        streams.accumulate_gradient(G)
+        snap.step(case["X"][t])
+        snap.accumulate_gradient(layer["G"][t])
+        assert rel_err(streams.outputs()[2], layer["y_ref"][t]) <= TOL
+    check_gradient(streams.gradient(), layer, f"{name} RtrlStreams")
+    check_gradient(snap.gradient(), layer, f"{name} SnAp-{case['sizes'][0]}")
