@@ -150,7 +150,7 @@ StackCase load_stack_case(const std::filesystem::path& dir) {
 
 }  // namespace
 
-TEST_CASE("Golden cases: forward outputs and BPTT, RTRL gradients match PyTorch autograd", "[golden]") {
+TEST_CASE("Golden cases: forward outputs and BPTT, RTRL, SnAp gradients match PyTorch autograd", "[golden]") {
   const auto dirs = case_dirs();
   REQUIRE(dirs.size() >= 4);
   for (const auto& dir : dirs) {
@@ -190,6 +190,25 @@ TEST_CASE("Golden cases: forward outputs and BPTT, RTRL gradients match PyTorch 
           CHECK(test::relative_error(g.theta, c.grad.theta) <= 1e-10);
         }
 
+    // SnAp-n at the smallest order that covers the recurrent graph: nothing is projected away,
+    // so it is exact.
+    {
+      const int order = Snap<double>(model, 1).covering_order();
+      INFO("SnAp-" << order);
+      Snap<double> snap(model, order);
+      for (Index t = 0; t < c.T; ++t) {
+        snap.step(c.X.row(t));
+        CHECK(test::relative_error(snap.output().transpose(), c.Y.row(t)) <= 1e-10);
+        snap.accumulate_gradient(c.G.row(t));
+      }
+      const auto g = snap.gradient();
+      CHECK(test::relative_error(g.W, c.grad.W) <= 1e-10);
+      CHECK(test::relative_error(g.R, c.grad.R) <= 1e-10);
+      CHECK(test::relative_error(g.bW, c.grad.bW) <= 1e-10);
+      CHECK(test::relative_error(g.bR, c.grad.bR) <= 1e-10);
+      CHECK(test::relative_error(g.theta, c.grad.theta) <= 1e-10);
+    }
+
     // Through the multi-stream path: the case is stream 1 of three over one model; streams 0
     // and 2 get other inputs and losses (the rows reversed, and halved) at the same time.
     for (int threads : {1, 2}) {
@@ -216,7 +235,7 @@ TEST_CASE("Golden cases: forward outputs and BPTT, RTRL gradients match PyTorch 
   }
 }
 
-TEST_CASE("Golden stacked cases: every layer's outputs and BPTT, RTRL gradients match PyTorch autograd", "[golden][stack]") {
+TEST_CASE("Golden stacked cases: every layer's outputs and BPTT, RTRL, SnAp gradients match PyTorch autograd", "[golden][stack]") {
   const auto dirs = case_dirs(true);
   REQUIRE(dirs.size() >= 4);
   for (const auto& dir : dirs) {
@@ -286,5 +305,33 @@ TEST_CASE("Golden stacked cases: every layer's outputs and BPTT, RTRL gradients 
         }
         if (skip && c.L > 1) CHECK(rtrl.total_work().cross_layer_fma > 0);
       }
+
+    // SnAp-n over the stack's graph (recurrent and cross-layer edges) at the smallest order that
+    // covers it: nothing is projected away, so it is exact through depth too.
+    {
+      const int order = Snap<double>(model, 1).covering_order();
+      INFO("SnAp-" << order);
+      Snap<double> snap(model, order);
+      REQUIRE(snap.layers() == c.L);
+      for (Index t = 0; t < c.T; ++t) {
+        snap.step(c.X.row(t));
+        for (Index k = 0; k < c.L; ++k) {
+          CHECK(test::relative_error(snap.output(k).transpose(), c.Y[std::size_t(k)].row(t)) <= 1e-10);
+          snap.accumulate_gradient_at(k, c.G[std::size_t(k)].row(t));
+        }
+      }
+      for (Index k = 0; k < c.L; ++k) {
+        INFO("layer " << k);
+        const auto gk = snap.gradient(k);
+        const auto& ref = c.grad[std::size_t(k)];
+        CHECK(test::relative_error(gk.W, ref.W) <= 1e-10);
+        CHECK(test::relative_error(gk.R, ref.R) <= 1e-10);
+        CHECK(test::relative_error(gk.bW, ref.bW) <= 1e-10);
+        CHECK(test::relative_error(gk.bR, ref.bR) <= 1e-10);
+        CHECK(test::relative_error(gk.theta, ref.theta) <= 1e-10);
+        CHECK(c.masks[std::size_t(k)].respected_by(gk));
+      }
+      if (c.L > 1) CHECK(snap.total_work().cross_layer_fma > 0);
+    }
   }
 }
