@@ -6,6 +6,7 @@
 #include <sparse_rtrl/sparse_rtrl.hpp>
 
 #include <pybind11/eigen.h>
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -29,17 +30,32 @@ using PyInference = Inference<Scalar, Surrogate>;
 using Vector = Eigen::VectorXd;
 using Matrix = Eigen::MatrixXd;
 using RowMatrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-/// A contiguous 1-D float64 array is mapped without a copy; anything else is converted.
-using VectorIn = Eigen::Ref<const Vector>;
 /// A C-ordered (row-major) 2-D float64 array is mapped without a copy; anything else is converted.
 using RowMatrixIn = Eigen::Ref<const RowMatrix>;
 
-/// Releases the GIL for the duration of a call (the compute-heavy methods).
+/// Releases the GIL for the duration of a call whose arguments hold no Python object.
 using release_gil = py::call_guard<py::gil_scoped_release>;
 
 /// Raises ValueError (pybind11 maps std::invalid_argument to it) with "sparse_rtrl.<where>: what".
 [[noreturn]] inline void fail(const std::string& where, const std::string& what) {
   throw std::invalid_argument("sparse_rtrl." + where + ": " + what);
+}
+
+/// A vector argument: a C-contiguous float64 array is used in place, anything else (a list, another
+/// dtype, a strided slice) is converted by NumPy first.
+using VecArg = py::array_t<Scalar, py::array::forcecast | py::array::c_style>;
+using VecMap = Eigen::Map<const Vector>;
+
+/// @p a as a vector (1-D, or 2-D with one row or one column, as the library accepts); any other
+/// shape is a ValueError naming @p name (the sizes are the library's to check).
+inline VecMap vec(const VecArg& a, const char* where, const char* name) {
+  if (!(a.ndim() == 1 || (a.ndim() == 2 && (a.shape(0) == 1 || a.shape(1) == 1)))) {
+    std::string shape = "(";
+    for (py::ssize_t i = 0; i < a.ndim(); ++i) shape += (i ? ", " : "") + std::to_string(a.shape(i));
+    fail(where, std::string(name) + " must be a vector (1-D, or 2-D with one row or one column), received shape " +
+                    shape + (a.ndim() == 1 ? ",)" : ")"));
+  }
+  return VecMap(a.data(), Index(a.size()));
 }
 
 void bind_model(py::module_& m);

@@ -130,7 +130,8 @@ void bind_learners(py::module_& m) {
           py::arg("row"))
       .def(
           "scatter",
-          [](const InfluenceLayout& l, VectorIn columns) {
+          [](const InfluenceLayout& l, const VecArg& arg) {
+            const VecMap columns = vec(arg, "InfluenceLayout.scatter()", "columns");
             if (columns.size() != l.columns())
               fail("InfluenceLayout.scatter()", "columns must have size " + std::to_string(l.columns()) +
                                                     ", received " + std::to_string(columns.size()));
@@ -162,16 +163,30 @@ void bind_learners(py::module_& m) {
            "A copy of layer k's InfluenceLayout.")
       .def_property_readonly("options", [](const PyRtrl& r) { return options_dict(r.options()); })
       .def_property_readonly("threads", &PyRtrl::threads)
-      .def("step", [](PyRtrl& r, VectorIn x) { r.step(x); }, py::arg("x"), release_gil(),
+      .def(
+          "step",
+          [](PyRtrl& r, const VecArg& arg) {
+            const VecMap x = vec(arg, "Rtrl.step()", "x");
+            py::gil_scoped_release nogil;
+            r.step(x);
+          },
+          py::arg("x"),
            "Advances every layer's state and influence matrix for input x (size d, finite). Releases the GIL.")
       .def(
           "accumulate_gradient",
-          [](PyRtrl& r, VectorIn dL_dy, std::optional<VectorIn> dL_do, std::optional<Index> layer) {
+          [](PyRtrl& r, const VecArg& dy, const std::optional<VecArg>& d_o, std::optional<Index> layer) {
             const Index k = layer ? *layer : r.layers() - 1;
-            if (dL_do) r.accumulate_gradient_at(k, dL_dy, *dL_do);
-            else r.accumulate_gradient_at(k, dL_dy);
+            const VecMap dL_dy = vec(dy, "Rtrl.accumulate_gradient()", "dL_dy");
+            if (d_o) {
+              const VecMap dL_do = vec(*d_o, "Rtrl.accumulate_gradient()", "dL_do");
+              py::gil_scoped_release nogil;
+              r.accumulate_gradient_at(k, dL_dy, dL_do);
+            } else {
+              py::gil_scoped_release nogil;
+              r.accumulate_gradient_at(k, dL_dy);
+            }
           },
-          py::arg("dL_dy"), py::arg("dL_do") = py::none(), py::arg("layer") = py::none(), release_gil(),
+          py::arg("dL_dy"), py::arg("dL_do") = py::none(), py::arg("layer") = py::none(),
           "Adds the gradient of a loss on this step's output of layer k (default: the top layer), given dL/dy_t "
           "and optionally dL/do_t (a loss on the events). Releases the GIL.")
       .def(
@@ -193,7 +208,7 @@ void bind_learners(py::module_& m) {
           "reset",
           [](PyRtrl& r, std::optional<Vector> c0) { c0 ? r.reset(*c0) : r.reset(); }, py::arg("c0") = py::none(),
           "Starts a new sequence from c_0 = 0 (or the given c0, one-layer models); keeps the gradient.")
-      .def("set_mask", &PyRtrl::set_mask, py::arg("mask"), py::arg("layer") = 0,
+      .def("set_mask", [](PyRtrl& o, const ParameterMask& mask, Index layer) { o.set_mask(mask, layer); }, py::arg("mask"), py::arg("layer") = 0,
            "Sets the model's mask of layer k and re-lays this learner's columns now.")
       .def("follow_mask", &PyRtrl::follow_mask)
       .def("state", [](const PyRtrl& r, std::optional<Index> k) { return Vector(k ? r.state(*k) : r.state()); },
@@ -244,8 +259,22 @@ void bind_learners(py::module_& m) {
                                        "), received " + std::to_string(u));
              return std::vector<Index>(s.kept_rows(u));
            }, py::arg("unit"))
-      .def("step", [](PySnap& s, VectorIn x) { s.step(x); }, py::arg("x"), release_gil())
-      .def("accumulate_gradient", [](PySnap& s, VectorIn g) { s.accumulate_gradient(g); }, py::arg("dL_dy"), release_gil())
+      .def(
+          "step",
+          [](PySnap& s, const VecArg& arg) {
+            const VecMap x = vec(arg, "Snap.step()", "x");
+            py::gil_scoped_release nogil;
+            s.step(x);
+          },
+          py::arg("x"))
+      .def(
+          "accumulate_gradient",
+          [](PySnap& s, const VecArg& arg) {
+            const VecMap g = vec(arg, "Snap.accumulate_gradient()", "dL_dy");
+            py::gil_scoped_release nogil;
+            s.accumulate_gradient(g);
+          },
+          py::arg("dL_dy"))
       .def("gradient", [](const PySnap& s) { return s.gradient(); })
       .def("reset", [](PySnap& s) { s.reset(); })
       .def("state", [](const PySnap& s) { return Vector(s.state()); })
@@ -395,7 +424,7 @@ void bind_learners(py::module_& m) {
           },
           py::arg("b") = py::none(), py::arg("c0") = py::none(),
           "Every stream (or stream b, optionally from c0) starts a new sequence; gradients are kept.")
-      .def("set_mask", &PyStreams::set_mask, py::arg("mask"), py::arg("layer") = 0)
+      .def("set_mask", [](PyStreams& o, const ParameterMask& mask, Index layer) { o.set_mask(mask, layer); }, py::arg("mask"), py::arg("layer") = 0)
       .def("follow_mask", &PyStreams::follow_mask)
       .def("outputs", [](const PyStreams& s) { return Matrix(s.outputs()); }, "y_t of every stream, B x n (a copy).")
       .def("events", [](const PyStreams& s) { return Matrix(s.events()); }, "o_t of every stream, B x n (a copy).")

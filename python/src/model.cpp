@@ -346,7 +346,7 @@ void bind_model(py::module_& m) {
            "Layer k's parameters: an EgruParameters whose arrays are writable views into the model.")
       .def("mask", [](const PyModel& m, Index layer) { return m.mask(layer); }, py::arg("layer") = 0,
            "A copy of layer k's mask.")
-      .def("set_mask", &PyModel::set_mask, py::arg("mask"), py::arg("layer") = 0,
+      .def("set_mask", [](PyModel& o, const ParameterMask& mask, Index layer) { o.set_mask(mask, layer); }, py::arg("mask"), py::arg("layer") = 0,
            "Changes which weights of layer k exist; newly pruned weights become zero; learners follow before their "
            "next step.")
       .def_property_readonly("mask_version", &PyModel::mask_version)
@@ -382,7 +382,14 @@ void bind_model(py::module_& m) {
              return std::make_unique<PyInference>(model, InferenceOptions{event_sparse});
            }),
            py::arg("model"), py::arg("event_sparse") = true, py::keep_alive<1, 2>())
-      .def("step", [](PyInference& i, VectorIn x) { i.step(x); }, py::arg("x"), release_gil())
+      .def(
+          "step",
+          [](PyInference& i, const VecArg& arg) {
+            const VecMap x = vec(arg, "Inference.step()", "x");
+            py::gil_scoped_release nogil;
+            i.step(x);
+          },
+          py::arg("x"))
       .def("reset", [](PyInference& i, std::optional<Vector> c0) { c0 ? i.reset(*c0) : i.reset(); },
            py::arg("c0") = py::none())
       .def("output", [](const PyInference& i) { return Vector(i.output()); }, "y_t (a copy).")

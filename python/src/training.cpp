@@ -117,21 +117,24 @@ void bind_training(py::module_& m) {
       .def_property_readonly("gradient", py::overload_cast<>(&Readout::gradient),
                              py::return_value_policy::reference_internal, "Accumulated gradient (views).")
       .def("zero_gradient", &Readout::zero_gradient)
-      .def("forward", [](const Readout& r, VectorIn y) { return r.forward(y); }, py::arg("y"))
-      .def("backward", [](Readout& r, VectorIn y, VectorIn dL_dlogits) { return r.backward(y, dL_dlogits); },
+      .def("forward", [](const Readout& r, const VecArg& y) { return r.forward(vec(y, "LinearReadout.forward()", "y")); }, py::arg("y"))
+      .def("backward", [](Readout& r, const VecArg& y, const VecArg& g) {
+             return r.backward(vec(y, "LinearReadout.backward()", "y"), vec(g, "LinearReadout.backward()", "dL_dlogits"));
+           },
            py::arg("y"), py::arg("dL_dlogits"), "Accumulates dV, db and returns dL/dy = V^T dL_dlogits.");
 
   m.def(
       "softmax_cross_entropy",
-      [](VectorIn logits, Index target) {
-        const auto r = softmax_cross_entropy(logits, target);
+      [](const VecArg& logits, Index target) {
+        const auto r = softmax_cross_entropy(vec(logits, "softmax_cross_entropy()", "logits"), target);
         return py::make_tuple(r.loss, r.gradient);
       },
       py::arg("logits"), py::arg("target"), "(L, dL/dlogits) of softmax cross-entropy against class target.");
   m.def(
       "mean_squared_error",
-      [](VectorIn prediction, VectorIn target) {
-        const auto r = mean_squared_error(prediction, target);
+      [](const VecArg& prediction, const VecArg& target) {
+        const auto r = mean_squared_error(vec(prediction, "mean_squared_error()", "prediction"),
+                                          vec(target, "mean_squared_error()", "target"));
         return py::make_tuple(r.loss, r.gradient);
       },
       py::arg("prediction"), py::arg("target"), "(L, dL/dprediction) of (1/k) sum (p - u)^2.");
@@ -238,10 +241,13 @@ void bind_training(py::module_& m) {
       .def(py::init<Scalar, Scalar>(), py::arg("target_rate"), py::arg("strength"))
       .def_property_readonly("target_rate", &ActivityRegularizer<Scalar>::target_rate)
       .def_property_readonly("strength", &ActivityRegularizer<Scalar>::strength)
-      .def("loss", [](const ActivityRegularizer<Scalar>& a, VectorIn o) { return a.loss(o); }, py::arg("o"))
+      .def("loss", [](const ActivityRegularizer<Scalar>& a, const VecArg& o) {
+             return a.loss(vec(o, "ActivityRegularizer.loss()", "o"));
+           }, py::arg("o"))
       .def(
           "gradient",
-          [](const ActivityRegularizer<Scalar>& a, VectorIn o) {
+          [](const ActivityRegularizer<Scalar>& a, const VecArg& arg) {
+            const VecMap o = vec(arg, "ActivityRegularizer.gradient()", "o");
             Vector g(o.size());
             a.gradient(o, g);
             return g;
