@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for people and CI: installs missing Debian packages, configures, builds, runs.
 #   bash cmake/dev.sh example   build and run the main example (spiral task, short mode)
-#   bash cmake/dev.sh test      build and run every test (ctest)
+#   bash cmake/dev.sh test      build and run every test (ctest; the Python bindings' pytest suite too)
 #   bash cmake/dev.sh sanitize  build and run the library tests under AddressSanitizer and
 #                               UndefinedBehaviorSanitizer (examples and benchmarks left out)
 #   bash cmake/dev.sh bench [--quick|--full]
@@ -25,9 +25,12 @@ case "$what" in
     # Optional: the Fashion-MNIST example's smoke test runs on the real files when they are
     # installable, and reports itself skipped otherwise.
     bash "$root/cmake/install_deps.sh" dataset-fashion-mnist || echo "sparse_rtrl: dataset-fashion-mnist not installed; its smoke test will be skipped"
+    # The Python bindings and their pytest suite (python/): Debian's interpreter, which has NumPy.
+    bash "$root/cmake/install_deps.sh" --python
     build="$root/build/test"
     cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPARSE_RTRL_BUILD_TESTS=ON \
-      -DSPARSE_RTRL_BUILD_BENCHMARKS=ON -DSPARSE_RTRL_BUILD_EXAMPLES=ON >/dev/null
+      -DSPARSE_RTRL_BUILD_BENCHMARKS=ON -DSPARSE_RTRL_BUILD_EXAMPLES=ON \
+      -DSPARSE_RTRL_BUILD_PYTHON=ON -DPython3_EXECUTABLE=/usr/bin/python3 >/dev/null
     cmake --build "$build" -j "$jobs"
     ctest --test-dir "$build" --output-on-failure -j "$jobs"
     ;;
@@ -50,8 +53,11 @@ case "$what" in
     ;;
   bench)
     build="$root/build/bench"
+    # The Python module too (same flags), for the python/sparse_rtrl overhead rows.
+    bash "$root/cmake/install_deps.sh" --python
     cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DSPARSE_RTRL_NATIVE=ON \
-      -DSPARSE_RTRL_BUILD_TESTS=OFF -DSPARSE_RTRL_BUILD_EXAMPLES=OFF -DSPARSE_RTRL_BUILD_BENCHMARKS=ON >/dev/null
+      -DSPARSE_RTRL_BUILD_TESTS=OFF -DSPARSE_RTRL_BUILD_EXAMPLES=OFF -DSPARSE_RTRL_BUILD_BENCHMARKS=ON \
+      -DSPARSE_RTRL_BUILD_PYTHON=ON -DPython3_EXECUTABLE=/usr/bin/python3 >/dev/null
     cmake --build "$build" -j "$jobs"
     bash "$root/cmake/install_deps.sh" python3-matplotlib
     # The PyTorch peer is optional: without python3-torch the report leaves its columns empty.

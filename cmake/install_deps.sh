@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages sparse_rtrl needs, and only those that are missing.
-# Usage: cmake/install_deps.sh [extra-package ...]   (does nothing when everything is present)
+# Usage: cmake/install_deps.sh [--python] [extra-package ...]   (does nothing when everything is present)
+#   --python   also what the Python bindings and their tests need (python/; dev.sh test and bench)
 set -euo pipefail
-needed=(cmake make g++ libeigen3-dev catch2 libbenchmark-dev "$@")
+python_packages=(pybind11-dev python3-dev python3-numpy python3-pytest)
+extra=()
+for arg in "$@"; do
+  if [ "$arg" = "--python" ]; then extra+=("${python_packages[@]}"); else extra+=("$arg"); fi
+done
+needed=(cmake make g++ libeigen3-dev catch2 libbenchmark-dev "${extra[@]}")
 missing=()
 for pkg in "${needed[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
