@@ -99,6 +99,7 @@ class Rtrl {
       l.events = model.events(k);
       max_units = std::max(max_units, l.n);
       l.cache.resize(l.n, l.d);
+      l.cache.set_zero();  // defined values before the first step (a checkpoint saves them)
       l.state.setZero(l.n);
       l.initial_state.setZero(l.n);
       l.dL_dc.setZero(l.n);
@@ -324,6 +325,76 @@ class Rtrl {
     for (auto& w : total_layer_) w = WorkCounters{};
   }
 
+  /// False after a step() that failed (non-finite state) until the next successful one: then
+  /// accumulate_gradient() throws std::logic_error.
+  bool last_step_valid() const { return steps_valid_; }
+  /// True when the columns are laid out for the model's current masks; false after a change of
+  /// the model's masks that this learner follows only at its next step (or follow_mask()).
+  bool mask_followed() const { return mask_version_ == model_->mask_version(); }
+  /// The mask layer k's columns are laid out for: the model's once followed (see mask_followed()).
+  ParameterMask layout_mask(Index layer) const {
+    const InfluenceLayout& l = at(layer).layout;
+    const Index n = l.units(), d = l.inputs();
+    ParameterMask::BoolMatrix keep_W = ParameterMask::BoolMatrix::Constant(3 * n, d, false);
+    ParameterMask::BoolMatrix keep_R = ParameterMask::BoolMatrix::Constant(3 * n, n, false);
+    for (Index rr = 0; rr < 3 * n; ++rr) {
+      for (Index e = 0; e < l.w_count(rr); ++e) keep_W(rr, l.w_inputs(rr)[e]) = true;
+      for (Index e = 0; e < l.r_count(rr); ++e) keep_R(rr, l.r_inputs(rr)[e]) = true;
+    }
+    return ParameterMask(std::move(keep_W), std::move(keep_R));
+  }
+
+  // ---- Checkpoints (io/checkpoint.hpp): the whole stream state, replaced all at once. ----
+  class StagedState;
+  /// @brief A detached stream state for this learner, laid out for @p masks (one per layer, the
+  /// model's n and d): zero influence, gradient, state and counters, for the caller to fill, then
+  /// to swap in with restore_state() once the model has those masks. Allocates as much as the
+  /// learner (n x P_kept per layer); throws std::invalid_argument (masks of other sizes, a
+  /// reshaped model) or std::length_error, and changes nothing.
+  StagedState stage_state(std::vector<ParameterMask> masks) const {
+    const char* where = "sparse_rtrl::Rtrl::stage_state()";
+    require_parameter_shapes(where);
+    if (masks.size() != layers_.size())
+      detail::fail(where, "one mask per layer: " + std::to_string(layers_.size()) + " layers, received " +
+                              std::to_string(masks.size()) + " masks");
+    StagedState staged;
+    staged.layers_.resize(layers_.size());
+    std::vector<InfluenceLayout> layouts;
+    std::vector<const ParameterMask::BoolMatrix*> keep_W;
+    for (std::size_t k = 0; k < layers_.size(); ++k) {
+      const Layer& from = layers_[k];
+      if (masks[k].units() != from.n || masks[k].inputs() != from.d)
+        detail::fail(where, "layer " + std::to_string(k) + ": the mask is for n = " + std::to_string(masks[k].units()) +
+                                ", d = " + std::to_string(masks[k].inputs()) + ", the layer has n = " +
+                                std::to_string(from.n) + ", d = " + std::to_string(from.d));
+      Layer& l = staged.layers_[k];
+      l.n = from.n;
+      l.d = from.d;
+      l.events = from.events;
+      l.cache.resize(l.n, l.d);
+      l.cache.set_zero();
+      for (Vector* v : {&l.state, &l.initial_state, &l.dL_dc, &l.theta_direct, &l.c_psi}) v->setZero(l.n);
+      layouts.emplace_back(masks[k], l.events);
+      keep_W.push_back(&masks[k].W());
+    }
+    install_into(staged.layers_, staged.grad_, std::move(layouts), keep_W, nullptr);
+    staged.layer_last_work.assign(layers_.size(), WorkCounters{});
+    staged.layer_total_work.assign(layers_.size(), WorkCounters{});
+    staged.masks_ = std::move(masks);
+    return staged;
+  }
+
+  /// @brief Replaces this learner's whole stream state by @p staged (from stage_state() of this
+  /// learner or of one of the same model's shapes). The model must now have exactly the masks it
+  /// was staged for, unless staged.mask_followed is false (a state saved before following a mask
+  /// change: the learner then follows the model's masks at its next step, as it would have).
+  /// Checks first (std::invalid_argument, the learner unchanged); after the checks nothing can
+  /// fail.
+  void restore_state(StagedState&& staged) {
+    check_restorable(staged, "sparse_rtrl::Rtrl::restore_state()");
+    commit_state(staged);
+  }
+
  private:
   /// One layer's stream state.
   struct Layer {
@@ -345,6 +416,83 @@ class Rtrl {
     detail::Coupling<Scalar> cross;
     std::vector<Scalar> b_values;  ///< B_ij per pattern entry
   };
+
+
+ public:
+  /// @brief Checkpoint form of a learner's stream state (see stage_state()). The values are
+  /// public; the layout (which columns exist) is fixed by the masks it was staged for.
+  class StagedState {
+   public:
+    StagedState() = default;
+    Index layers() const { return Index(layers_.size()); }
+    /// c_t of layer k (size n_k).
+    Vector& state(Index k) { return layer(k).state; }
+    /// The last step's cache of layer k (resized for n_k, d_k): what output(), events() and
+    /// accumulate_gradient() read until the next step.
+    EgruStepCache<Scalar>& step_cache(Index k) { return layer(k).cache; }
+    /// Layer k's influence blocks: n_k rows of columns(k) scalars, row i contiguous at
+    /// influence_row(k, i) (rows are padded in memory).
+    Index influence_columns(Index k) { return layer(k).width; }
+    Scalar* influence_row(Index k, Index i) { return layer(k).M.data() + i * layer(k).M.stride(); }
+    /// The accumulated gradient per column (size: the columns of all layers).
+    Vector& gradient() { return grad_; }
+    /// The masks the state is laid out for.
+    const std::vector<ParameterMask>& masks() const { return masks_; }
+
+    Index steps = 0;            ///< steps() since the last reset
+    bool steps_valid = true;    ///< last_step_valid()
+    bool mask_followed = true;  ///< mask_followed(): false lets masks() differ from the model's
+    WorkCounters last_work;     ///< last_step_work()
+    WorkCounters total_work;    ///< total_work()
+    std::vector<WorkCounters> layer_last_work, layer_total_work;  ///< per layer (size L)
+
+   private:
+    friend class Rtrl;
+    Layer& layer(Index k) {
+      if (k < 0 || k >= layers())
+        throw std::out_of_range("sparse_rtrl::Rtrl::StagedState: layer must be in [0, " + std::to_string(layers()) +
+                                "), received " + std::to_string(k));
+      return layers_[std::size_t(k)];
+    }
+    std::vector<Layer> layers_;
+    Vector grad_;
+    std::vector<ParameterMask> masks_;
+  };
+
+ private:
+  /// The checks of restore_state(): the model still has this learner's shapes and modes, the
+  /// state was staged for them and for the model's current masks, its counters are sized.
+  void check_restorable(const StagedState& staged, const char* where) const {
+    require_parameter_shapes(where);
+    if (staged.layers_.size() != layers_.size() || staged.masks_.size() != layers_.size())
+      detail::fail(where, "the state has " + std::to_string(staged.layers_.size()) + " layers, this learner " +
+                              std::to_string(layers_.size()) + " (stage it with stage_state())");
+    for (std::size_t k = 0; k < layers_.size(); ++k) {
+      const Layer& l = staged.layers_[k];
+      if (l.n != layers_[k].n || l.d != layers_[k].d || l.events != layers_[k].events)
+        detail::fail(where, "layer " + std::to_string(k) + ": the state was staged for other shapes or mode");
+      if (staged.mask_followed && !(staged.masks_[k] == model_->mask(Index(k))))
+        detail::fail(where, "layer " + std::to_string(k) +
+                                ": the model's mask is not the one the state was staged for (set the model's masks first)");
+    }
+    if (staged.layer_last_work.size() != layers_.size() || staged.layer_total_work.size() != layers_.size())
+      detail::fail(where, "layer_last_work and layer_total_work must have one entry per layer");
+    if (staged.steps < 0) detail::fail(where, "steps must be >= 0, received " + std::to_string(staged.steps));
+  }
+
+  /// Swaps a checked state in; cannot fail.
+  void commit_state(StagedState& staged) noexcept {
+    layers_.swap(staged.layers_);
+    grad_.swap(staged.grad_);
+    steps_ = staged.steps;
+    steps_valid_ = staged.steps_valid;
+    last_ = staged.last_work;
+    total_ = staged.total_work;
+    last_layer_.swap(staged.layer_last_work);
+    total_layer_.swap(staged.layer_total_work);
+    // Not followed: a version the model's counter never reaches, so the next step follows.
+    mask_version_ = staged.mask_followed ? model_->mask_version() : ~std::uint64_t(0);
+  }
 
   Layer& at(Index layer) { return layers_[std::size_t(check_layer(layer))]; }
   const Layer& at(Index layer) const { return layers_[std::size_t(check_layer(layer))]; }
@@ -476,13 +624,23 @@ class Rtrl {
   /// from @p old (nullptr at construction: zeros). Everything that can throw (allocations)
   /// happens before the first member changes, so a throw leaves the learner as it was.
   void install(std::vector<InfluenceLayout> next, const std::vector<Layer>* old) {
-    const std::size_t L = layers_.size();
+    std::vector<const ParameterMask::BoolMatrix*> keep_W;
+    for (Index k = 0; k < layers(); ++k) keep_W.push_back(&model_->mask(k).W());
+    install_into(layers_, grad_, std::move(next), keep_W, old);
+  }
+
+  /// install() into @p dst and @p dst_grad (this learner's, or a StagedState's layers, whose
+  /// n, d, events, cache and state vectors are set), @p keep_W: W's mask of each layer (the
+  /// cross-layer pattern). @p old (may be &dst) carries columns over from this learner's grad_.
+  void install_into(std::vector<Layer>& dst, Vector& dst_grad, std::vector<InfluenceLayout> next,
+                    const std::vector<const ParameterMask::BoolMatrix*>& keep_W, const std::vector<Layer>* old) const {
+    const std::size_t L = dst.size();
     std::vector<Index> offsets(L + 1, 0);
     for (std::size_t k = 0; k < L; ++k) offsets[k + 1] = offsets[k] + next[k].columns();
     // Where each old global column goes (-1: dropped), layer by layer.
     std::vector<Index> new_of_old;
     if (old) {
-      new_of_old.assign(std::size_t(layers_.back().width), -1);
+      new_of_old.assign(std::size_t(old->back().width), -1);
       for (std::size_t m = 0; m < L; ++m) {
         const InfluenceLayout& from = (*old)[m].layout;
         const InfluenceLayout& to = next[m];
@@ -509,12 +667,12 @@ class Rtrl {
     std::vector<std::vector<Index>> input_ptr(L), input_cols(L);
     Vector grad = Vector::Zero(offsets[L]);
     for (std::size_t k = 0; k < L; ++k) {
-      const Index n = layers_[k].n;
+      const Index n = dst[k].n;
       storage.emplace_back(n, offsets[k + 1]);
       coupling[k].reserve(n, next[k].coupling_nonzeros());
       a_values[k].resize(std::size_t(next[k].coupling_nonzeros()));
       if (k > 0) {
-        connection_pattern(model_->mask(Index(k)).W(), n, input_ptr[k], input_cols[k]);
+        connection_pattern(*keep_W[k], n, input_ptr[k], input_cols[k]);
         cross[k].reserve(n, Index(input_cols[k].size()));
         b_values[k].resize(input_cols[k].size());
       }
@@ -532,10 +690,10 @@ class Rtrl {
       for (Index c = 0; c < Index(new_of_old.size()); ++c)
         if (new_of_old[std::size_t(c)] >= 0) grad(new_of_old[std::size_t(c)]) = grad_(c);
     std::vector<std::vector<Index>> position(L);
-    for (std::size_t k = 0; k < L; ++k) position[k].assign(std::size_t(layers_[k].n), -1);
+    for (std::size_t k = 0; k < L; ++k) position[k].assign(std::size_t(dst[k].n), -1);
     // No-throw from here on: moves of vectors, Eigen matrices and storages.
     for (std::size_t k = 0; k < L; ++k) {
-      Layer& l = layers_[k];
+      Layer& l = dst[k];
       l.layout = std::move(next[k]);
       l.offset = offsets[k];
       l.width = offsets[k + 1];
@@ -548,7 +706,7 @@ class Rtrl {
       l.cross = std::move(cross[k]);
       l.b_values = std::move(b_values[k]);
     }
-    grad_ = std::move(grad);
+    dst_grad = std::move(grad);
   }
 
   /// CSR of the connections input j -> unit i kept in any of W's three gate blocks.

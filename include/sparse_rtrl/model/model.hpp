@@ -104,6 +104,15 @@ class Model {
     masks_[k].apply(cells_[k].parameters());
     ++mask_version_;
   }
+  /// The same, taking the mask over: allocates nothing, so it cannot fail once the sizes match
+  /// (loading a checkpoint commits masks this way, io/checkpoint.hpp).
+  void set_mask(ParameterMask&& mask, Index layer = 0) {
+    const std::size_t k = checked(layer);
+    mask.require_matches(cells_[k].parameters(), "sparse_rtrl::Model::set_mask()");
+    std::swap(masks_[k], mask);
+    masks_[k].apply(cells_[k].parameters());
+    ++mask_version_;
+  }
   /// Incremented by every set_mask(): learners compare it with the version they were laid out for.
   std::uint64_t mask_version() const { return mask_version_; }
 

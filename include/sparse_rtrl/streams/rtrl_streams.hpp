@@ -295,6 +295,26 @@ class RtrlStreams {
     for (auto& s : streams_) s.reset_work();
   }
 
+  // ---- Checkpoints (io/checkpoint.hpp). ----
+  /// One Rtrl::StagedState per stream, in stream order (stage each with stream(b).stage_state()).
+  using StagedState = std::vector<typename Learner::StagedState>;
+  /// @brief Replaces every stream's state (staged[b] for stream b, see Rtrl::restore_state())
+  /// and outputs()/events(). Every stream is checked before any changes (std::invalid_argument,
+  /// nothing changed).
+  void restore_state(StagedState&& staged) {
+    const char* where = "sparse_rtrl::RtrlStreams::restore_state()";
+    require_streams("restore_state()");
+    if (staged.size() != streams_.size())
+      detail::fail(where, "one state per stream: " + std::to_string(streams_.size()) + " streams, received " +
+                              std::to_string(staged.size()));
+    for (std::size_t b = 0; b < streams_.size(); ++b) streams_[b].check_restorable(staged[b], where);
+    for (std::size_t b = 0; b < streams_.size(); ++b) {
+      streams_[b].commit_state(staged[b]);
+      outputs_.row(Index(b)) = streams_[b].output().transpose();
+      events_.row(Index(b)) = streams_[b].events().transpose();
+    }
+  }
+
  private:
   static RtrlOptions checked(Index streams, RtrlOptions options) {
     const char* where = "sparse_rtrl::RtrlStreams::RtrlStreams()";

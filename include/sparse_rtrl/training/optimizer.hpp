@@ -147,6 +147,74 @@ class OptimizerState {
 
   /// Number of step() calls since construction or reset(): Adam's t.
   Index steps() const { return steps_; }
+  /// The parameter set the state is for: "EgruParameters" or "ReadoutParameters", "" before the
+  /// first step() (no state).
+  std::string parameter_set() const { return set_name_ ? set_name_ : ""; }
+  /// Tensors in the state (5 for EgruParameters, 2 for ReadoutParameters, 0 before the first step()).
+  Index state_tensors() const { return Index(shapes_.size()); }
+  /// True for Adam and AdamW (first and second moments), false for Sgd (one momentum buffer).
+  bool has_second_moment() const { return two_moments_; }
+
+  /// @brief Replaces the whole state, for checkpoints (io/checkpoint.hpp): @p parameter_set as
+  /// parameter_set() names it, one moment per tensor of that set in its order (W, R, bW, bR,
+  /// theta or V, b), shaped like the tensor: @p first (Sgd's momentum buffer, Adam's m) and
+  /// @p second (Adam's v; empty for Sgd); @p steps, the step count. An empty @p parameter_set
+  /// with no moments and steps 0 is the state before the first step(). Everything is checked
+  /// first (known set, tensor count, shapes consistent with one parameter set, finite values,
+  /// steps >= 0 and > 0 exactly when there is state): std::invalid_argument, nothing changed.
+  void restore_state(const std::string& parameter_set, const std::vector<Matrix>& first,
+                     const std::vector<Matrix>& second, Index steps) {
+    const char* where = "sparse_rtrl optimizer restore_state()";
+    const char* name = nullptr;
+    std::size_t count = 0;
+    if (parameter_set == ParameterSetTraits<EgruParameters<Scalar>>::name) {
+      name = ParameterSetTraits<EgruParameters<Scalar>>::name;
+      count = ParameterSetTraits<EgruParameters<Scalar>>::count;
+    } else if (parameter_set == ParameterSetTraits<ReadoutParameters<Scalar>>::name) {
+      name = ParameterSetTraits<ReadoutParameters<Scalar>>::name;
+      count = ParameterSetTraits<ReadoutParameters<Scalar>>::count;
+    } else if (!parameter_set.empty()) {
+      fail(where, "parameter_set must be EgruParameters, ReadoutParameters or empty, received '" + parameter_set + "'");
+    }
+    if (steps < 0 || (name == nullptr) != (steps == 0))
+      fail(where, "steps must be > 0 with a state and 0 without, received " + std::to_string(steps) + " for '" +
+                      parameter_set + "'");
+    const std::size_t seconds = two_moments_ ? count : 0;
+    if (first.size() != count || second.size() != seconds)
+      fail(where, "expected " + std::to_string(count) + " first and " + std::to_string(seconds) +
+                      " second moments for '" + parameter_set + "', received " + std::to_string(first.size()) +
+                      " and " + std::to_string(second.size()));
+    std::vector<std::pair<Index, Index>> shapes;
+    for (const Matrix& m : first) shapes.emplace_back(m.rows(), m.cols());
+    if (count > 0) {
+      // Shapes of one parameter set: EgruParameters W 3n x d, R 3n x n, bW, bR 3n x 1, theta
+      // n x 1; ReadoutParameters V k x n, b k x 1.
+      const Index n = shapes[count == 5 ? 1 : 0].second;
+      const Index rows = shapes[0].first;
+      const bool ok = count == 5 ? (n > 0 && rows == 3 * n && shapes[0].second > 0 && shapes[1].first == 3 * n &&
+                                    shapes[2] == std::make_pair(3 * n, Index(1)) &&
+                                    shapes[3] == std::make_pair(3 * n, Index(1)) &&
+                                    shapes[4] == std::make_pair(n, Index(1)))
+                                 : (rows > 0 && n > 0 && shapes[1] == std::make_pair(rows, Index(1)));
+      if (!ok) fail(where, std::string("the moments' shapes are not those of one ") + name);
+    }
+    for (std::size_t k = 0; k < seconds; ++k)
+      if (second[k].rows() != first[k].rows() || second[k].cols() != first[k].cols())
+        fail(where, "second moment " + std::to_string(k) + " is " + shape_string(second[k].rows(), second[k].cols()) +
+                        ", its first moment " + shape_string(first[k].rows(), first[k].cols()));
+    for (const auto* moments : {&first, &second})
+      for (const Matrix& m : *moments)
+        if (!m.allFinite()) require_finite(where, "moment", m);
+    std::vector<Vector> f, v;
+    for (const Matrix& m : first) f.push_back(Eigen::Map<const Vector>(m.data(), m.size()));
+    for (const Matrix& m : second) v.push_back(Eigen::Map<const Vector>(m.data(), m.size()));
+    // Nothing throws from here on.
+    first_.swap(f);
+    second_.swap(v);
+    shapes_.swap(shapes);
+    set_name_ = name;
+    steps_ = steps;
+  }
   /// Forgets the state (moments and step count): the next step() may be on any parameter set.
   void reset() {
     first_.clear();

@@ -87,6 +87,17 @@ class MagnitudePruner {
   /// Events performed so far (0..N).
   Index events_done() const { return done_; }
   bool finished() const { return done_ >= schedule_.events; }
+  /// d_0 of W and of R, as given at construction.
+  double initial_density_W() const { return initial_W_; }
+  double initial_density_R() const { return initial_R_; }
+  /// @brief Sets the number of events done (checkpoints, io/checkpoint.hpp: resuming a
+  /// schedule). Must be in [0, events()], else std::invalid_argument.
+  void set_events_done(Index done) {
+    if (done < 0 || done > schedule_.events)
+      detail::fail("sparse_rtrl::MagnitudePruner::set_events_done()",
+                   "done must be in [0, " + std::to_string(schedule_.events) + "], received " + std::to_string(done));
+    done_ = done;
+  }
 
   /// @brief Scheduled density of W after event @p k in [0, N] (k = 0: the initial density).
   double density_W(Index k) const { return density(initial_W_, schedule_.target_density_W, k, "density_W"); }
