@@ -279,6 +279,42 @@ void bm_bptt(benchmark::State& state, bool sparse, Index n, Index T, double acti
                                                       benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 
+/// The C++ twin of bench/python_overhead.py's python/sparse_rtrl rows (Python-bindings issue): the
+/// same step in double, the bindings' scalar, on the network that script builds (the same mask and
+/// seeds, thresholds calibrated in double), one iteration = step + gradient readout. Counters as
+/// the size rows, plus theta (the calibrated threshold, to check that both sides built one network).
+void bm_python_twin(benchmark::State& state, Index n, double activity, double density) {
+  using D = double;
+  const TriangularSurrogate<D> surrogate(D(kSurrogate.gamma()), D(kSurrogate.eps()));
+  // Calibrated once per size (Google Benchmark calls this function several times).
+  static std::map<Index, std::pair<ParameterMask, EgruParameters<D>>> cache;
+  auto found = cache.find(n);
+  if (found == cache.end()) {
+    auto mask = ParameterMask::random(n, kInputs, density, density, 1000 + std::uint64_t(n));
+    auto params = bench::parameters_for_activity<D>(n, kInputs, activity, mask, surrogate.gamma(), surrogate.eps(),
+                                                    7 + std::uint64_t(n));
+    found = cache.emplace(n, std::make_pair(std::move(mask), std::move(params))).first;
+  }
+  const ParameterMask& mask = found->second.first;
+  const EgruParameters<D>& params = found->second.second;
+  Model<D> model(EgruCell<D>(params, {true}, surrogate), mask);
+  Rtrl<D> rtrl(model);
+  const bench::Mat<D> X = bench::inputs<D>(256, kInputs, 5);
+  const Eigen::VectorXd g = Eigen::VectorXd::Constant(n, 0.01);
+  for (Index t = 0; t < 10; ++t) rtrl.step(X.row(t));
+  rtrl.reset_work();
+  Index t = 10;
+  for (auto _ : state) {
+    rtrl.step(X.row(t % X.rows()));
+    rtrl.accumulate_gradient(g);
+    benchmark::ClobberMemory();
+    ++t;
+  }
+  bench::set_work_counters(state, rtrl.total_work(), rtrl.influence_bytes());
+  common_counters(state, n, density);
+  state.counters["theta"] = params.theta(0);
+}
+
 std::string fmt(double v) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%g", v);
@@ -321,6 +357,11 @@ void register_all(Mode mode) {
   for (Index n : sizes) {
     for (const char* algo : {"sparse_rtrl", "dense_rtrl", "snap1", "snap2"}) rtrl("size", algo, n, act, dens);
     for (bool sparse : {false, true}) bptt("size", sparse, n, mode == Mode::smoke ? 4 : 100, act, dens);
+  }
+  // The C++ twins of the Python rows (bench/python_overhead.py runs them beside its own).
+  for (Index m : mode == Mode::smoke ? std::vector<Index>{16} : std::vector<Index>{64, 256}) {
+    const std::string name = "python_twin/sparse_rtrl/n:" + std::to_string(m) + "/act:" + fmt(act) + "/dens:" + fmt(dens);
+    limit(benchmark::RegisterBenchmark(name.c_str(), bm_python_twin, m, act, dens), mode, 0);
   }
   if (mode == Mode::smoke) {  // one tiny point of the stack and streams families too
     limit(benchmark::RegisterBenchmark("stack/sparse_rtrl/layers:2/n:16/act:0.1/dens:0.5", bm_stack, Index(16), 0.1, 0.5),

@@ -209,7 +209,7 @@ def machine(suite):
             f"load average at start {', '.join(f'{x:.1f}' for x in c.get('load_avg', []))} (2 cores: above ~1 another process shared the machine).")
 
 
-def report(mode, suite, kernel_table, peer, rtrl_suite=None):
+def report(mode, suite, kernel_table, peer, rtrl_suite=None, python=None):
     rs = rows(suite)
     made, cross = plots(rs, peer)
     L = []
@@ -265,6 +265,7 @@ def report(mode, suite, kernel_table, peer, rtrl_suite=None):
                      f"{ms(r.get('stream_seconds'))} ({r.get('stream_GBps', 0):.0f} GB/s) | {r.get('over_floor', 0):.2f} |")
         L.append("")
     L.extend(streams_section(rs, peer))
+    L.extend(python_section(python))
     L.append("## Hidden size (weight density 0.1, activity ~0.1, T = 100 for BPTT)\n")
     algos = ["sparse_rtrl", "dense_rtrl", "snap1", "snap2", "dense_bptt", "sparse_bptt"]
     L.append("| n | " + " | ".join(algos) + " | pytorch_bptt | sparse/dense RTRL | sparse RTRL / sparse BPTT | sparse RTRL / PyTorch |")
@@ -320,6 +321,41 @@ def report(mode, suite, kernel_table, peer, rtrl_suite=None):
     with open(os.path.join(DOCS, "benchmarks.md"), "w") as f:
         f.write("\n".join(L) + "\n")
     print("wrote docs/benchmarks.md and", ", ".join("docs/img/" + m for m in made))
+
+
+PYTHON_TARGET = 0.05  # Python-bindings issue: the Python step adds less than 5% at n = 256
+
+
+def python_section(python):
+    """The Python bindings' step beside its C++ twin (bench/python_overhead.py: paired rounds, fastest of each)."""
+    rows = [b for b in (python or {}).get("benchmarks", []) if b.get("run_type") == "iteration"]
+    if not rows:
+        return []
+    c = python.get("context", {})
+    L = ["## Python bindings: what the Python layer adds to a step\n",
+         "`rtrl.step(x)` and `rtrl.accumulate_gradient(g)` called from a Python loop (`bench/python_overhead.py`, "
+         f"Python {c.get('python', '?')}, NumPy {c.get('numpy', '?')}) against the same step in C++: bench_suite's "
+         "`python_twin` rows, and the same loop run in C++ inside the Python module (its own compilation of the "
+         "step, without the Python layer). float64 everywhere (the bindings' scalar), one thread, the same mask, "
+         "thresholds calibrated the same way (theta below, from each side), the same inputs. The three alternate "
+         "round by round and each keeps its fastest round, since other processes share this machine "
+         f"(load average at the start {', '.join(f'{x:.1f}' for x in c.get('load_avg', []))}): differences of a "
+         "few percent between bench_suite and the module are within what this machine's noise allows.\n",
+         "| n | C++ step (bench_suite) | C++ loop in the module | Python step | Python vs bench_suite | "
+         "Python layer per step (vs the module's loop) | activity (C++ / Python) | theta (C++ / Python) |",
+         "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: r["n"]):
+        L.append(f"| {int(r['n'])} | {ms(r['cpp_step_seconds'])} | {ms(r['module_step_seconds'])} | {ms(r['step_seconds'])} | "
+                 f"{100 * r['overhead']:+.1f}% | {r['python_layer_seconds'] * 1e6:.1f} us ({100 * r['python_layer_share']:+.1f}%) | "
+                 f"{r.get('cpp_activity', 0):.3f} / {r['activity']:.3f} | {r.get('cpp_theta', 0):.6g} / {r['theta']:.6g} |")
+    big = next((r for r in rows if int(r["n"]) == 256), None)
+    if big:
+        ok = big["overhead"] < PYTHON_TARGET
+        L.append(f"\nAt n = 256 the Python step takes {100 * big['overhead']:+.1f}% of bench_suite's time more "
+                 f"(goal: < {100 * PYTHON_TARGET:.0f}%): " + ("**met**." if ok else "**not met**.") +
+                 " The Python layer (the loop, argument conversion, dispatch, releasing the GIL) costs a few "
+                 "microseconds per step at every n, so it weighs more on the smaller step.\n")
+    return L
 
 
 STREAMS_TARGET = 1.8  # many-streams issue: 2 threads >= 1.8x the throughput of 1 thread
@@ -444,6 +480,7 @@ def main():
     rtrl_json = os.path.join(RESULTS, f"rtrl_{mode}.json")
     rtrl_txt = os.path.join(RESULTS, f"rtrl_{mode}.txt")
     torch_json = os.path.join(RESULTS, f"torch_{mode}.json")
+    python_json = os.path.join(RESULTS, f"python_{mode}.json")
     exe = lambda name: os.path.join(a.build, "bench", name)
     if not a.no_run:
         for name in ("bench_rtrl", "bench_suite"):
@@ -460,11 +497,19 @@ def main():
         if mode == "quick":
             peer_cmd.append("--quick")
         run(peer_cmd)
+        # The Python bindings' rows, when the bench build has the module (SPARSE_RTRL_BUILD_PYTHON).
+        package = os.path.join(a.build, "python")
+        if os.path.isdir(os.path.join(package, "sparse_rtrl")):
+            run(["/usr/bin/python3", os.path.join(ROOT, "bench", "python_overhead.py"), "--bench-suite", exe("bench_suite"),
+                 "--out", python_json, f"--{mode}"], env=dict(os.environ, PYTHONPATH=package))
+        else:
+            print(f"run_suite.py: {package}/sparse_rtrl not built; the Python rows are left out", flush=True)
     suite = load(suite_json)
     peer = load(torch_json) if os.path.exists(torch_json) else None
     kernel = kernel_table_from(open(rtrl_txt).read()) if os.path.exists(rtrl_txt) else ""
     rtrl_suite = load(rtrl_json) if os.path.exists(rtrl_json) else None
-    report(mode, suite, kernel, peer, rtrl_suite)
+    python = load(python_json) if os.path.exists(python_json) else None
+    report(mode, suite, kernel, peer, rtrl_suite, python)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 // drive independent learners in parallel.
 #include "common.hpp"
 
+#include <chrono>
 #include <optional>
 #include <sstream>
 #include <vector>
@@ -241,6 +242,31 @@ void bind_learners(py::module_& m) {
           "total_work", [](const PyRtrl& r, std::optional<Index> k) { return k ? r.total_work(*k) : r.total_work(); },
           py::arg("layer") = py::none(), "Work since the last reset_work(), over all layers or of layer k.");
   common_rtrl_like(rtrl);
+
+  // For bench/python_overhead.py: the Python benchmark's loop (step + accumulate_gradient with a
+  // fixed g, inputs X[t % T] from t = start) run in C++ inside this module, so the Python layer's
+  // cost can be told from differences of compilation between this module and bench_suite.
+  // Runs until min_seconds have passed (the clock read every 16 steps); returns (seconds, steps).
+  m.def(
+      "_time_rtrl_loop",
+      [](PyRtrl& r, RowMatrixIn X, const VecArg& g_arg, Index start, double min_seconds) {
+        const VecMap g = vec(g_arg, "_time_rtrl_loop()", "g");
+        py::gil_scoped_release nogil;
+        using clock = std::chrono::steady_clock;
+        const auto begin = clock::now();
+        double elapsed = 0;
+        Index t = start, steps = 0;
+        while (elapsed < min_seconds) {
+          for (int k = 0; k < 16; ++k, ++t) {
+            r.step(X.row(t % X.rows()));
+            r.accumulate_gradient(g);
+          }
+          steps += 16;
+          elapsed = std::chrono::duration<double>(clock::now() - begin).count();
+        }
+        return std::make_pair(elapsed, steps);
+      },
+      py::arg("rtrl"), py::arg("X"), py::arg("g"), py::arg("start"), py::arg("min_seconds"));
 
   py::class_<PySnap> snap(m, "Snap",
                           "SnAp-n (Menick et al. 2021), the approximate baseline; exact when the order covers the "
