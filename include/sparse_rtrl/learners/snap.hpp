@@ -372,10 +372,10 @@ class Snap {
     EgruStepCache<Scalar> cache;
     Vector state, dL_dc, theta_direct;
     /// A_t = dc_t/dy_{t-1} and J_t = diag(decay) + A_t diag(s_{t-1}), n x n, written on R's
-    /// coupling pattern only (zero elsewhere from construction on).
-    Matrix A, J;
+    /// coupling pattern only (zero elsewhere from construction on). Row-major: written row by row.
+    Block A, J;
     /// B^k_t = dc^k_t/dy^{k-1}_t (k > 0), n x n_{k-1}, written on W's connection pattern only.
-    Matrix B;
+    Block B;
     std::vector<Index> input_ptr, input_cols;  ///< W's connection pattern, CSR by target unit
   };
 
