@@ -7,13 +7,16 @@ same initialisation and threshold calibration (bench_common.hpp's parameters_for
 here through the bindings in double, as the twin does in C++), the same inputs (the library's
 portable generator) and gradient. Both are float64, both single-threaded.
 
-Timing: the machine is shared, so the script alternates, round by round, the C++ twin (a
+Timing: CPU time of the process on every side (Google Benchmark's cpu_time for the twin,
+time.process_time() here, std::clock() in the module's loop): the machine is shared, and CPU time
+leaves out the time other processes held the core (not their effect on caches and memory
+bandwidth). The script also alternates, round by round, the C++ twin (a
 bench_suite subprocess running just that row), its own Python loop, and the same loop run in C++
 inside the module (sparse_rtrl._core._time_rtrl_loop: the module's compilation of the step without
 the Python layer), and keeps each side's fastest round: the minima were measured minutes apart at
 most, under the same conditions.
-Each Python round runs like a Google Benchmark row: steps until --min-time seconds have passed,
-real time. Output: Google-Benchmark-compatible JSON (context + benchmarks with run_type
+Each Python round runs like a Google Benchmark row: steps until the mode's minimum time (0.2 s
+quick, 1 s full) of CPU time has passed. Output: Google-Benchmark-compatible JSON (context + benchmarks with run_type
 "iteration" and counters), one row per size, with the paired C++ time and the ratio in it.
 
 Usage (run_suite.py calls it; PYTHONPATH must reach the built package):
@@ -74,7 +77,7 @@ def inputs_and_gradient(n):
 
 
 def python_round(model, min_time):
-    """One Google-Benchmark-like run of the Python step; returns (seconds per step, counters)."""
+    """One Google-Benchmark-like run of the Python step; returns (CPU seconds per step, counters)."""
     n = model.units()
     rtrl = s.Rtrl(model)
     X, g = inputs_and_gradient(n)
@@ -83,7 +86,7 @@ def python_round(model, min_time):
     rtrl.reset_work()
     t, iterations = 10, 0
     step, accumulate = rtrl.step, rtrl.accumulate_gradient
-    start = time.perf_counter()
+    start = time.process_time()
     elapsed = 0.0
     while elapsed < min_time:
         for _ in range(16):  # check the clock every 16 steps
@@ -91,7 +94,7 @@ def python_round(model, min_time):
             accumulate(g)
             t += 1
         iterations += 16
-        elapsed = time.perf_counter() - start
+        elapsed = time.process_time() - start
     w = rtrl.total_work()
     steps = max(w.steps, 1)
     fma = (w.propagation_fma + w.readout_fma) / steps
@@ -103,7 +106,7 @@ def python_round(model, min_time):
 
 def module_round(model, min_time):
     """The same loop in C++ inside the module (sparse_rtrl._core._time_rtrl_loop): the step as this
-    module's compilation runs it, without the Python layer. Returns seconds per step."""
+    module's compilation runs it, without the Python layer. Returns CPU seconds per step."""
     rtrl = s.Rtrl(model)
     X, g = inputs_and_gradient(model.units())
     for t in range(10):
@@ -112,16 +115,28 @@ def module_round(model, min_time):
     return elapsed / steps
 
 
+def layer_probe(rounds, min_time, n=4):
+    """The Python layer alone: the same Python loop and module loop on a tiny model (n = 4, d = 32,
+    dense), whose C++ step costs about a microsecond, so the difference (CPU seconds per step,
+    fastest rounds) is what the Python layer costs per step, free of the large step's noise."""
+    p = s.init_torch_like(n, INPUTS, seed=1, threshold=0.3)
+    model = s.Model(p, events=True, surrogate=s.TriangularSurrogate(GAMMA, EPS))
+    py = min(python_round(model, min_time)[0] for _ in range(rounds))
+    mod = min(module_round(model, min_time) for _ in range(rounds))
+    return py - mod, py, mod
+
+
 def cpp_round(bench_suite, n, mode):
     """The C++ twin row, run alone by bench_suite (its --quick/--full time per row); returns
-    (seconds per step, its JSON row, the run's context)."""
+    (CPU seconds per step, its JSON row, the run's context)."""
     name = f"python_twin/sparse_rtrl/n:{n}/act:{ACTIVITY:g}/dens:{DENSITY:g}"
     out = subprocess.run([bench_suite, f"--{mode}", f"--benchmark_filter=^{name}(/.*)?$", "--benchmark_format=json"],
                          check=True, capture_output=True, text=True).stdout
     rows = [b for b in json.loads(out)["benchmarks"] if b.get("run_type") == "iteration"]
     if len(rows) != 1:
         sys.exit(f"python_overhead.py: {bench_suite} ran {len(rows)} rows named {name}")
-    return rows[0]["step_seconds"], rows[0], json.loads(out)["context"]
+    unit = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}[rows[0].get("time_unit", "ns")]
+    return rows[0]["cpu_time"] * unit, rows[0], json.loads(out)["context"]
 
 
 def main():
@@ -129,13 +144,16 @@ def main():
     ap.add_argument("--bench-suite", required=True, help="the bench_suite executable (for the C++ twin rows)")
     ap.add_argument("--out", required=True, help="JSON file to write")
     g = ap.add_mutually_exclusive_group()
-    g.add_argument("--quick", action="store_true", help="3 rounds of 0.2 s per side and size (default; bench_suite --quick)")
-    g.add_argument("--full", action="store_true", help="5 rounds of 1 s (bench_suite --full)")
+    g.add_argument("--quick", action="store_true", help="5 rounds of 0.2 s per side and size (default; bench_suite --quick)")
+    g.add_argument("--full", action="store_true", help="9 rounds of 1 s (bench_suite --full)")
     ap.add_argument("--sizes", default="64,256")
     a = ap.parse_args()
     mode = "full" if a.full else "quick"
-    rounds, min_time = (5, 1.0) if a.full else (3, 0.2)  # bench_suite's MinTime per mode
+    rounds, min_time = (9, 1.0) if a.full else (5, 0.2)  # min_time: bench_suite's MinTime per mode
     benchmarks, context = [], {}
+    probe, probe_py, probe_mod = layer_probe(rounds, min_time)
+    print(f"Python layer probe (n = 4): Python {probe_py * 1e6:.2f} us, module's C++ loop {probe_mod * 1e6:.2f} us per step: "
+          f"the layer costs {probe * 1e6:.2f} us per step", flush=True)
     for n in (int(v) for v in a.sizes.split(",")):
         model = calibrated_network(n)
         times = {"cpp": [], "module": [], "python": []}
@@ -153,12 +171,14 @@ def main():
             "name": name, "run_name": name, "run_type": "iteration", "repetitions": rounds, "threads": 1,
             "iterations": counters.pop("iterations"),
             "real_time": t_py * 1e3, "cpu_time": t_py * 1e3, "time_unit": "ms",
-            "step_seconds": t_py,
+            "step_seconds": t_py,  # CPU time per step (every time of this row is)
             "cpp_step_seconds": t_cpp, "cpp_theta": cpp_row.get("theta"), "cpp_activity": cpp_row.get("activity"),
             "module_step_seconds": t_mod,
             "overhead": t_py / t_cpp - 1.0,             # against bench_suite's twin row (the issue's measure)
             "python_layer_seconds": t_py - t_mod,       # against the same loop in C++ in the same module
             "python_layer_share": t_py / t_mod - 1.0,
+            "python_layer_probe_seconds": probe,        # the layer on a tiny model (layer_probe())
+            "estimated_overhead": probe / t_mod,        # that cost over this size's C++ step
             "round_seconds": times,
         }
         row.update(counters)
@@ -166,7 +186,7 @@ def main():
         print(f"{name}: Python {t_py * 1e3:.4f} ms, bench_suite {t_cpp * 1e3:.4f} ms, the module's C++ loop "
               f"{t_mod * 1e3:.4f} ms per step (fastest of {rounds} rounds each): {100 * row['overhead']:+.1f}% vs "
               f"bench_suite; the Python layer {row['python_layer_seconds'] * 1e6:.2f} us per step "
-              f"({100 * row['python_layer_share']:+.1f}%)", flush=True)
+              f"({100 * row['python_layer_share']:+.1f}%); from the probe: {100 * row['estimated_overhead']:+.2f}%", flush=True)
     context = dict(context)
     context.update(date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                    executable="bench/python_overhead.py", python=platform.python_version(),
