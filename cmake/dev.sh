@@ -26,6 +26,8 @@ case "$what" in
     # installable, and reports itself skipped otherwise.
     bash "$root/cmake/install_deps.sh" dataset-fashion-mnist || echo "sparse_rtrl: dataset-fashion-mnist not installed; its smoke test will be skipped"
     # The Python bindings and their pytest suite (python/): Debian's interpreter, which has NumPy.
+    # The io tests (tests/io) read our .npz checkpoints with that NumPy too; with python3-torch
+    # also installed (optional, large) they load them into torch.nn.GRU, else they report skipped.
     bash "$root/cmake/install_deps.sh" --python
     build="$root/build/test"
     cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPARSE_RTRL_BUILD_TESTS=ON \
