@@ -35,8 +35,14 @@
 /// over the streams (in a fixed order: the same bits on any number of threads) and Adam updates
 /// the shared EGRU and readout once. The streams run in parallel on --threads threads.
 ///
+/// Checkpoints (--save, --resume; sparse_rtrl/io/checkpoint.hpp): everything the run holds (the
+/// model with its mask, every stream's state and influence matrix, both Adam states, the readout,
+/// the symbol generators, the accuracy window and the counters of the progress lines) goes into
+/// one NumPy .npz, written atomically. A run resumed from it prints the same lines, digit for
+/// digit, as the run that was never stopped (only the seconds column differs): docs/examples.md.
+///
 /// Usage: copy_online [--short] [--steps N] [--delay D] [--density P] [--seed S]
-///                    [--streams B] [--threads T]
+///                    [--streams B] [--threads T] [--save PATH [--save-every N]] [--resume PATH]
 ///   --short      50000 steps instead of 200000 (a quick demonstration)
 ///   --steps N    length of the stream, N >= 1
 ///   --delay D    recall the symbol from D steps back, D >= 1 (default 5)
@@ -47,7 +53,14 @@
 ///   --streams B  B >= 1 independent streams over one model (default 1); accuracy and losses
 ///                are over all streams
 ///   --threads T  threads of the streams' team, T >= 1 (default 1)
-/// Arguments it does not know, or cannot parse, end it with exit code 2.
+///   --save PATH  write a checkpoint to PATH at the end of the run (the last step done), and
+///                with --save-every N also after every N-th step (each replaces the last)
+///   --resume PATH  continue the run saved in PATH up to --steps (which counts from step 0, so
+///                --steps must exceed the saved step); --delay and --streams must be the saved
+///                run's, --seed and --density are then irrelevant (the file has the weights,
+///                masks and generators)
+/// Arguments it does not know, or cannot parse, end it with exit code 2; a checkpoint that cannot
+/// be read or does not fit ends it with exit code 1 and the reason.
 ///
 /// Typical result (measured; figures "over the stream" are WorkCounters totals of the run):
 ///   full run, delay 5, seeds 1-3: 100%, 98.9%, 99.4% accuracy over the last 1000 steps (seeds 1
@@ -104,10 +117,14 @@ struct Options {
   std::uint64_t seed = 1;
   long streams = 1;
   long threads = 1;
+  std::string save;    // checkpoint written at the end (and every save_every steps)
+  long save_every = 0;
+  std::string resume;  // checkpoint to continue from
 };
 
 constexpr const char* kUsage =
     "usage: copy_online [--short] [--steps N] [--delay D] [--density P] [--seed S] [--streams B] [--threads T]\n"
+    "                   [--save PATH [--save-every N]] [--resume PATH]\n"
     "  N, D, B and T positive integers, P in (0, 1], S a non-negative integer\n";
 
 [[noreturn]] void usage_error(const std::string& message) {
@@ -139,11 +156,16 @@ Options parse(int argc, char** argv) {
       continue;
     }
     if (arg != "--steps" && arg != "--delay" && arg != "--density" && arg != "--seed" && arg != "--streams" &&
-        arg != "--threads")
+        arg != "--threads" && arg != "--save" && arg != "--save-every" && arg != "--resume")
       usage_error("unknown argument '" + arg + "'");
     if (k + 1 >= argc) usage_error(arg + " needs a value");
     const char* text = argv[++k];
-    if (arg == "--steps") {
+    if (arg == "--save" || arg == "--resume") {
+      if (*text == '\0') usage_error(arg + " needs a file name");
+      (arg == "--save" ? o.save : o.resume) = text;
+    } else if (arg == "--save-every") {
+      o.save_every = parse_count(arg, text, 1000000000L);
+    } else if (arg == "--steps") {
       o.steps = parse_count(arg, text, 1000000000L);
     } else if (arg == "--delay") {
       o.delay = parse_count(arg, text, 100000L);
@@ -166,6 +188,7 @@ Options parse(int argc, char** argv) {
         usage_error(std::string("--seed needs a non-negative 64-bit integer, received '") + text + "'");
     }
   }
+  if (o.save_every > 0 && o.save.empty()) usage_error("--save-every needs --save PATH");
   return o;
 }
 
@@ -234,7 +257,46 @@ int main(int argc, char** argv) {
   Eigen::VectorXi fired = Eigen::VectorXi::Zero(kUnits);
   double accuracy = 0.0;
 
-  for (long t = 0; t < steps; ++t) {
+  // Everything the loop below carries from one step to the next, for --save and --resume.
+  std::int64_t next_step = 0;  // the first step still to do
+  std::int64_t delay = D, stream_count = B;
+  sparse_rtrl::io::Checkpoint checkpoint;
+  checkpoint.add(model).add("rtrl", rtrl).add("adam_cell", adam_cell).add("adam_readout", adam_readout);
+  checkpoint.add("readout", readout).add("step", next_step).add("recent", recent).add("hits", hits);
+  checkpoint.add("hit_count", hit_count).add("scored", scored).add("loss_steps", loss_steps);
+  checkpoint.add("loss_sum", loss_sum).add("interval", interval).add("fired", fired).add("accuracy", accuracy);
+  for (Index b = 0; b < B; ++b) checkpoint.add("symbols/s" + std::to_string(b), symbols[std::size_t(b)]);
+  if (!opt.resume.empty()) {
+    try {
+      // The run's shape first, for a clear message (a mismatch would also fail the full load).
+      std::int64_t saved_delay = 0, saved_streams = 0;
+      sparse_rtrl::io::Checkpoint shape;
+      shape.add("delay", saved_delay).add("streams", saved_streams);
+      shape.load(opt.resume);
+      if (saved_delay != D || saved_streams != B)
+        throw std::invalid_argument(opt.resume + " holds a run with --delay " + std::to_string(saved_delay) +
+                                    " --streams " + std::to_string(saved_streams) + ", not --delay " +
+                                    std::to_string(D) + " --streams " + std::to_string(B));
+      checkpoint.load(opt.resume);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "copy_online: cannot resume: %s\n", e.what());
+      return 1;
+    }
+    if (next_step >= steps) {
+      std::fprintf(stderr, "copy_online: %s is at step %ld already; ask for more with --steps\n", opt.resume.c_str(),
+                   long(next_step));
+      return 1;
+    }
+    std::fprintf(stderr, "copy_online: resumed from %s at step %ld\n", opt.resume.c_str(), long(next_step));
+  }
+  checkpoint.add("delay", delay).add("streams", stream_count);
+  auto save = [&](long done) {
+    next_step = done;
+    checkpoint.save(opt.save);
+    std::fprintf(stderr, "copy_online: saved step %ld to %s\n", done, opt.save.c_str());
+  };
+
+  for (long t = long(next_step); t < steps; ++t) {
     X.setZero();
     for (Index b = 0; b < B; ++b) {
       const int symbol = int(symbols[std::size_t(b)]() >> 62);  // uniform in {0, 1, 2, 3}
@@ -275,7 +337,10 @@ int main(int argc, char** argv) {
     const Eigen::MatrixXf& events = rtrl.events();
     for (Index i = 0; i < kUnits; ++i) fired(i) += (events.col(i).array() != 0.0f).count() > 0;
 
-    if ((t + 1) % report == 0 || t + 1 == steps) {
+    // A line every `report` steps, and one at the end of the run. Only the regular lines start a
+    // new interval: a run stopped (and saved) between them carries on as if never stopped.
+    const bool regular = (t + 1) % report == 0;
+    if (regular || t + 1 == steps) {
       accuracy = scored > 0 ? double(hit_count) / double(std::min(scored, kWindow)) : 0.0;
       const double speedup = interval.ideal_speedup();
       std::printf("step %8ld  loss %.4f  acc %5.1f%%  event sparsity %5.1f%%  backward sparsity "
@@ -286,12 +351,16 @@ int main(int argc, char** argv) {
                   speedup > 0 ? 100.0 * (1.0 - 1.0 / speedup) : 0.0,
                   int((fired.array() > 0).count()), int(kUnits), seconds_since(start));
       std::fflush(stdout);
-      loss_sum = 0.0;
-      loss_steps = 0;
-      interval = sparse_rtrl::WorkCounters{};
-      fired.setZero();
+      if (regular) {
+        loss_sum = 0.0;
+        loss_steps = 0;
+        interval = sparse_rtrl::WorkCounters{};
+        fired.setZero();
+      }
     }
+    if (opt.save_every > 0 && (t + 1) % opt.save_every == 0 && t + 1 < steps) save(t + 1);
   }
+  if (!opt.save.empty()) save(steps);
 
   const sparse_rtrl::WorkCounters& total = rtrl.total_work();
   std::printf("final: accuracy %.1f%% over the last %ld steps (chance %.0f%%); over the whole "
