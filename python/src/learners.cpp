@@ -268,23 +268,39 @@ void bind_learners(py::module_& m) {
       },
       py::arg("rtrl"), py::arg("X"), py::arg("g"), py::arg("start"), py::arg("min_seconds"));
 
-  py::class_<PySnap> snap(m, "Snap",
-                          "SnAp-n (Menick et al. 2021), the approximate baseline; exact when the order covers the "
-                          "recurrent graph. One-layer models.");
-  // Only the members common to the one-layer Snap and its stack extension (in progress) are bound,
-  // through lambdas, so that either compiles.
-  snap.def(py::init([](PyModel& model, int order) { return std::make_unique<PySnap>(model, order); }), py::arg("model"),
-           py::arg("order"), py::keep_alive<1, 2>())
+  py::enum_<SnapCrossLayer>(m, "SnapCrossLayer", "Which influence on the layers above its own a Snap keeps.")
+      .value("graph", SnapCrossLayer::graph)
+      .value("none", SnapCrossLayer::none)
+      .value("same_step", SnapCrossLayer::same_step);
+
+  py::class_<PySnap>(m, "Snap",
+                     "SnAp-n (Menick et al. 2021), the approximate baseline, for one layer or a stack (Rtrl's "
+                     "interface); exact at covering_order with the graph pattern.")
+      .def(py::init([](PyModel& model, int order, SnapCrossLayer cross_layer) {
+             return std::make_unique<PySnap>(model, SnapOptions{order, cross_layer});
+           }),
+           py::arg("model"), py::arg("order"), py::kw_only(), py::arg("cross_layer") = SnapCrossLayer::graph,
+           py::keep_alive<1, 2>())
       .def_property_readonly("order", [](const PySnap& s) { return s.order(); })
-      .def_property_readonly("units", [](const PySnap& s) { return s.units(); })
+      .def_property_readonly("cross_layer", [](const PySnap& s) { return s.options().cross_layer; })
+      .def_property_readonly("covering_order", [](const PySnap& s) { return s.covering_order(); },
+                             "The order from which on the pattern no longer grows (exact RTRL with the graph pattern).")
+      .def_property_readonly("layers", [](const PySnap& s) { return s.layers(); })
+      .def("units", [](const PySnap& s, std::optional<Index> k) { return k ? s.units(*k) : s.units(); },
+           py::arg("layer") = py::none())
       .def_property_readonly("inputs", [](const PySnap& s) { return s.inputs(); })
-      .def("layout", [](const PySnap& s) { return InfluenceLayout(s.layout()); })
-      .def("kept_rows", [](const PySnap& s, Index u) {
-             if (u < 0 || u >= s.units())
-               throw std::out_of_range("sparse_rtrl.Snap.kept_rows(): unit must be in [0, " + std::to_string(s.units()) +
-                                       "), received " + std::to_string(u));
-             return std::vector<Index>(s.kept_rows(u));
-           }, py::arg("unit"))
+      .def_property_readonly("columns", [](const PySnap& s) { return s.columns(); })
+      .def_property_readonly("kept_entries", [](const PySnap& s) { return s.kept_entries(); })
+      .def("layout", [](const PySnap& s, Index k) { return InfluenceLayout(s.layout(k)); }, py::arg("layer") = 0)
+      .def(
+          "kept_rows",
+          [](const PySnap& s, Index u, Index k) {
+            if (u < 0 || u >= s.units(k))
+              throw std::out_of_range("sparse_rtrl.Snap.kept_rows(): unit must be in [0, " + std::to_string(s.units(k)) +
+                                      "), received " + std::to_string(u));
+            return std::vector<Index>(s.kept_rows(k, u));
+          },
+          py::arg("unit"), py::arg("layer") = 0, "Rows kept for the parameters of unit u of layer k.")
       .def(
           "step",
           [](PySnap& s, const VecArg& arg) {
@@ -292,22 +308,49 @@ void bind_learners(py::module_& m) {
             py::gil_scoped_release nogil;
             s.step(x);
           },
-          py::arg("x"))
+          py::arg("x"), "Releases the GIL.")
       .def(
           "accumulate_gradient",
-          [](PySnap& s, const VecArg& arg) {
-            const VecMap g = vec(arg, "Snap.accumulate_gradient()", "dL_dy");
-            py::gil_scoped_release nogil;
-            s.accumulate_gradient(g);
+          [](PySnap& s, const VecArg& dy, const std::optional<VecArg>& d_o, std::optional<Index> layer) {
+            const Index k = layer ? *layer : s.layers() - 1;
+            const VecMap dL_dy = vec(dy, "Snap.accumulate_gradient()", "dL_dy");
+            if (d_o) {
+              const VecMap dL_do = vec(*d_o, "Snap.accumulate_gradient()", "dL_do");
+              py::gil_scoped_release nogil;
+              s.accumulate_gradient_at(k, dL_dy, dL_do);
+            } else {
+              py::gil_scoped_release nogil;
+              s.accumulate_gradient_at(k, dL_dy);
+            }
           },
-          py::arg("dL_dy"))
-      .def("gradient", [](const PySnap& s) { return s.gradient(); })
-      .def("reset", [](PySnap& s) { s.reset(); })
-      .def("state", [](const PySnap& s) { return Vector(s.state()); })
-      .def("output", [](const PySnap& s) { return Vector(s.output()); })
-      .def("last_step_work", [](const PySnap& s) { return WorkCounters(s.last_step_work()); })
-      .def("total_work", [](const PySnap& s) { return WorkCounters(s.total_work()); })
+          py::arg("dL_dy"), py::arg("dL_do") = py::none(), py::arg("layer") = py::none(), "As Rtrl's. Releases the GIL.")
+      .def("gradient", [](const PySnap& s, std::optional<Index> k) { return k ? s.gradient(*k) : s.gradient(); },
+           py::arg("layer") = py::none())
+      .def(
+          "gradients",
+          [](const PySnap& s) {
+            std::vector<Params> out;
+            for (Index k = 0; k < s.layers(); ++k) out.push_back(s.gradient(k));
+            return out;
+          })
+      .def("gradient_columns", [](const PySnap& s) { return Vector(s.gradient_columns()); })
       .def("zero_gradient", [](PySnap& s) { s.zero_gradient(); })
+      .def("reset", [](PySnap& s) { s.reset(); })
+      .def("state", [](const PySnap& s, std::optional<Index> k) { return Vector(k ? s.state(*k) : s.state()); },
+           py::arg("layer") = py::none())
+      .def("output", [](const PySnap& s, std::optional<Index> k) { return Vector(k ? s.output(*k) : s.output()); },
+           py::arg("layer") = py::none())
+      .def("events", [](const PySnap& s, std::optional<Index> k) { return Vector(k ? s.events(*k) : s.events()); },
+           py::arg("layer") = py::none())
+      .def_property_readonly("steps", [](const PySnap& s) { return s.steps(); })
+      .def(
+          "last_step_work",
+          [](const PySnap& s, std::optional<Index> k) { return WorkCounters(k ? s.last_step_work(*k) : s.last_step_work()); },
+          py::arg("layer") = py::none())
+      .def(
+          "total_work",
+          [](const PySnap& s, std::optional<Index> k) { return WorkCounters(k ? s.total_work(*k) : s.total_work()); },
+          py::arg("layer") = py::none())
       .def("reset_work", [](PySnap& s) { s.reset_work(); })
       .def_property_readonly("influence_bytes", [](const PySnap& s) { return s.influence_bytes(); });
 

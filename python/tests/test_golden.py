@@ -1,5 +1,5 @@
 """The PyTorch-autograd golden cases (tests/data/golden, every folder, flat and stacked) through the
-Python bindings: RTRL, BPTT, RtrlStreams and (one layer) SnAp at a covering order, at relative error
+Python bindings: RTRL, BPTT, RtrlStreams (one layer) and SnAp at its covering order, at relative error
 <= 1e-10 in the outputs and in every parameter gradient."""
 import numpy as np
 import pytest
@@ -55,21 +55,33 @@ def test_bptt(name, exploit_events):
         check_gradient(bptt.backward(case["layers"][0]["G"]), case["layers"][0], f"{name} BPTT")
 
 
+@pytest.mark.parametrize("name", CASES)
+def test_snap_at_covering_order(name):
+    """SnAp-n over the stack's graph is exact RTRL from its covering order on."""
+    case = load_golden(name)
+    model = golden_model(case)
+    order = s.Snap(model, 1).covering_order
+    snap = s.Snap(model, order)
+    assert snap.layers == case["L"] and snap.cross_layer == s.SnapCrossLayer.graph
+    for t in range(case["T"]):
+        snap.step(case["X"][t])
+        for k, layer in enumerate(case["layers"]):
+            snap.accumulate_gradient(layer["G"][t], layer=k)
+    for k, layer in enumerate(case["layers"]):
+        check_gradient(snap.gradient(k), layer, f"{name} SnAp-{order} layer {k}")
+
+
 @pytest.mark.parametrize("name", [c for c in CASES if not c.startswith("stack-")])
-def test_streams_and_snap_one_layer(name):
-    """One layer: three streams fed the same sequence (the loss on one of them) and SnAp-n at n = units."""
+def test_streams_one_layer(name):
+    """One layer: three streams fed the same sequence, the loss on one of them."""
     case = load_golden(name)
     layer = case["layers"][0]
     model = golden_model(case)
     streams = s.RtrlStreams(model, 3, threads=2)
-    snap = s.Snap(model, case["sizes"][0])
     for t in range(case["T"]):
         streams.step(np.repeat(case["X"][t][None, :], 3, axis=0))
         G = np.zeros((3, case["sizes"][0]))
         G[1] = layer["G"][t]
         streams.accumulate_gradient(G)
-        snap.step(case["X"][t])
-        snap.accumulate_gradient(layer["G"][t])
         assert rel_err(streams.outputs()[2], layer["y_ref"][t]) <= TOL
     check_gradient(streams.gradient(), layer, f"{name} RtrlStreams")
-    check_gradient(snap.gradient(), layer, f"{name} SnAp-{case['sizes'][0]}")
