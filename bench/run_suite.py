@@ -339,8 +339,7 @@ def python_section(python):
          "step, without the Python layer). float64 everywhere (the bindings' scalar), one thread, the same mask, "
          "thresholds calibrated the same way (theta below, from each side), the same inputs. The three alternate "
          "round by round and each keeps its fastest round, in process CPU time, since other processes share this machine "
-         f"(load average at the start {', '.join(f'{x:.1f}' for x in c.get('load_avg', []))}): differences of a "
-         "few percent between bench_suite and the module are within what this machine's noise allows.\n",
+         f"(load average at the start {', '.join(f'{x:.1f}' for x in c.get('load_avg', []))}; measured once).\n",
          "| n | C++ step (bench_suite) | C++ loop in the module | Python step | Python vs bench_suite | "
          "Python vs the module's loop | Python layer (probe) over the module's step | activity (C++ / Python) | "
          "theta (C++ / Python) |",
