@@ -10,7 +10,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
@@ -315,6 +318,72 @@ void bm_python_twin(benchmark::State& state, Index n, double activity, double de
   state.counters["theta"] = params.theta(0);
 }
 
+/// Saving and loading a checkpoint (io/checkpoint.hpp) of a model and its Rtrl learner, whose
+/// n x P_kept influence matrix is most of the file. One iteration = one save (temporary file,
+/// fsync, rename) and one load (zip structure checked, every byte read and CRC-checked into
+/// staging copies, then swapped in). Counters: save_seconds, load_seconds (per iteration, after
+/// one untimed save and load), bytes (the file), read_seconds (reading the file's bytes once with
+/// fread, from the page cache since it was just written: the floor a load cannot beat),
+/// first_load_seconds (the untimed first load: its staging copy lands on memory the process never
+/// touched, so it pays the page faults; every later load reuses memory the last one freed) and
+/// state_bytes (the influence matrix).
+void bm_checkpoint(benchmark::State& state, Index n, double activity, double density) {
+  const Network& net = network(n, activity, density);
+  Model<S> model(EgruCell<S>(net.params, {true}, kSurrogate), net.mask);
+  Rtrl<S> rtrl(model);
+  const bench::Mat<S> X = bench::inputs<S>(16, kInputs, 5);
+  const Eigen::VectorXf g = Eigen::VectorXf::Constant(n, 0.01f);
+  for (Index t = 0; t < X.rows(); ++t) {  // a state and gradient that are not zero
+    rtrl.step(X.row(t));
+    rtrl.accumulate_gradient(g);
+  }
+  io::Checkpoint checkpoint;
+  checkpoint.add(model).add("rtrl", rtrl);
+  const std::string path = (std::filesystem::temp_directory_path() /
+                            ("sparse_rtrl_bench_checkpoint_" + std::to_string(std::uintptr_t(&state)) + ".npz"))
+                               .string();
+  using Clock = std::chrono::steady_clock;
+  const auto seconds = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
+  checkpoint.save(path);
+  const auto first = Clock::now();
+  checkpoint.load(path);
+  const double first_load = seconds(first, Clock::now());
+  double save = 0, load = 0;
+  for (auto _ : state) {
+    const auto t0 = Clock::now();
+    checkpoint.save(path);
+    const auto t1 = Clock::now();
+    checkpoint.load(path);
+    const auto t2 = Clock::now();
+    save += seconds(t0, t1);
+    load += seconds(t1, t2);
+  }
+  // The floor: the file's bytes read once (best of two passes).
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  std::fseek(f, 0, SEEK_END);
+  const std::size_t bytes = std::size_t(std::ftell(f));
+  std::vector<char> buffer(bytes);
+  double read = 1e300;
+  for (int pass = 0; pass < 2; ++pass) {
+    std::rewind(f);
+    const auto t0 = Clock::now();
+    const std::size_t got = std::fread(buffer.data(), 1, bytes, f);
+    read = std::min(read, seconds(t0, Clock::now()));
+    if (got != bytes) state.SkipWithError("short read of the checkpoint");
+  }
+  std::fclose(f);
+  std::remove(path.c_str());
+  const double iterations = double(state.iterations());
+  state.counters["save_seconds"] = save / iterations;
+  state.counters["load_seconds"] = load / iterations;
+  state.counters["bytes"] = double(bytes);
+  state.counters["read_seconds"] = read;
+  state.counters["first_load_seconds"] = first_load;
+  state.counters["state_bytes"] = double(rtrl.influence_bytes());
+  state.counters["n"] = double(n);
+  state.counters["density"] = density;
+}
+
 std::string fmt(double v) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%g", v);
@@ -369,6 +438,7 @@ void register_all(Mode mode) {
     limit(benchmark::RegisterBenchmark("streams/sparse_rtrl/n:16/act:0.1/dens:0.5/streams:3/threads:2", bm_streams,
                                        Index(16), 0.1, 0.5, Index(3), 2),
           mode, 0);
+    limit(benchmark::RegisterBenchmark("io/checkpoint/n:16/act:0.1/dens:0.5", bm_checkpoint, Index(16), 0.1, 0.5), mode, 0);
     return;
   }
   const Index n = 256;
@@ -397,6 +467,9 @@ void register_all(Mode mode) {
     limit(benchmark::RegisterBenchmark(name.c_str(), bm_streams, Index(256), 0.1, 0.1, Index(8), threads), mode,
           8 * rough_fma("sparse_rtrl", 256, 0.1, 0.1));
   }
+  // Checkpoints (checkpoint issue): save and load of a 1024-unit learner, its M about 0.7 GB.
+  limit(benchmark::RegisterBenchmark("io/checkpoint/n:1024/act:0.05/dens:0.05", bm_checkpoint, Index(1024), 0.05, 0.05),
+        mode, 1e10);  // seconds per iteration: 1 (quick) or 3 (full) iterations
   for (Index T : {10, 100, 1000, 10000}) {
     bptt("length", false, n, T, act, dens);
     bptt("length", true, n, T, act, dens);

@@ -59,7 +59,8 @@ def rows(suite):
         r = dict(sweep=sweep, algo=algo, **f)
         r["error"] = b.get("error_message") if b.get("error_occurred") else None
         for k in ("step_seconds", "state_bytes", "activity", "event_rate", "fma", "dense_fma", "ideal_ratio", "GFLOPS",
-                  "stream_seconds", "stream_GBps", "over_floor", "stream_step_seconds", "streams", "threads"):
+                  "stream_seconds", "stream_GBps", "over_floor", "stream_step_seconds", "streams", "threads",
+                  "save_seconds", "load_seconds", "bytes", "read_seconds", "first_load_seconds"):
             if k in b:
                 r[k] = b[k]
         out.append(r)
@@ -265,6 +266,7 @@ def report(mode, suite, kernel_table, peer, rtrl_suite=None, python=None):
                      f"{ms(r.get('stream_seconds'))} ({r.get('stream_GBps', 0):.0f} GB/s) | {r.get('over_floor', 0):.2f} |")
         L.append("")
     L.extend(streams_section(rs, peer))
+    L.extend(checkpoint_section(rs))
     L.extend(python_section(python))
     L.append("## Hidden size (weight density 0.1, activity ~0.1, T = 100 for BPTT)\n")
     algos = ["sparse_rtrl", "dense_rtrl", "snap1", "snap2", "dense_bptt", "sparse_bptt"]
@@ -418,6 +420,30 @@ def streams_section(rs, peer):
         L.append("")
         L.extend(notes)
     L.append("")
+    return L
+
+
+def checkpoint_section(rs):
+    """Checkpoints (io/checkpoint.hpp): saving and loading a 1024-unit learner (bench_suite's io row)."""
+    r = find(rs, "io", "checkpoint", n=1024, act=0.05, dens=0.05)
+    if r is None:
+        return []
+    L = ["## Checkpoints: save and load (n = 1024, activity and weight density 0.05)\n",
+         "One `io::Checkpoint` of a model and its `Rtrl` learner; the n x P_kept influence matrix is most of the "
+         "file. Save: a temporary file, fsync, rename. Load: the zip structure checked, every byte read and "
+         "CRC-32-checked into staging copies, then swapped in. The floor is reading the file's bytes once (fread, "
+         "from the page cache: the file was just written).\n"]
+    if r["error"]:
+        return L + [f"Skipped: {r['error']}\n"]
+    sec = lambda v: "–" if v is None else (f"{v:.2f} s" if v >= 1 else ms(v))
+    L += ["| file | influence matrix | save | load | reading the file once | load / read | first load of the process |",
+          "|---|---|---|---|---|---|---|",
+          f"| {mb(r.get('bytes'))} | {mb(r.get('state_bytes'))} | {sec(r.get('save_seconds'))} | {sec(r.get('load_seconds'))} | "
+          f"{sec(r.get('read_seconds'))} | {ratio(r.get('load_seconds'), r.get('read_seconds'))} | "
+          f"{sec(r.get('first_load_seconds'))} |", "",
+          "A load stages a second copy of the state before swapping it in (so a bad file changes nothing): the "
+          "first load of a process puts that copy on memory it never touched and pays the page faults (last "
+          "column); later loads reuse the memory the previous state freed. Save includes the fsync.", ""]
     return L
 
 
