@@ -132,6 +132,41 @@ TEST_CASE("Optimizers and the pruner act on a model", "[model][optimizer][prunin
   CHECK(rtrl.layout().columns() < columns);
 }
 
+TEMPLATE_TEST_CASE("Optimizers update one layer of a stack, and refuse to guess which", "[model][optimizer]", float,
+                   double) {
+  using S = TestType;
+  const Index d = 3;
+  std::vector<EgruCell<S>> cells{firing_cell<S>(6, d, 16), firing_cell<S>(4, 6, 17)};
+  std::vector<ParameterMask> masks{ParameterMask::random(6, d, 0.7, 0.7, 18), ParameterMask::random(4, 6, 0.5, 0.5, 19)};
+  Model<S> model(cells, masks);
+  EgruParameters<S> grad(4, 6);
+  grad.W.setOnes();
+  grad.R.setOnes();
+  grad.bW.setOnes();
+  grad.bR.setOnes();
+  grad.theta.setOnes();
+  const EgruParameters<S> before0 = model.parameters(0), before1 = model.parameters(1);
+  Sgd<S> sgd(SgdOptions<S>{S(0.5)});
+  Adam<S> adam(AdamOptions<S>{S(0.01)});
+  // Without a layer index a stack is refused, and nothing moves.
+  REQUIRE_THROWS_AS(sgd.step(model, grad), std::logic_error);
+  REQUIRE_THROWS_AS(adam.step(model, grad), std::logic_error);
+  REQUIRE_THROWS_AS(sgd.step(model, grad, 2), std::out_of_range);
+  REQUIRE_THROWS_AS(adam.step(model, grad, -1), std::out_of_range);
+  // A gradient shaped for layer 1 is refused for layer 0 (6 units, d inputs).
+  REQUIRE_THROWS_AS(sgd.step(model, grad, 0), std::invalid_argument);
+  CHECK(model.parameters(0).W == before0.W);
+  CHECK(model.parameters(1).W == before1.W);
+
+  sgd.step(model, grad, 1);
+  CHECK(model.parameters(0).W == before0.W);  // layer 0 untouched
+  CHECK(model.parameters(1).bW(0) == Approx(before1.bW(0) - S(0.5)));
+  CHECK(model.mask(1).respected_by(model.parameters(1)));
+  for (Index i = 0; i < 12; ++i)
+    for (Index j = 0; j < 6; ++j)
+      if (model.mask(1).W()(i, j)) CHECK(model.parameters(1).W(i, j) == Approx(before1.W(i, j) - S(0.5)));
+}
+
 TEST_CASE("A model reshaped or switched to GRU mode under a learner is refused, not read out of bounds",
           "[model][errors]") {
   using Catch::Matchers::Contains;

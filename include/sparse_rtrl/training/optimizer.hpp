@@ -66,6 +66,19 @@ namespace sparse_rtrl {
 
 namespace detail {
 
+/// step(model, grad) without a layer is for one-layer models only: on a stack it would update
+/// layer 0 and silently leave the others.
+inline void require_one_layer_model(Index layers, const char* where) {
+  if (layers != 1)
+    throw std::logic_error(std::string(where) + ": the model is a stack of " + std::to_string(layers) +
+                           " layers; call step(model, grad, layer) with one optimizer per layer");
+}
+inline void require_layer_index(Index layers, Index layer, const char* where) {
+  if (layer < 0 || layer >= layers)
+    throw std::out_of_range(std::string(where) + ": layer must be in [0, " + std::to_string(layers) + "), got " +
+                            std::to_string(layer));
+}
+
 /// A tensor of a parameter set seen as contiguous column-major storage.
 template <typename T>
 struct TensorView {
@@ -379,11 +392,21 @@ class Sgd : public detail::OptimizerState<Scalar> {
     const char* where = "sparse_rtrl::Sgd::step()";
     this->run(where, params, grad, Base::egru_mask(mask, params, where), rule());
   }
-  /// @brief One update of a Model (model.hpp) from @p grad, keeping its mask's pruned weights
-  /// at zero: step(model.parameters(), grad, model.mask()).
+  /// @brief One update of a one-layer Model (model.hpp) from @p grad, keeping its mask's pruned
+  /// weights at zero: step(model.parameters(), grad, model.mask()). A stack throws
+  /// std::logic_error (updating layer 0 alone would be silent): use step(model, grad, layer).
   template <typename Surrogate>
   void step(Model<Scalar, Surrogate>& model, const EgruParameters<Scalar>& grad) {
+    detail::require_one_layer_model(model.layers(), "sparse_rtrl::Sgd::step()");
     step(model.parameters(), grad, model.mask());
+  }
+  /// @brief One update of layer @p layer of a Model from that layer's gradient (e.g.
+  /// Rtrl::gradient(layer)). An optimizer's moments belong to one parameter set: use one
+  /// optimizer per layer.
+  template <typename Surrogate>
+  void step(Model<Scalar, Surrogate>& model, const EgruParameters<Scalar>& grad, Index layer) {
+    detail::require_layer_index(model.layers(), layer, "sparse_rtrl::Sgd::step()");
+    step(model.parameters(layer), grad, model.mask(layer));
   }
   /// @brief Updates a readout from its accumulated gradient (does not zero the gradient).
   void step(LinearReadout<Scalar>& readout) { step(readout.parameters(), readout.gradient()); }
@@ -482,11 +505,21 @@ class AdamType : public detail::OptimizerState<Scalar> {
   void step(EgruParameters<Scalar>& params, const EgruParameters<Scalar>& grad, const ParameterMask& mask) {
     run_step(params, grad, Base::egru_mask(mask, params, where()));
   }
-  /// @brief One update of a Model (model.hpp) from @p grad, keeping its mask's pruned weights
-  /// at zero: step(model.parameters(), grad, model.mask()).
+  /// @brief One update of a one-layer Model (model.hpp) from @p grad, keeping its mask's pruned
+  /// weights at zero: step(model.parameters(), grad, model.mask()). A stack throws
+  /// std::logic_error (updating layer 0 alone would be silent): use step(model, grad, layer).
   template <typename Surrogate>
   void step(Model<Scalar, Surrogate>& model, const EgruParameters<Scalar>& grad) {
+    detail::require_one_layer_model(model.layers(), where());
     step(model.parameters(), grad, model.mask());
+  }
+  /// @brief One update of layer @p layer of a Model from that layer's gradient (e.g.
+  /// Rtrl::gradient(layer)). An optimizer's moments belong to one parameter set: use one
+  /// optimizer per layer.
+  template <typename Surrogate>
+  void step(Model<Scalar, Surrogate>& model, const EgruParameters<Scalar>& grad, Index layer) {
+    detail::require_layer_index(model.layers(), layer, where());
+    step(model.parameters(layer), grad, model.mask(layer));
   }
   /// @brief Updates a readout from its accumulated gradient (does not zero the gradient).
   void step(LinearReadout<Scalar>& readout) { step(readout.parameters(), readout.gradient()); }
