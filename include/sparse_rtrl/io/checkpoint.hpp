@@ -470,10 +470,12 @@ class StreamsItem : public CheckpointItem {
   StreamsItem(std::string name, RtrlStreams<S, Sur>& streams) : CheckpointItem(std::move(name)), streams_(&streams) {}
   const void* model() const override { return &streams_->model(); }
   void save(io::NpzWriter& w) const override {
+    require_streams();
     w.add_scalar(name() + "/streams", std::int64_t(streams_->streams()));
     for (Index b = 0; b < streams_->streams(); ++b) save_stream(w, name() + "/s" + std::to_string(b), streams_->stream(b));
   }
   std::unique_ptr<Staged> stage(io::NpzReader& r, const Context& c) const override {
+    require_streams();
     read_expected(r, name() + "/streams", std::int64_t(streams_->streams()), "the streams of this RtrlStreams");
     const std::vector<ParameterMask>& masks = learner_masks(r, c, model(), name());
     auto st = std::make_shared<typename RtrlStreams<S, Sur>::StagedState>();
@@ -484,6 +486,10 @@ class StreamsItem : public CheckpointItem {
   }
 
  private:
+  void require_streams() const {
+    if (streams_->streams() == 0)
+      throw std::logic_error("sparse_rtrl::io::Checkpoint: '" + name() + "' is a moved-from RtrlStreams");
+  }
   RtrlStreams<S, Sur>* streams_;
 };
 
