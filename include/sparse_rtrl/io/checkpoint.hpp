@@ -67,7 +67,8 @@
 /// Random generators: the library owns none that outlives a call (initialisations and random
 /// masks draw from a local generator seeded by the caller), so there is nothing of ours to save;
 /// add your own engines (std::mt19937_64 etc.) to the checkpoint.
-/// Not yet covered: Snap (SnAp-n) learners and Bptt (which keeps no state across sequences).
+/// Not yet covered: Snap (SnAp-n) learners (add() refuses them at compile time); Bptt keeps no
+/// state across sequences, Inference only its current state (read it with state(k)).
 #pragma once
 
 #include <sparse_rtrl/config.hpp>
@@ -95,6 +96,10 @@
 #include <vector>
 
 namespace sparse_rtrl {
+
+template <typename Scalar, typename Surrogate>
+class Snap;
+
 namespace io {
 
 /// The checkpoint format this library writes and reads (entry format_version).
@@ -851,6 +856,12 @@ class Checkpoint {
   template <typename S, bool Decoupled>
   Checkpoint& add(const std::string& name, AdamType<S, Decoupled>& optimizer) {
     return push(std::make_unique<detail::AdamItem<S, Decoupled>>(name, optimizer));
+  }
+  /// Not yet: SnAp learners keep no checkpointable state (refused at compile time).
+  template <typename S, typename Sur>
+  Checkpoint& add(const std::string&, Snap<S, Sur>&) {
+    static_assert(sizeof(S) == 0, "sparse_rtrl::io::Checkpoint: Snap learners cannot be checkpointed yet");
+    return *this;
   }
   Checkpoint& add(const std::string& name, MagnitudePruner& pruner) {
     return push(std::make_unique<detail::PrunerItem>(name, pruner));
