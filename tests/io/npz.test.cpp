@@ -255,6 +255,23 @@ TEST_CASE("NpzWriter: names, atomic replacement, nothing left behind", "[io][npz
   }
   REQUIRE(io::NpzReader(path).read_scalar<double>("x") == 2.0);
   REQUIRE(dir.listing() == std::vector<std::string>{"a.npz"});
+  // A temporary name left behind by a killed process is skipped, not overwritten.
+  std::string stale;
+  {
+    io::NpzWriter w(path);
+    const std::string t = w.temporary_path();  // <path>.tmp-<pid>-<k>: the next writer takes k + 1
+    const std::size_t dash = t.find_last_of('-');
+    stale = t.substr(0, dash + 1) + std::to_string(std::stoul(t.substr(dash + 1)) + 1);
+  }
+  iotest::write_bytes(stale, "left by a killed process");
+  {
+    io::NpzWriter w(path);
+    REQUIRE(w.temporary_path() != stale);
+    w.add_scalar("x", 2.0);
+    w.commit();
+  }
+  REQUIRE(iotest::read_bytes(stale) == "left by a killed process");
+  std::remove(stale.c_str());
   // The same contents give the same bytes (fixed timestamps): checkpoints can be compared.
   {
     io::NpzWriter w(dir.file("b.npz"));

@@ -121,17 +121,26 @@ class BinaryFile {
     b.position_ = b.size_;
     return b;
   }
-  /// Creates a new file for writing; fails if it exists (no file is ever overwritten in place).
-  static BinaryFile create_new(const std::string& path, const std::string& where) {
+  /// Creates a new file for writing; fails if it exists (no file is ever overwritten in place),
+  /// or, with @p exists given, sets *exists and returns a closed BinaryFile in that case.
+  static BinaryFile create_new(const std::string& path, const std::string& where, bool* exists = nullptr) {
     BinaryFile b(path, where);
     b.f_ = std::fopen(path.c_str(), "wbx");
-    if (!b.f_) system_error(where, path, "cannot create", errno);
+    if (!b.f_) {
+      const int error = errno;
+      if (exists && error == EEXIST) {
+        *exists = true;
+        return BinaryFile();
+      }
+      system_error(where, path, "cannot create", error);
+    }
     b.buffer();
     b.position_ = 0;
     return b;
   }
 
   const std::string& path() const { return path_; }
+  bool is_open() const { return f_ != nullptr; }
   /// Size at opening (reading) or bytes written so far (writing).
   std::uint64_t size() const { return size_; }
 

@@ -34,6 +34,7 @@
 #include <Eigen/Core>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -352,8 +353,11 @@ class NpzWriter {
       : path_(std::move(path)), where_(std::move(where)) {
     if (path_.empty()) throw std::invalid_argument(where_ + ": the path is empty");
     static std::atomic<unsigned> counter{0};
-    temp_ = path_ + ".tmp-" + std::to_string(process_id()) + "-" + std::to_string(counter++);
-    file_ = detail::BinaryFile::create_new(temp_, where_);
+    for (int attempt = 0; !file_.is_open(); ++attempt) {  // a killed process may have left the name
+      temp_ = path_ + ".tmp-" + std::to_string(process_id()) + "-" + std::to_string(counter++);
+      bool exists = false;
+      file_ = detail::BinaryFile::create_new(temp_, where_, attempt < 16 ? &exists : nullptr);
+    }
     zip_ = std::make_unique<detail::ZipWriter>(file_, options.force_zip64);
   }
   NpzWriter(const NpzWriter&) = delete;
