@@ -106,6 +106,8 @@ class BinaryFile {
     std::swap(where_, o.where_);
     std::swap(size_, o.size_);
     std::swap(position_, o.position_);
+    std::swap(window_, o.window_);
+    std::swap(window_offset_, o.window_offset_);
   }
 
   /// Opens an existing file for reading.
@@ -113,7 +115,7 @@ class BinaryFile {
     BinaryFile b(path, where);
     b.f_ = std::fopen(path.c_str(), "rb");
     if (!b.f_) system_error(where, path, "cannot open for reading", errno);
-    b.buffer();
+    std::setvbuf(b.f_, nullptr, _IONBF, 0);  // read_at() keeps its own window
     if (!b.seek(0, SEEK_END)) system_error(where, path, "cannot find the file's size", errno);
     const auto end = b.tell();
     if (end < 0) system_error(where, path, "cannot find the file's size", errno);
@@ -144,22 +146,30 @@ class BinaryFile {
   /// Size at opening (reading) or bytes written so far (writing).
   std::uint64_t size() const { return size_; }
 
-  /// Reads exactly @p n bytes at @p offset (the caller has checked offset + n <= size()).
+  /// Reads exactly @p n bytes at @p offset (beyond the end: a content error). Small reads are
+  /// served from a 256 KiB window (a zip's headers and small entries: few system calls), large
+  /// ones go straight into @p dst.
   void read_at(std::uint64_t offset, void* dst, std::size_t n) {
     if (n == 0) return;
     if (offset > size_ || n > size_ - offset)
       file_error(where_, path_, "read of " + std::to_string(n) + " bytes at offset " + std::to_string(offset) +
                                     " beyond the end of the file (" + std::to_string(size_) + " bytes)");
-    if (position_ != offset) {
-      if (!seek(offset, SEEK_SET)) system_error(where_, path_, "cannot seek to " + std::to_string(offset), errno);
-      position_ = offset;
-    }
-    const std::size_t got = std::fread(dst, 1, n, f_);
-    position_ += got;
-    if (got != n) {
-      if (std::ferror(f_)) system_error(where_, path_, "read failed", errno);
-      file_error(where_, path_, "the file ended at byte " + std::to_string(offset + got) + ", expected " +
-                                    std::to_string(offset + n) + " bytes (was it truncated while being read?)");
+    unsigned char* out = static_cast<unsigned char*>(dst);
+    while (n > 0) {
+      if (offset >= window_offset_ && offset - window_offset_ < window_.size()) {
+        const std::size_t k = static_cast<std::size_t>(std::min<std::uint64_t>(n, window_offset_ + window_.size() - offset));
+        std::memcpy(out, window_.data() + (offset - window_offset_), k);
+        out += k;
+        offset += k;
+        n -= k;
+      } else if (n >= kDirectRead) {
+        raw_read(offset, out, n);
+        return;
+      } else {
+        window_.resize(static_cast<std::size_t>(std::min<std::uint64_t>(kWindow, size_ - offset)));
+        window_offset_ = offset;
+        raw_read(offset, window_.data(), window_.size());
+      }
     }
   }
 
@@ -195,6 +205,22 @@ class BinaryFile {
  private:
   BinaryFile(std::string path, std::string where) : path_(std::move(path)), where_(std::move(where)) {}
 
+  static constexpr std::size_t kWindow = std::size_t(1) << 18, kDirectRead = std::size_t(1) << 16;
+
+  void raw_read(std::uint64_t offset, unsigned char* dst, std::size_t n) {
+    if (position_ != offset) {
+      if (!seek(offset, SEEK_SET)) system_error(where_, path_, "cannot seek to " + std::to_string(offset), errno);
+      position_ = offset;
+    }
+    const std::size_t got = std::fread(dst, 1, n, f_);
+    position_ += got;
+    if (got != n) {
+      if (std::ferror(f_)) system_error(where_, path_, "read failed", errno);
+      file_error(where_, path_, "the file ended at byte " + std::to_string(offset + got) + ", expected " +
+                                    std::to_string(offset + n) + " bytes (was it truncated while being read?)");
+    }
+  }
+
   void buffer() { std::setvbuf(f_, nullptr, _IOFBF, std::size_t(1) << 20); }
   bool seek(std::uint64_t offset, int whence) {
     if (offset > std::uint64_t(std::numeric_limits<std::int64_t>::max())) return false;
@@ -215,6 +241,8 @@ class BinaryFile {
   std::FILE* f_ = nullptr;
   std::string path_, where_;
   std::uint64_t size_ = 0, position_ = 0;
+  std::vector<unsigned char> window_;  // reading: bytes [window_offset_, + size()) of the file
+  std::uint64_t window_offset_ = 0;
 };
 
 /// A broken promise of our own code (not of a file): std::logic_error.
@@ -237,7 +265,8 @@ constexpr std::uint16_t kDosDate1980 = 0x0021;  // 1980-01-01: the same contents
 /// @brief Writes a zip of stored entries, sequentially, to a BinaryFile.
 ///
 /// Per entry: begin(name, size), write() exactly size bytes, end(). The CRC-32 is computed on
-/// the way and patched into the local header at finish() (one pass over the data). An entry,
+/// the way: entries up to 1 MiB are held and written with their header at end(); larger ones
+/// are written through and their CRC patched into the local header at finish() (one pass). An entry,
 /// offset or count beyond the 32/16-bit fields gets Zip64 records (force_zip64: always, which
 /// is what numpy.savez does for every entry, and how the tests exercise them on small files).
 class ZipWriter {
@@ -252,27 +281,17 @@ class ZipWriter {
     e.size = size;
     e.offset = file_->size();
     e.zip64 = force_zip64_ || size >= kMax32;
-    std::string h;
-    put_u32(h, kLocalHeaderSig);
-    put_u16(h, e.zip64 ? 45 : 20);  // version needed: 4.5 for Zip64, 2.0 otherwise
-    put_u16(h, 0);                  // flags: no data descriptor, no encryption
-    put_u16(h, 0);                  // stored
-    put_u16(h, 0);                  // time 00:00
-    put_u16(h, kDosDate1980);
-    put_u32(h, 0);  // CRC-32, patched in finish()
-    put_u32(h, e.zip64 ? kMax32 : std::uint32_t(size));
-    put_u32(h, e.zip64 ? kMax32 : std::uint32_t(size));
-    put_u16(h, std::uint32_t(name.size()));
-    put_u16(h, e.zip64 ? 20 : 0);
-    h += name;
-    if (e.zip64) {  // Zip64 extended information: both sizes, as a local header must have
-      put_u16(h, 0x0001);
-      put_u16(h, 16);
-      put_u64(h, size);
-      put_u64(h, size);
+    // Small entries are held until end(), so their header is written once, CRC included;
+    // large ones are written through and their CRC patched in at finish().
+    buffered_ = size <= kBufferLimit;
+    if (buffered_) {
+      buffer_.clear();
+      buffer_.reserve(static_cast<std::size_t>(size));
+    } else {
+      const std::string h = local_header(e, 0);
+      file_->write(h.data(), h.size());
+      patches_.push_back(entries_.size());
     }
-    file_->write(h.data(), h.size());
-    e.data_offset = file_->size();
     entries_.push_back(std::move(e));
     crc_ = 0;
     written_ = 0;
@@ -282,13 +301,22 @@ class ZipWriter {
   void write(const void* data, std::size_t n) {
     zip_require(open_ && n <= entries_.back().size - written_, "ZipWriter::write() beyond the entry");
     crc_ = crc32_update(crc_, data, n);
-    file_->write(data, n);
+    if (buffered_)
+      buffer_.append(static_cast<const char*>(data), n);
+    else
+      file_->write(data, n);
     written_ += n;
   }
 
   void end() {
     zip_require(open_ && written_ == entries_.back().size, "ZipWriter::end() before the entry's size");
-    entries_.back().crc = crc_;
+    Entry& e = entries_.back();
+    e.crc = crc_;
+    if (buffered_) {
+      const std::string h = local_header(e, crc_);
+      file_->write(h.data(), h.size());
+      file_->write(buffer_.data(), buffer_.size());
+    }
     open_ = false;
   }
 
@@ -357,23 +385,51 @@ class ZipWriter {
     put_u32(end, zip64_end ? kMax32 : std::uint32_t(cd_offset));
     put_u16(end, 0);
     file_->write(end.data(), end.size());
-    for (const Entry& e : entries_) {
+    for (std::size_t k : patches_) {
       std::string crc;
-      put_u32(crc, e.crc);
-      file_->write_at(e.offset + 14, crc.data(), crc.size());
+      put_u32(crc, entries_[k].crc);
+      file_->write_at(entries_[k].offset + 14, crc.data(), crc.size());
     }
   }
 
  private:
+  static constexpr std::uint64_t kBufferLimit = std::uint64_t(1) << 20;
   struct Entry {
     std::string name;
-    std::uint64_t size = 0, offset = 0, data_offset = 0;
+    std::uint64_t size = 0, offset = 0;
     std::uint32_t crc = 0;
     bool zip64 = false;
   };
+  /// The local header of @p e (APPNOTE 4.3.7) with CRC-32 @p crc.
+  static std::string local_header(const Entry& e, std::uint32_t crc) {
+    std::string h;
+    put_u32(h, kLocalHeaderSig);
+    put_u16(h, e.zip64 ? 45 : 20);  // version needed: 4.5 for Zip64, 2.0 otherwise
+    put_u16(h, 0);                  // flags: no data descriptor, no encryption
+    put_u16(h, 0);                  // stored
+    put_u16(h, 0);                  // time 00:00
+    put_u16(h, kDosDate1980);
+    put_u32(h, crc);
+    put_u32(h, e.zip64 ? kMax32 : std::uint32_t(e.size));
+    put_u32(h, e.zip64 ? kMax32 : std::uint32_t(e.size));
+    put_u16(h, std::uint32_t(e.name.size()));
+    put_u16(h, e.zip64 ? 20 : 0);
+    h += e.name;
+    if (e.zip64) {  // Zip64 extended information: both sizes, as a local header must have
+      put_u16(h, 0x0001);
+      put_u16(h, 16);
+      put_u64(h, e.size);
+      put_u64(h, e.size);
+    }
+    return h;
+  }
+
   BinaryFile* file_;
   bool force_zip64_;
   std::vector<Entry> entries_;
+  std::vector<std::size_t> patches_;  // entries whose CRC is patched in at finish()
+  std::string buffer_;
+  bool buffered_ = false;
   std::uint32_t crc_ = 0;
   std::uint64_t written_ = 0;
   bool open_ = false;

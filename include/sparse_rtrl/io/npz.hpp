@@ -337,6 +337,9 @@ struct NpzWriterOptions {
   /// Zip64 records for every entry and the archive, as numpy.savez writes (default: only where
   /// sizes, offsets or the entry count need them). Both read the same everywhere.
   bool force_zip64 = false;
+  /// fsync the file (and its directory) before and after the rename, so the new file survives a
+  /// crash of the machine too. false: still atomic for processes, but not durable (scratch files).
+  bool sync = true;
 };
 
 /// @brief Writes a .npz atomically (see the file comment): add entries, then commit().
@@ -359,6 +362,7 @@ class NpzWriter {
       file_ = detail::BinaryFile::create_new(temp_, where_, attempt < 16 ? &exists : nullptr);
     }
     zip_ = std::make_unique<detail::ZipWriter>(file_, options.force_zip64);
+    sync_ = options.sync;
   }
   NpzWriter(const NpzWriter&) = delete;
   NpzWriter& operator=(const NpzWriter&) = delete;
@@ -424,12 +428,12 @@ class NpzWriter {
   void commit() {
     require_open();
     zip_->finish();
-    file_.sync();
+    if (sync_) file_.sync();
     file_.close();
     if (std::rename(temp_.c_str(), path_.c_str()) != 0)
       detail::system_error(where_, path_, "cannot rename " + temp_ + " to it", errno);
     committed_ = true;
-    sync_directory();
+    if (sync_) sync_directory();
   }
 
   /// Elements of @p a in C order (row by row), buffered.
@@ -508,6 +512,7 @@ class NpzWriter {
   std::unique_ptr<detail::ZipWriter> zip_;
   std::unordered_set<std::string> names_;
   bool committed_ = false;
+  bool sync_ = true;
 };
 
 /// @brief Reads a .npz: the zip structure is checked at opening; arrays are read on demand
