@@ -19,7 +19,8 @@
 #include <cstring>
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
+#include <smmintrin.h>  // SSE4.1 (and SSE2)
+#include <wmmintrin.h>  // PCLMULQDQ
 #define SPARSE_RTRL_CRC32_PCLMUL 1
 #endif
 
