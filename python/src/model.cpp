@@ -190,7 +190,11 @@ std::vector<Params> params_of(const py::object& layers) {
   return out;
 }
 
+/// Python's layer argument: -1 (the default) is the top layer.
+Index top(const PyInference& i, Index layer) { return layer == -1 ? i.layers() - 1 : layer; }
+
 }  // namespace
+
 
 void bind_model(py::module_& m) {
   py::enum_<MaskSharing>(m, "MaskSharing", "How a mask's pattern relates across the gate blocks (r, z, g).")
@@ -373,12 +377,11 @@ void bind_model(py::module_& m) {
       });
 
   py::class_<PyInference>(m, "Inference",
-                          "Checked forward steps of a one-layer model for evaluation (no influence matrix). "
-                          "References the model (kept alive); reads its current parameters at every step.")
+                          "Checked forward steps of a model (every layer of a stack, bottom up) for evaluation "
+                          "(no influence matrix). References the model (kept alive); reads its current "
+                          "parameters at every step. output()/events()/state() are the top layer's; pass "
+                          "layer=k for layer k.")
       .def(py::init([](const PyModel& model, bool event_sparse) {
-             if (model.layers() != 1)
-               fail("Inference()", "runs a one-layer model; this one has L = " + std::to_string(model.layers()) +
-                                       " layers (step an Rtrl learner, or Bptt.forward(), for stacks)");
              return std::make_unique<PyInference>(model, InferenceOptions{event_sparse});
            }),
            py::arg("model"), py::arg("event_sparse") = true, py::keep_alive<1, 2>())
@@ -391,13 +394,19 @@ void bind_model(py::module_& m) {
           },
           py::arg("x"))
       .def("reset", [](PyInference& i, std::optional<Vector> c0) { c0 ? i.reset(*c0) : i.reset(); },
-           py::arg("c0") = py::none())
-      .def("output", [](const PyInference& i) { return Vector(i.output()); }, "y_t (a copy).")
-      .def("events", [](const PyInference& i) { return Vector(i.events()); })
-      .def("state", [](const PyInference& i) { return Vector(i.state()); })
-      .def("output_derivative", [](const PyInference& i) { return Vector(i.output_derivative()); })
+           py::arg("c0") = py::none(), "Restart from c_0 = 0, or from c0 (one-layer models only).")
+      .def("output", [](const PyInference& i, Index layer) { return Vector(i.output(top(i, layer))); },
+           py::arg("layer") = -1, "y_t of the top layer, or of layer `layer` (a copy).")
+      .def("events", [](const PyInference& i, Index layer) { return Vector(i.events(top(i, layer))); },
+           py::arg("layer") = -1)
+      .def("state", [](const PyInference& i, Index layer) { return Vector(i.state(top(i, layer))); },
+           py::arg("layer") = -1)
+      .def("output_derivative",
+           [](const PyInference& i, Index layer) { return Vector(i.output_derivative(top(i, layer))); },
+           py::arg("layer") = -1)
       .def_property_readonly("steps", &PyInference::steps)
-      .def_property_readonly("units", &PyInference::units)
+      .def_property_readonly("layers", &PyInference::layers)
+      .def_property_readonly("units", [](const PyInference& i) { return i.units(); })
       .def_property_readonly("inputs", &PyInference::inputs);
 }
 

@@ -60,6 +60,23 @@ def test_inference_matches_rtrl_forward():
     assert inf.steps == 40
 
 
+def test_inference_runs_every_layer_of_a_stack():
+    model = stack_model()
+    inf, rtrl = s.Inference(model), s.Rtrl(model)
+    assert inf.layers == 2 and inf.units == 7 and inf.inputs == 4
+    for x in s.uniform_random(7, (40, 4), -2, 2):
+        inf.step(x)
+        rtrl.step(x)
+        for k in range(2):
+            assert np.array_equal(inf.output(layer=k), rtrl.output(k))
+            assert np.array_equal(inf.events(layer=k), rtrl.events(k))
+        assert np.array_equal(inf.output(), rtrl.output(1))
+    with pytest.raises(IndexError):
+        inf.output(layer=2)
+    with pytest.raises(RuntimeError):  # a stack has no single c_0
+        inf.reset(np.zeros(7))
+
+
 def test_parameters_are_views_kept_alive_by_the_model():
     model = s.Model.torch_like(6, 2, seed=1)
     p = model.parameters()

@@ -165,3 +165,56 @@ TEMPLATE_TEST_CASE("Inference rejects bad input and a resized cell, and stays un
   eval.step(Vec<S>::Ones(d));
   CHECK(eval.steps() == 2);
 }
+
+TEMPLATE_TEST_CASE("Inference of a stack runs every layer: outputs equal Rtrl's, layer by layer, bit for bit",
+                   "[inference][stack]", float, double) {
+  using S = TestType;
+  const Index d = 3, T = 80;
+  const std::vector<Index> sizes{9, 6, 5};
+  std::vector<EgruCell<S>> cells;
+  std::vector<ParameterMask> masks;
+  Index inputs = d;
+  for (std::size_t k = 0; k < sizes.size(); ++k) {
+    cells.emplace_back(test::firing_parameters<S>(sizes[k], inputs, 20 + k), CellOptions{true},
+                       TriangularSurrogate<S>(S(1), S(0.3)));
+    masks.push_back(ParameterMask::random(sizes[k], inputs, 0.6, 0.6, 30 + k));
+    inputs = sizes[k];
+  }
+  Model<S> model(cells, masks);
+  Rtrl<S> rtrl(model);
+  Inference<S> eval(model);
+  REQUIRE(eval.layers() == 3);
+  CHECK(eval.inputs() == d);
+  CHECK(eval.units() == 5);
+  CHECK(eval.units(1) == 6);
+  const Mat<S> X = test::random_matrix<S>(T, d, 40);
+  std::vector<std::size_t> firing(sizes.size(), 0), silent(sizes.size(), 0);
+  for (Index t = 0; t < T; ++t) {
+    rtrl.step(X.row(t));
+    eval.step(X.row(t));
+    for (Index k = 0; k < 3; ++k) {
+      REQUIRE(eval.output(k) == rtrl.output(k));
+      REQUIRE(eval.events(k) == rtrl.events(k));
+      firing[std::size_t(k)] += std::size_t((eval.events(k).array() != S(0)).count());
+      silent[std::size_t(k)] += std::size_t((eval.events(k).array() == S(0)).count());
+    }
+    REQUIRE(eval.output() == rtrl.output(2));
+  }
+  for (std::size_t k = 0; k < sizes.size(); ++k) {
+    INFO("layer " << k);
+    CHECK(firing[k] > 0);  // every layer had firing and silent units
+    CHECK(silent[k] > 0);
+  }
+  // A stack has no single c_0; bad layer indices are refused; reset() restarts every layer.
+  REQUIRE_THROWS_AS(eval.reset(Vec<S>::Zero(5)), std::logic_error);
+  REQUIRE_THROWS_AS(eval.output(3), std::out_of_range);
+  REQUIRE_THROWS_AS(eval.state(-1), std::out_of_range);
+  eval.reset();
+  rtrl.reset();
+  for (Index t = 0; t < 5; ++t) {
+    rtrl.step(X.row(t));
+    eval.step(X.row(t));
+  }
+  CHECK(eval.output() == rtrl.output(2));
+  CHECK(eval.steps() == 5);
+}

@@ -1,5 +1,5 @@
 /// @file inference.hpp
-/// @brief Checked, allocation-free evaluation of a cell: predictions without learning (a test
+/// @brief Checked, allocation-free evaluation of a cell or a stack: predictions without learning (a test
 ///        set, a validation pass, a deployed model), with no influence matrix and no history.
 #pragma once
 
@@ -10,7 +10,9 @@
 
 #include <Eigen/Core>
 
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace sparse_rtrl {
 
@@ -21,24 +23,28 @@ struct InferenceOptions {
   bool event_sparse = true;
 };
 
-/// @brief Runs a cell forward, one checked step at a time, keeping only the current state.
+/// @brief Runs a cell, or every layer of a Model bottom up, forward one checked step at a time,
+/// keeping only the current state.
 ///
-/// Inference REFERENCES the cell it is given, it does not copy it:
-///  - the cell must outlive the Inference and stay at the same address (the cell of a Model,
-///    `Inference<float> eval(model);`, lives as long as that Model: do not move the Model while
+/// Inference REFERENCES the cells it is given, it does not copy them:
+///  - the cell (or Model) must outlive the Inference and stay at the same address
+///    (`Inference<float> eval(model);` lives as long as that Model: do not move the Model while
 ///    the Inference is in use). Binding to a temporary cell or model does not compile.
-///  - every step() reads the cell's current parameters, so updates made to the referenced cell
-///    (an optimizer step on the model) are followed at the next step().
-///  - the cell's sizes are fixed at construction: if its parameters are later reshaped (n, d,
-///    or any one of the five tensors), step() and reset() throw std::invalid_argument instead
-///    of reading out of bounds. Construct a new Inference for the new sizes.
-///  - step() only reads the cell: several Inference objects may run on one cell from several
-///    threads, as long as nothing writes to the cell meanwhile.
+///  - every step() reads the cells' current parameters, so updates made to them (an optimizer
+///    step on the model) are followed at the next step().
+///  - the sizes are fixed at construction: if parameters are later reshaped (n, d, or any one
+///    of the five tensors), step() and reset() throw std::invalid_argument instead of reading
+///    out of bounds. Construct a new Inference for the new sizes.
+///  - step() only reads the cells: several Inference objects may run on one model from several
+///    threads, as long as nothing writes to the model meanwhile.
+///
+/// A stack (model.hpp, "Stacked layers"): layer k reads the output y^{k-1}_t of the layer below
+/// at the same step, as in the learners; output() is the top layer's, output(k) layer k's.
 ///
 /// Conventions as the learners: step(x) checks x (size d, finite) and allocates nothing; bad
 /// input throws std::invalid_argument naming the function and leaves the object unchanged.
 /// @tparam Scalar float or double.
-/// @tparam Surrogate the cell's surrogate policy (the surrogate does not change the forward
+/// @tparam Surrogate the cells' surrogate policy (the surrogate does not change the forward
 ///         pass; it is part of the cell's type).
 template <typename Scalar, typename Surrogate = TriangularSurrogate<Scalar>>
 class Inference {
@@ -46,98 +52,156 @@ class Inference {
   using Cell = EgruCell<Scalar, Surrogate>;
   using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
 
-  /// Starts from c_0 = 0. Throws std::invalid_argument if the cell's five parameter shapes do
-  /// not agree (a cell whose parameters were reshaped through parameters()).
-  explicit Inference(const Cell& cell, InferenceOptions options = {})
-      : cell_(&cell), options_(options), n_(cell.units()), d_(cell.inputs()) {
-    require_cell("sparse_rtrl::Inference::Inference()");
-    cache_.resize(n_, d_);
-    cache_.set_zero();
-    state_.setZero(n_);
-    initial_state_.setZero(n_);
-    restart();
+  /// One layer; starts from c_0 = 0. Throws std::invalid_argument if the cell's five parameter
+  /// shapes do not agree (a cell whose parameters were reshaped through parameters()).
+  explicit Inference(const Cell& cell, InferenceOptions options = {}) : options_(options) {
+    add_layer(cell);
+    finish_construction();
   }
   /// A temporary cell would be destroyed while referenced: refused at compile time.
   Inference(const Cell&& cell, InferenceOptions options = {}) = delete;
-  /// Runs @p model's cell (referenced, as above): `Inference<float> eval(model);`.
-  explicit Inference(const Model<Scalar, Surrogate>& model, InferenceOptions options = {})
-      : Inference(model.cell(), options) {}
+  /// Runs every layer of @p model (referenced, as above): `Inference<float> eval(model);`.
+  explicit Inference(const Model<Scalar, Surrogate>& model, InferenceOptions options = {}) : options_(options) {
+    for (Index k = 0; k < model.layers(); ++k) add_layer(model.cell(k));
+    finish_construction();
+  }
   Inference(const Model<Scalar, Surrogate>&& model, InferenceOptions options = {}) = delete;
 
-  /// The referenced cell.
-  const Cell& cell() const { return *cell_; }
+  /// Layers run (1 for a cell).
+  Index layers() const { return Index(layers_.size()); }
+  /// The referenced cell of layer @p layer (the only one for a cell).
+  const Cell& cell(Index layer = 0) const { return *at(layer).cell; }
   const InferenceOptions& options() const { return options_; }
-  /// Sizes fixed at construction.
-  Index units() const { return n_; }
-  Index inputs() const { return d_; }
+  /// Sizes fixed at construction: units() of the top layer, inputs() of layer 0.
+  Index units() const { return layers_.back().n; }
+  Index units(Index layer) const { return at(layer).n; }
+  Index inputs() const { return layers_.front().d; }
 
-  /// Starts a new sequence from c_0 = 0.
+  /// Starts a new sequence from c_0 = 0 in every layer.
   void reset() {
-    require_cell("sparse_rtrl::Inference::reset()");
-    initial_state_.setZero();
+    require_cells("sparse_rtrl::Inference::reset()");
+    for (auto& l : layers_) l.initial_state.setZero();
     restart();
   }
-  /// Starts a new sequence from the given c_0 (a vector of size n, finite).
+  /// Starts a new sequence of a one-layer Inference from the given c_0 (size n, finite). A stack
+  /// throws std::logic_error (one c_0 per layer would be needed).
   template <typename C0>
   void reset(const Eigen::MatrixBase<C0>& c0) {
     const char* where = "sparse_rtrl::Inference::reset()";
-    require_cell(where);
-    detail::require_vector(where, "c0", c0, n_);
+    if (layers() != 1)
+      throw std::logic_error(std::string(where) + ": an initial state is for one-layer models; this Inference runs " +
+                             std::to_string(layers()) + " layers (use reset())");
+    require_cells(where);
+    Layer& l = layers_.front();
+    detail::require_vector(where, "c0", c0, l.n);
     detail::require_finite(where, "c0", c0);
-    for (Index i = 0; i < n_; ++i) initial_state_(i) = c0(i);
+    for (Index i = 0; i < l.n; ++i) l.initial_state(i) = c0(i);
     restart();
   }
 
-  /// @brief Advances c_{t-1} -> c_t for input x_t (a row or column vector of size d, finite)
-  /// with the referenced cell's current parameters. Allocates nothing.
+  /// @brief Advances every layer's c_{t-1} -> c_t for input x_t (a row or column vector of
+  /// size d, finite) with the referenced cells' current parameters. Allocates nothing.
   template <typename X>
   void step(const Eigen::MatrixBase<X>& x) {
     const char* where = "sparse_rtrl::Inference::step()";
-    require_cell(where);
-    detail::require_vector(where, "x", x, d_);
+    require_cells(where);
+    detail::require_vector(where, "x", x, inputs());
     detail::require_finite(where, "x", x);
-    cell_->forward(state_, x, cache_, options_.event_sparse);
-    state_ = cache_.c;
+    for (std::size_t k = 0; k < layers_.size(); ++k) {
+      Layer& l = layers_[k];
+      if (k == 0)
+        l.cell->forward(l.state, x, l.cache, options_.event_sparse);
+      else
+        l.cell->forward(l.state, layers_[k - 1].cache.y, l.cache, options_.event_sparse);
+      l.state = l.cache.c;
+    }
     ++steps_;
   }
 
-  /// y_t = o_t c_t of the current state (GRU mode: c_t); after reset(), y_0 of c_0.
-  const Vector& output() const { return cache_.y; }
+  /// y_t = o_t c_t of the top layer's current state (GRU mode: c_t); after reset(), y_0 of c_0.
+  const Vector& output() const { return layers_.back().cache.y; }
+  const Vector& output(Index layer) const { return at(layer).cache.y; }
   /// o_t = H(c_t - theta) of the current state (GRU mode: ones).
-  const Vector& events() const { return cache_.o; }
+  const Vector& events() const { return layers_.back().cache.o; }
+  const Vector& events(Index layer) const { return at(layer).cache.o; }
   /// s_t = dy_t/dc_t of the current state (zero where a unit is silent and outside the
   /// surrogate's window: the rows sparse RTRL skips).
-  const Vector& output_derivative() const { return cache_.s; }
+  const Vector& output_derivative() const { return layers_.back().cache.s; }
+  const Vector& output_derivative(Index layer) const { return at(layer).cache.s; }
   /// c_t, the carried (pre-reset) state.
-  const Vector& state() const { return state_; }
+  const Vector& state() const { return layers_.back().state; }
+  const Vector& state(Index layer) const { return at(layer).state; }
   /// Steps since the last reset().
   Index steps() const { return steps_; }
-  /// Everything the last step computed (gates, local derivatives); zero before the first
-  /// step, except the event quantities of c_0 (c, o, y, psi, s).
-  const EgruStepCache<Scalar>& last_step_cache() const { return cache_; }
+  /// Everything the last step of layer @p layer (default: the top) computed (gates, local
+  /// derivatives); zero before the first step, except the event quantities of c_0 (c, o, y,
+  /// psi, s).
+  const EgruStepCache<Scalar>& last_step_cache() const { return layers_.back().cache; }
+  const EgruStepCache<Scalar>& last_step_cache(Index layer) const { return at(layer).cache; }
 
  private:
-  void require_cell(const char* where) const {
-    const auto& p = cell_->parameters();
-    if (!p.has_shape(n_, d_))
-      detail::fail(where, "the referenced cell's parameters must keep the shapes they had at construction, "
-                          "n = " + std::to_string(n_) + ", d = " + std::to_string(d_) +
-                          ", received " + p.shape_string() + " (construct a new Inference for new sizes)");
+  struct Layer {
+    const Cell* cell;
+    Index n, d;
+    EgruStepCache<Scalar> cache;
+    Vector state, initial_state;
+  };
+
+  void add_layer(const Cell& cell) {
+    Layer l;
+    l.cell = &cell;
+    l.n = cell.units();
+    l.d = cell.inputs();
+    if (!layers_.empty() && l.d != layers_.back().n)
+      detail::fail("sparse_rtrl::Inference::Inference()",
+                   "layer " + std::to_string(layers_.size()) + " must read the " + std::to_string(layers_.back().n) +
+                       " outputs of the layer below, but it has " + std::to_string(l.d) + " inputs");
+    layers_.push_back(std::move(l));
+  }
+
+  void finish_construction() {
+    require_cells("sparse_rtrl::Inference::Inference()");
+    for (auto& l : layers_) {
+      l.cache.resize(l.n, l.d);
+      l.cache.set_zero();
+      l.state.setZero(l.n);
+      l.initial_state.setZero(l.n);
+    }
+    restart();
+  }
+
+  const Layer& at(Index layer) const {
+    if (layer < 0 || layer >= layers())
+      throw std::out_of_range("sparse_rtrl::Inference: layer must be in [0, " + std::to_string(layers()) + "), got " +
+                              std::to_string(layer));
+    return layers_[std::size_t(layer)];
+  }
+
+  void require_cells(const char* where) const {
+    for (std::size_t k = 0; k < layers_.size(); ++k) {
+      const Layer& l = layers_[k];
+      const auto& p = l.cell->parameters();
+      if (!p.has_shape(l.n, l.d))
+        detail::fail(where, "the referenced cell's parameters" +
+                                (layers_.size() > 1 ? " (layer " + std::to_string(k) + ")" : std::string()) +
+                                " must keep the shapes they had at construction, n = " + std::to_string(l.n) +
+                                ", d = " + std::to_string(l.d) + ", received " + p.shape_string() +
+                                " (construct a new Inference for new sizes)");
+    }
   }
 
   /// state = c_0; the event quantities of c_0, so output() and events() describe the state.
   void restart() {
-    state_ = initial_state_;
-    cache_.c = state_;
-    cell_->event_quantities(cache_.c, cache_.o, cache_.y, cache_.psi, cache_.s);
+    for (auto& l : layers_) {
+      l.state = l.initial_state;
+      l.cache.c = l.state;
+      l.cell->event_quantities(l.cache.c, l.cache.o, l.cache.y, l.cache.psi, l.cache.s);
+    }
     steps_ = 0;
   }
 
-  const Cell* cell_;
+  std::vector<Layer> layers_;
   InferenceOptions options_;
-  Index n_, d_;
-  EgruStepCache<Scalar> cache_;
-  Vector state_, initial_state_;
   Index steps_ = 0;
 };
 
