@@ -9,6 +9,10 @@
 
 #include <stdexcept>
 
+namespace sparse_rtrl::python {
+void bind_io(py::module_& m);  // io.cpp (declared here, not in common.hpp, so that io.cpp rebuilds alone)
+}  // namespace sparse_rtrl::python
+
 PYBIND11_MODULE(_core, m) {
   namespace py = pybind11;
   using namespace sparse_rtrl::python;
@@ -27,4 +31,5 @@ PYBIND11_MODULE(_core, m) {
   bind_model(m);
   bind_learners(m);
   bind_training(m);
+  bind_io(m);
 }
