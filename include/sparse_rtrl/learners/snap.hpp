@@ -363,6 +363,104 @@ class Snap {
     for (auto& w : total_layer_) w = WorkCounters{};
   }
 
+  /// @brief The state a checkpoint restores (io/checkpoint.hpp): every layer's c and last step
+  /// cache, the kept influence entries of the owners of each layer (flat: owner by owner in unit
+  /// order, each block |S(u)| x its columns row by row), the gradient, step and work counters.
+  /// Sized by stage_state() for this learner's pattern; restore_state() checks the sizes.
+  struct StagedState {
+    std::vector<Vector> state;
+    std::vector<EgruStepCache<Scalar>> cache;
+    std::vector<Vector> kept;  ///< per layer: kept_entries of its owners, see above
+    Vector gradient;
+    Index steps = 0;
+    bool steps_valid = true;
+    WorkCounters last_work, total_work;
+    std::vector<WorkCounters> layer_last_work, layer_total_work;
+  };
+  /// Kept influence entries of the owners of layer k (the size of StagedState::kept[k]).
+  Index kept_entries(Index layer) const {
+    const Layer& l = at(layer);
+    Index total = 0;
+    for (Index u = 0; u < l.n; ++u) total += blocks_[std::size_t(l.row_offset + u)].M.size();
+    return total;
+  }
+  /// A copy of the current state, shaped for this learner (to be overwritten by a loader).
+  StagedState stage_state() const {
+    StagedState st;
+    for (Index k = 0; k < layers(); ++k) {
+      const Layer& l = layers_[std::size_t(k)];
+      st.state.push_back(l.state);
+      st.cache.push_back(l.cache);
+      Vector kept(kept_entries(k));
+      Index at_entry = 0;
+      for (Index u = 0; u < l.n; ++u) {
+        const Block& M = blocks_[std::size_t(l.row_offset + u)].M;
+        std::copy(M.data(), M.data() + M.size(), kept.data() + at_entry);
+        at_entry += M.size();
+      }
+      st.kept.push_back(std::move(kept));
+    }
+    st.gradient = grad_;
+    st.steps = steps_;
+    st.steps_valid = steps_valid_;
+    st.last_work = last_;
+    st.total_work = total_;
+    st.layer_last_work = last_layer_;
+    st.layer_total_work = total_layer_;
+    return st;
+  }
+  /// @brief Installs @p st, all or nothing: every size is checked against this learner's
+  /// pattern first (std::invalid_argument, nothing changed), then swapped / copied in place
+  /// (no allocation). The pattern stays this learner's: the model's masks must be the ones it
+  /// was built for.
+  void restore_state(StagedState&& st) {
+    const char* where = "sparse_rtrl::Snap::restore_state()";
+    const auto n_layers = std::size_t(layers());
+    if (st.state.size() != n_layers || st.cache.size() != n_layers || st.kept.size() != n_layers ||
+        st.layer_last_work.size() != n_layers || st.layer_total_work.size() != n_layers)
+      detail::fail(where, "the state is for " + std::to_string(st.state.size()) + " layers, this learner has " +
+                              std::to_string(layers()));
+    if (st.gradient.size() != columns_)
+      detail::fail(where, "the gradient has " + std::to_string(st.gradient.size()) + " columns, expected " +
+                              std::to_string(columns_));
+    if (st.steps < 0) detail::fail(where, "steps must be >= 0, received " + std::to_string(st.steps));
+    for (Index k = 0; k < layers(); ++k) {
+      const Layer& l = layers_[std::size_t(k)];
+      const std::size_t q = std::size_t(k);
+      const std::string layer = "layer " + std::to_string(k) + ": ";
+      if (st.state[q].size() != l.n)
+        detail::fail(where, layer + "c has " + std::to_string(st.state[q].size()) + " units, expected " +
+                                std::to_string(l.n));
+      if (st.kept[q].size() != kept_entries(k))
+        detail::fail(where, layer + std::to_string(st.kept[q].size()) + " kept influence entries, this pattern keeps " +
+                                std::to_string(kept_entries(k)));
+      if (!cache_has_shape(st.cache[q], l.n, l.d))
+        detail::fail(where, layer + "the step cache has another shape than n = " + std::to_string(l.n) +
+                                ", d = " + std::to_string(l.d));
+    }
+    for (Index k = 0; k < layers(); ++k) {
+      Layer& l = layers_[std::size_t(k)];
+      const std::size_t q = std::size_t(k);
+      l.state.swap(st.state[q]);
+      std::swap(l.cache, st.cache[q]);
+      Index at_entry = 0;
+      for (Index u = 0; u < l.n; ++u) {
+        Block& M = blocks_[std::size_t(l.row_offset + u)].M;
+        std::copy(st.kept[q].data() + at_entry, st.kept[q].data() + at_entry + M.size(), M.data());
+        at_entry += M.size();
+      }
+    }
+    grad_.swap(st.gradient);
+    steps_ = st.steps;
+    steps_valid_ = st.steps_valid;
+    last_ = st.last_work;
+    total_ = st.total_work;
+    last_layer_.swap(st.layer_last_work);
+    total_layer_.swap(st.layer_total_work);
+  }
+  /// Whether the model's masks are still those this learner's pattern was built for.
+  bool mask_followed() const { return mask_version_ == model_->mask_version(); }
+
  private:
   struct Layer {
     Index n = 0, d = 0;
@@ -390,6 +488,15 @@ class Snap {
     Block M;                   ///< rows.size() x (parameters + theta)
   };
 
+  static bool cache_has_shape(const EgruStepCache<Scalar>& c, Index n, Index d) {
+    if (c.x.size() != d) return false;
+    for (const Vector* v : {&c.c_prev, &c.o_prev, &c.y_prev, &c.h_prev, &c.psi_prev, &c.s_prev, &c.r, &c.z, &c.g,
+                            &c.c, &c.o, &c.y, &c.psi, &c.s, &c.decay})
+      if (v->size() != n) return false;
+    for (const Vector* v : {&c.a, &c.q, &c.dc_da, &c.dc_dq})
+      if (v->size() != 3 * n) return false;
+    return true;
+  }
   Layer& at(Index layer) { return layers_[std::size_t(check_layer(layer))]; }
   const Layer& at(Index layer) const { return layers_[std::size_t(check_layer(layer))]; }
   Index check_layer(Index layer) const {
