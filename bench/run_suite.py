@@ -60,7 +60,8 @@ def rows(suite):
         r["error"] = b.get("error_message") if b.get("error_occurred") else None
         for k in ("step_seconds", "state_bytes", "activity", "event_rate", "fma", "dense_fma", "ideal_ratio", "GFLOPS",
                   "stream_seconds", "stream_GBps", "over_floor", "stream_step_seconds", "streams", "threads",
-                  "save_seconds", "load_seconds", "bytes", "read_seconds", "first_load_seconds"):
+                  "save_seconds", "load_seconds", "bytes", "read_seconds", "first_load_seconds",
+                  "layer_seconds_sum", "activity_l0", "activity_l1", "cross_time_share", "cross_fma_share"):
             if k in b:
                 r[k] = b[k]
         out.append(r)
@@ -266,6 +267,7 @@ def report(mode, suite, kernel_table, peer, rtrl_suite=None, python=None):
                      f"{ms(r.get('stream_seconds'))} ({r.get('stream_GBps', 0):.0f} GB/s) | {r.get('over_floor', 0):.2f} |")
         L.append("")
     L.extend(streams_section(rs, peer))
+    L.extend(stack_section(rs))
     L.extend(checkpoint_section(rs))
     L.extend(python_section(python))
     L.append("## Hidden size (weight density 0.1, activity ~0.1, T = 100 for BPTT)\n")
@@ -420,6 +422,33 @@ def streams_section(rs, peer):
         L.append("")
         L.extend(notes)
     L.append("")
+    return L
+
+
+def stack_section(rs):
+    """Two stacked layers (bench_suite's stack row): exact sparse RTRL through depth."""
+    r = find(rs, "stack", "sparse_rtrl", layers=2, n=256, act=0.1, dens=0.1)
+    if r is None:
+        return []
+    L = ["## Two stacked layers, exact through depth (2 x 256 units, activity and weight density 0.1)\n",
+         "`Rtrl` over a 2-layer `Model`: layer 1 reads layer 0's events at the same step, and its influence "
+         "matrix has columns for both layers' parameters (block lower-triangular M). The cross-layer block "
+         "is fed through B^1 = dc^1/dy^0 on W^1's mask and layer 0's active units only. Thresholds are "
+         "calibrated per layer, layer 1 on layer 0's events. 'Layers alone' is the sum of the two layers' "
+         "steps as separate one-layer learners (no cross-layer columns): what exactness through depth costs "
+         "on top.\n"]
+    if r["error"]:
+        return L + [f"Skipped: {r['error']}\n"]
+    frac = lambda v: "–" if v is None else f"{v:.3f}"
+    L += ["| step | layers alone | stack / layers alone | activity l0 / l1 | cross-layer share of time / of multiply-adds | state |",
+          "|---|---|---|---|---|---|",
+          f"| {ms(r.get('step_seconds'))} | {ms(r.get('layer_seconds_sum'))} | "
+          f"{ratio(r.get('step_seconds'), r.get('layer_seconds_sum'))} | {frac(r.get('activity_l0'))} / "
+          f"{frac(r.get('activity_l1'))} | {frac(r.get('cross_time_share'))} / {frac(r.get('cross_fma_share'))} | "
+          f"{mb(r.get('state_bytes'))} |", ""]
+    if r.get("activity_l1") is not None and r["activity_l1"] < 0.01:
+        L += ["* Layer 1 was (almost) silent in this run: the row predates the per-layer calibration and "
+              "under-states the cost of the upper layer.", ""]
     return L
 
 
