@@ -47,8 +47,7 @@ class PyCheckpoint {
     else if (py::isinstance<MagnitudePruner>(obj)) checkpoint_.add(n, obj.cast<MagnitudePruner&>());
     else if (py::isinstance<Readout>(obj)) checkpoint_.add(n, obj.cast<Readout&>());
     else if (py::isinstance<WorkCounters>(obj)) checkpoint_.add(n, obj.cast<WorkCounters&>());
-    else if (py::isinstance<PySnap>(obj))
-      fail("Checkpoint.add()", "Snap learners cannot be checkpointed yet");
+    else if (py::isinstance<PySnap>(obj)) checkpoint_.add(n, obj.cast<PySnap&>());
     else if (py::isinstance<py::bool_>(obj)) add_value(n, Value(obj.cast<bool>()));
     else if (py::isinstance<py::int_>(obj)) add_value(n, Value(obj.cast<std::int64_t>()));
     else if (py::isinstance<py::float_>(obj)) add_value(n, Value(obj.cast<double>()));
@@ -65,7 +64,7 @@ class PyCheckpoint {
     } else {
       fail("Checkpoint.add()", "'" + n + "': cannot checkpoint an object of type " +
                                    std::string(py::str(py::type::of(obj).attr("__name__"))) +
-                                   " (Model, Rtrl, RtrlStreams, Sgd, Adam, AdamW, MagnitudePruner, LinearReadout, "
+                                   " (Model, Rtrl, RtrlStreams, Snap, Sgd, Adam, AdamW, MagnitudePruner, LinearReadout, "
                                    "WorkCounters, bool, int, float, or a 1-D/2-D float64 array)");
     }
     names_.push_back(n);

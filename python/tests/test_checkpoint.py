@@ -81,6 +81,45 @@ def test_bitwise_resume_two_layers_rtrl_adam(tmp_path):
         assert np.array_equal(value, np.load(path)[key]), key
 
 
+@pytest.mark.parametrize("order", [1, 2])
+def test_bitwise_resume_two_layer_snap(tmp_path, order):
+    path = str(tmp_path / "snap.npz")
+    masks = [s.ParameterMask.random(8, INPUTS, 0.7, 0.6, 3), s.ParameterMask.random(6, 8, 0.7, 0.6, 4)]
+
+    def make(seed):
+        model = s.Model.torch_like(UNITS, INPUTS, seed=seed, threshold=0.05, masks=masks)
+        snap = s.Snap(model, order)
+        adam = s.Adam(learning_rate=1e-2)
+        return model, snap, adam, s.Checkpoint().add(model).add(snap, "snap").add(adam, "adam_l1")
+
+    def run(model, snap, adam, start, steps):
+        for t in range(start, start + steps):
+            x = np.array([((5 * t + 2 * i) % 13) / 6.0 - 1.0 for i in range(INPUTS)])
+            snap.step(x)
+            snap.accumulate_gradient(snap.output(1) - 0.25)
+            if t % 3 == 2:
+                adam.step(model, snap.gradient(1), 1)
+                snap.zero_gradient()
+        return {**{k: np.array(v) for k, v in model.state_dict().items()},
+                **{f"c{k}": snap.state(k) for k in range(2)}, "g0": snap.gradient(0).R.copy(),
+                "g1": snap.gradient(1).W.copy(), "m": adam.first_moment(1)}
+
+    model, snap, adam, ckpt = make(1)
+    run(model, snap, adam, 0, 11)
+    ckpt.save(path)
+    expected = run(model, snap, adam, 11, 13)
+    model2, snap2, adam2, fresh = make(9)
+    fresh.load(path)
+    got = run(model2, snap2, adam2, 11, 13)
+    assert_same(got, expected)
+    # Another order is refused, naming both, and changes nothing.
+    other = s.Snap(model2, order + 1)
+    before = other.state(0)
+    with pytest.raises(ValueError, match="snap/order"):
+        s.Checkpoint().add(model2).add(other, "snap").add(adam2, "adam_l1").load(path)
+    assert np.array_equal(other.state(0), before)
+
+
 def test_checkpoint_keeps_objects_alive(tmp_path):
     model, rtrl, adams, ckpt = make_run()
     del model, rtrl, adams

@@ -125,8 +125,10 @@ def test_learner_and_training_options(model):
         s.clip_gradient_norm(1.0, g, 3)
     with pytest.raises(ValueError, match="at most 4 gradient sets, received 5"):
         s.clip_gradient_norm(1.0, g, g, g, g, g)
-    with pytest.raises(ValueError, match="runs a one-layer model; this one has L = 2 layers"):
-        s.Inference(s.Model.torch_like([4, 4], 2))
+    with pytest.raises(IndexError, match=r"layer must be in \[0, 2\), got 5"):
+        s.Inference(s.Model.torch_like([4, 4], 2)).output(layer=5)
+    with pytest.raises(RuntimeError, match="an initial state is for one-layer models"):
+        s.Inference(s.Model.torch_like([4, 4], 2)).reset(np.zeros(4))
 
 
 def test_stack_needs_layer_for_gradient():
