@@ -38,13 +38,13 @@
 /// (RtrlStreams, the library's streams class, takes stacks but adds losses on the top layer
 /// only, and the regulariser needs every layer.) The readout's gradient and the learners'
 /// gradients are summed serially in stream order, so every number printed is the same for any
-/// thread count. One Adam per layer (Adam::step(model, grad) would update layer 0 only).
+/// thread count. One Adam per layer (Adam::step(model, grad) takes one-layer models only).
 ///
 /// Each progress line gives the training loss and accuracy since the previous line, each layer's
 /// activity (o = 1) and influence rows skipped (s = 0), and how many fewer multiply-adds RTRL did
 /// than dense RTRL (WorkCounters, cross-layer blocks included); each model ends with test
-/// accuracy and each layer's event and backward sparsity on the test set, computed by one
-/// Inference per layer, chained.
+/// accuracy and each layer's event and backward sparsity on the test set (Inference over the
+/// whole stack: no influence matrix).
 ///
 /// Usage: stack_depth [--short] [--train N] [--epochs E] [--test N] [--seed S] [--threads T]
 ///                    [--model SIZES]... [--gru] [--data DIR]
@@ -334,8 +334,8 @@ struct Evaluation {
 };
 
 /// Accuracy of the prediction from the top layer's y_T over the first @p count test images,
-/// with each layer's fractions of (unit, step) pairs with o = 0 and with s = 0. One Inference
-/// per layer, chained (layer k steps on layer k - 1's output): no influence matrix. The images
+/// with each layer's fractions of (unit, step) pairs with o = 0 and with s = 0. Inference runs
+/// the whole stack (layer k on layer k - 1's output), with no influence matrix. The images
 /// are split over the pool's threads in contiguous blocks; the counts are integers, so the
 /// result does not depend on the thread count.
 Evaluation evaluate(const Model& model, const Readout& readout, const data::Dataset& test, std::size_t count,
@@ -351,27 +351,21 @@ Evaluation evaluate(const Model& model, const Readout& readout, const data::Data
     Counts& c = counts[std::size_t(task)];
     c.silent.assign(std::size_t(L), 0);
     c.skippable.assign(std::size_t(L), 0);
-    std::vector<sparse_rtrl::Inference<float, Surrogate>> layers;
-    layers.reserve(std::size_t(L));
-    for (Index k = 0; k < L; ++k) layers.emplace_back(model.cell(k));
+    sparse_rtrl::Inference<float, Surrogate> eval(model);  // references the model: no copy
     Vector logits(kClasses);
     const std::size_t first = count * std::size_t(task) / std::size_t(tasks);
     const std::size_t last = count * std::size_t(task + 1) / std::size_t(tasks);
     for (std::size_t i = first; i < last; ++i) {
       const Image x = test.image(i);
-      for (auto& layer : layers) layer.reset();
+      eval.reset();
       for (Index t = 0; t < kSide; ++t) {
+        eval.step(x.row(t));
         for (Index k = 0; k < L; ++k) {
-          auto& layer = layers[std::size_t(k)];
-          if (k == 0)
-            layer.step(x.row(t));
-          else
-            layer.step(layers[std::size_t(k - 1)].output());
-          c.silent[std::size_t(k)] += std::size_t((layer.events().array() == 0.0f).count());
-          c.skippable[std::size_t(k)] += std::size_t((layer.output_derivative().array() == 0.0f).count());
+          c.silent[std::size_t(k)] += std::size_t((eval.events(k).array() == 0.0f).count());
+          c.skippable[std::size_t(k)] += std::size_t((eval.output_derivative(k).array() == 0.0f).count());
         }
       }
-      readout.forward(layers.back().output(), logits);
+      readout.forward(eval.output(), logits);
       Index predicted = 0;
       logits.maxCoeff(&predicted);
       c.correct += predicted == Index(test.labels[i]);
@@ -562,7 +556,7 @@ Result train_model(const Sizes& sizes, const Options& opt, const data::Dataset& 
           g += part[std::size_t(k)];
         }
         scale(g, mean);
-        // One optimizer per layer: Adam::step(model, grad) updates layer 0 only.
+        // One optimizer per layer (Adam::step(model, grad) takes one-layer models only).
         adam[std::size_t(k)].step(model.parameters(k), g, model.mask(k));
       }
       scale(readout.gradient(), mean);
