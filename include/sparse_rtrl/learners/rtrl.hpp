@@ -729,16 +729,17 @@ class Rtrl {
                               std::to_string(layers()) + " (construct a new learner)");
     for (Index k = 0; k < layers(); ++k) {
       const Layer& l = layers_[std::size_t(k)];
-      const std::string layer = layers() > 1 ? "layer " + std::to_string(k) + ": " : std::string();
+      // Built only on failure: this check runs every step.
+      const auto layer = [&] { return layers() > 1 ? "layer " + std::to_string(k) + ": " : std::string(); };
       if (model_->events(k) != l.events)
-        detail::fail(where, layer + "the model's cell changed mode since construction: it was built in " +
+        detail::fail(where, layer() + "the model's cell changed mode since construction: it was built in " +
                                 (l.events ? "events" : "GRU") + " mode, the model's cell is now in " +
                                 (l.events ? "GRU" : "events") + " mode (construct a new learner)");
       const auto& p = model_->parameters(k);
       const Index n = l.n, d = l.d;
       if (!p.has_shape(n, d)) {
         std::ostringstream s;
-        s << layer << "the cell's parameters changed shape since construction (through cell()): expected W "
+        s << layer() << "the cell's parameters changed shape since construction (through cell()): expected W "
           << detail::shape_string(3 * n, d) << ", R " << detail::shape_string(3 * n, n) << ", bW, bR " << 3 * n
           << ", theta " << n << "; received W " << detail::shape_string(p.W.rows(), p.W.cols()) << ", R "
           << detail::shape_string(p.R.rows(), p.R.cols()) << ", bW " << p.bW.size() << ", bR " << p.bR.size()
