@@ -128,8 +128,14 @@ void BM_PropagationKernel(benchmark::State& state) {
   const Index k = Index(state.range(0));        // active source rows
   const double fill = double(state.range(1)) / 100.0;  // fraction of (target, source) pairs
   const Index P = Index(state.range(2));
-  Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> M =
-      Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>::Random(n, P);
+  detail::InfluenceStorage<S> M(n, P);
+  {
+    detail::UniformRandom fill_rng(8);
+    for (Index i = 0; i < n; ++i) {
+      auto row = M.row(i);
+      for (Index c = 0; c < P; ++c) row[c] = S(2 * fill_rng.next() - 1);
+    }
+  }
   detail::Coupling<S> C;
   C.reserve(n, n * n);
   detail::UniformRandom rng(9);
@@ -151,8 +157,8 @@ void BM_PropagationKernel(benchmark::State& state) {
   parallel::ThreadPool one_thread(1);
   ScopedFlushDenormals flush;  // as the learners run it
   for (auto _ : state) {
-    detail::propagate_in_place(M.data(), n, P, P, decay.data(), C, scratch.data(),
-                               detail::propagation_scratch_size<S>(n), one_thread, true);
+    detail::propagate_in_place(M, decay.data(), C, scratch.data(), detail::propagation_scratch_size<S>(n), one_thread,
+                               true);
     benchmark::ClobberMemory();
   }
   const double fma = double(C.nnz() + n) * double(P);

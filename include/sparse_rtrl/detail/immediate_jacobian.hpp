@@ -19,32 +19,33 @@ inline Scalar coupling_entry(const RMatrix& R, const EgruStepCache<Scalar>& cach
   return cache.dc_dq(i) * R(i, j) + cache.dc_dq(n + i) * R(n + i, j) + cache.dc_dq(2 * n + i) * R(2 * n + i, j);
 }
 
-/// Adds Mbar_t's entries for the weights and biases feeding `unit` to `segment`, which points
-/// at column layout.unit_begin(unit) of the row holding dc_{t, unit}/d(.): those columns have no
-/// other nonzero. Recurrent weights from silent presynaptic units (y_{t-1, j} = 0) are skipped.
-template <typename Scalar>
+/// Adds Mbar_t's entries for the weights and biases feeding `unit` to `row`, where row[first]
+/// is column layout.unit_begin(unit) of the row holding dc_{t, unit}/d(.) (a pointer, or an
+/// influence row seen through its panels): those columns have no other nonzero. Recurrent
+/// weights from silent presynaptic units (y_{t-1, j} = 0) are skipped.
+template <typename Scalar, typename Row>
 inline void add_unit_immediate_jacobian(const InfluenceLayout& layout, const EgruStepCache<Scalar>& cache,
-                                        Index unit, Scalar* segment) {
+                                        Index unit, const Row& row, Index first) {
   const Index n = layout.units();
   const Index begin = layout.unit_begin(unit);
   for (int gate = 0; gate < 3; ++gate) {
     const Index rr = gate * n + unit;
     const Scalar ca = cache.dc_da(rr);
     const Scalar cq = cache.dc_dq(rr);
-    Scalar* col = segment + (layout.group_begin(unit, gate) - begin);
+    Index col = first + (layout.group_begin(unit, gate) - begin);
     const Index nw = layout.w_count(rr);
     const Index* wk = layout.w_inputs(rr);
-    for (Index e = 0; e < nw; ++e) col[e] += ca * cache.x(wk[e]);
+    for (Index e = 0; e < nw; ++e) row[col + e] += ca * cache.x(wk[e]);
     col += nw;
     const Index nr = layout.r_count(rr);
     const Index* rj = layout.r_inputs(rr);
     for (Index e = 0; e < nr; ++e) {
       const Scalar y = cache.y_prev(rj[e]);
-      if (y != Scalar(0)) col[e] += cq * y;
+      if (y != Scalar(0)) row[col + e] += cq * y;
     }
     col += nr;
-    col[0] += ca;  // bW
-    col[1] += cq;  // bR
+    row[col] += ca;      // bW
+    row[col + 1] += cq;  // bR
   }
 }
 

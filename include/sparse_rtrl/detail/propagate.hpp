@@ -3,16 +3,16 @@
 ///
 /// This is the J_t M_{t-1} product of model.md ("RTRL") with J_t = diag(decay) + A_t diag(s).
 /// C holds A_t diag(s_{t-1}) restricted to the active source rows (s != 0) and to A's pattern
-/// (R's mask), compressed by target row. Columns of M are processed in tiles: the active rows'
-/// tile is copied to a scratch first, so every target row can be overwritten in place (M needs
-/// no second n x P buffer), and the scratch stays in cache while all n target rows stream
-/// through it. Inside a tile, a chunk of kAccumulators SIMD packets of one target row is
-/// accumulated in registers over all its source rows before being stored once.
+/// (R's mask), compressed by target row. M is stored as panels of kChunk columns
+/// (detail/influence_storage.hpp). For each panel the active rows are copied to an L1 scratch
+/// first, so every target row can be overwritten in place (M needs no second n x P buffer);
+/// then the panel's rows stream through once, sequentially, each accumulated in kAccumulators
+/// SIMD registers over its source rows and stored once. While a panel is computed, the rows a
+/// few ahead and the next panel's active rows are prefetched.
 ///
-/// Every column sees the same sequence of operations whatever the tile width and however the
-/// columns are split over threads (splits and tiles are chunk-aligned; only the last P mod chunk
-/// columns take the partial-chunk path, always), so results are bitwise independent of the
-/// number of threads.
+/// Every column sees the same sequence of operations however the panels are split over threads
+/// (the padding of the last panel makes every panel a full chunk), so results are bitwise
+/// independent of the number of threads.
 #pragma once
 #ifndef SPARSE_RTRL_INTERNAL_INCLUDE_OK
 #error "sparse_rtrl/detail/* is internal: include <sparse_rtrl/sparse_rtrl.hpp> instead."
@@ -20,6 +20,7 @@
 
 #include <sparse_rtrl/parallel/denormals.hpp>
 #include <sparse_rtrl/detail/check.hpp>
+#include <sparse_rtrl/detail/influence_storage.hpp>
 #include <sparse_rtrl/parallel/thread_pool.hpp>
 
 #include <Eigen/Core>
@@ -51,57 +52,18 @@ struct Coupling {
   }
 };
 
-template <typename Scalar>
-using Packet = typename Eigen::internal::packet_traits<Scalar>::type;
-template <typename Scalar>
-constexpr Index kPacketSize = Index(Eigen::internal::unpacket_traits<Packet<Scalar>>::size);
-
-/// Accumulator packets per chunk: 8 keeps 8 vector registers of sums live plus a broadcast
-/// coefficient, which fits the 16 registers of SSE/AVX and leaves AVX-512 room for loads.
-constexpr Index kAccumulators = 8;
-/// Columns of one register-resident chunk (128 floats with AVX-512, 64 with AVX, 32 with SSE).
-template <typename Scalar>
-constexpr Index kChunk = kAccumulators * kPacketSize<Scalar>;
-
-/// Bytes of scratch the active-row tile aims at: about an L1 data cache, so that the tile and
-/// the target rows streaming past it stay close. Override with -DSPARSE_RTRL_SCRATCH_KIB=<KiB>.
-#ifndef SPARSE_RTRL_SCRATCH_KIB
-#define SPARSE_RTRL_SCRATCH_KIB 32
-#endif
-constexpr Index kScratchBytes = Index(SPARSE_RTRL_SCRATCH_KIB) * 1024;
-/// Narrowest tile, in bytes of one row: with many active rows the L1 budget alone would give
-/// one-chunk tiles, and each tile would then walk all n rows of M touching a few cache lines per
-/// row at a stride of a whole row (a TLB miss and a short DRAM burst per row). Wider tiles keep
-/// each row's segment a long contiguous burst; the scratch then lives in L2.
-#ifndef SPARSE_RTRL_MIN_TILE_BYTES
-#define SPARSE_RTRL_MIN_TILE_BYTES 2048
-#endif
-constexpr Index kMinTileBytes = Index(SPARSE_RTRL_MIN_TILE_BYTES);
-/// Rows ahead whose segment is prefetched while a row is computed.
+/// Rows ahead of the one being computed whose panel row is prefetched (for writing). The pass
+/// over a panel is sequential, but one row is only 2-8 cache lines: hardware prefetchers alone
+/// fall behind. Override with -DSPARSE_RTRL_PREFETCH_ROWS=<rows> (0: none).
 #ifndef SPARSE_RTRL_PREFETCH_ROWS
-#define SPARSE_RTRL_PREFETCH_ROWS 2
+#define SPARSE_RTRL_PREFETCH_ROWS 8
 #endif
 constexpr Index kPrefetchRows = SPARSE_RTRL_PREFETCH_ROWS;
 
-template <typename Scalar>
-constexpr Index min_tile_width() {
-  return std::max<Index>(kChunk<Scalar>, (kMinTileBytes / Index(sizeof(Scalar)) / kChunk<Scalar>) * kChunk<Scalar>);
-}
-
-/// Scalars of scratch one thread needs for up to n active rows (the largest tile ever used).
+/// Scalars of scratch one thread needs for up to n active rows of one panel.
 template <typename Scalar>
 Index propagation_scratch_size(Index n) {
-  return std::max<Index>(kScratchBytes / Index(sizeof(Scalar)), n * min_tile_width<Scalar>());
-}
-
-/// Width of the column tile for k active rows: as wide as the cache budget allows, a multiple
-/// of the chunk, at least min_tile_width().
-template <typename Scalar>
-Index propagation_tile_width(Index k, Index columns) {
-  const Index budget = kScratchBytes / Index(sizeof(Scalar));
-  Index width = k > 0 ? budget / k : columns;
-  width = std::max<Index>(min_tile_width<Scalar>(), (width / kChunk<Scalar>) * kChunk<Scalar>);
-  return std::min<Index>(width, std::max<Index>(columns, Index(1)));
+  return std::max<Index>(n, 1) * kChunk<Scalar>;
 }
 
 /// One full chunk of a target row: out = decay * out + sum_e coef[e] * scratch_row(source[e]).
@@ -139,8 +101,9 @@ inline void propagate_chunk(Scalar* out, Scalar decay, const Scalar* scratch, In
 }
 static_assert(kAccumulators == 8, "propagate_chunk is written out for 8 accumulators");
 
-/// The last, partial chunk (width < kChunk): packet by packet, then scalar columns. Always the
-/// same columns (the last P mod kChunk), so the thread split never moves a column between paths.
+/// A partial chunk (width < kChunk) at the end of a column range of the cross-layer term:
+/// packet by packet, then scalar columns. Always the same columns, so the thread split never
+/// moves a column between paths.
 template <typename Scalar>
 inline void propagate_partial_chunk(Scalar* out, Scalar decay, const Scalar* scratch, Index stride,
                                     const Index* source, const Scalar* coef, Index entries, Index width) {
@@ -162,41 +125,41 @@ inline void propagate_partial_chunk(Scalar* out, Scalar decay, const Scalar* scr
 }
 
 template <typename Scalar>
-inline void prefetch_for_write(const Scalar* p, Index count) {
+inline void prefetch_chunk(const Scalar* p, bool for_write) {
 #if defined(__GNUC__) || defined(__clang__)
   const char* b = reinterpret_cast<const char*>(p);
-  for (Index off = 0; off < count * Index(sizeof(Scalar)); off += 64) __builtin_prefetch(b + off, 1, 3);
+  for (std::size_t off = 0; off < std::size_t(kChunk<Scalar>) * sizeof(Scalar); off += 64) {
+    if (for_write)
+      __builtin_prefetch(b + off, 1, 3);
+    else
+      __builtin_prefetch(b + off, 0, 3);
+  }
 #else
   (void)p;
-  (void)count;
+  (void)for_write;
 #endif
 }
 
-/// Columns [c_begin, c_end) of M (row-major, n rows, leading dimension ld) <- diag(decay) M +
-/// C M[C.active]. scratch must hold propagation_scratch_size<Scalar>(n) scalars.
+/// Panels [p_begin, p_end) of M <- diag(decay) M + C M[C.active]. scratch must hold
+/// propagation_scratch_size<Scalar>(M.rows()) scalars.
 template <typename Scalar>
-void propagate_columns(Scalar* M, Index n, Index c_begin, Index c_end, Index ld, const Scalar* decay,
-                       const Coupling<Scalar>& C, Scalar* scratch) {
-  const Index k = C.active_count;
-  const Index tile = propagation_tile_width<Scalar>(k, c_end - c_begin);
-  constexpr Index chunk = kChunk<Scalar>;
-  for (Index c0 = c_begin; c0 < c_end; c0 += tile) {
-    const Index w = std::min<Index>(tile, c_end - c0);
-    for (Index a = 0; a < k; ++a)
-      std::memcpy(scratch + a * tile, M + C.active[std::size_t(a)] * ld + c0, sizeof(Scalar) * std::size_t(w));
-    const Index full = (w / chunk) * chunk;
+void propagate_panels(InfluenceStorage<Scalar>& M, Index p_begin, Index p_end, const Scalar* decay,
+                      const Coupling<Scalar>& C, Scalar* scratch) {
+  constexpr Index W = kChunk<Scalar>;
+  static_assert(InfluenceStorage<Scalar>::kPanel == W, "a panel is one register chunk wide");
+  const Index n = M.rows(), k = C.active_count;
+  const Index* active = C.active.data();
+  for (Index p = p_begin; p < p_end; ++p) {
+    Scalar* base = M.panel(p);
+    for (Index a = 0; a < k; ++a) std::memcpy(scratch + a * W, base + active[a] * W, sizeof(Scalar) * std::size_t(W));
+    // The next panel's active rows are scattered through it: fetch them while this one runs.
+    if (p + 1 < p_end)
+      for (Index a = 0; a < k; ++a) prefetch_chunk(M.panel(p + 1) + active[a] * W, false);
     for (Index i = 0; i < n; ++i) {
-      Scalar* row = M + i * ld + c0;
-      // Rows further down are in other pages, where hardware prefetchers stop: fetch the segment
-      // of a row kPrefetchRows ahead while this one is computed.
-      if (i + kPrefetchRows < n) prefetch_for_write(row + kPrefetchRows * ld, w);
+      if (kPrefetchRows > 0 && i + kPrefetchRows < n) prefetch_chunk(base + (i + kPrefetchRows) * W, true);
       const Index b = C.row_ptr[std::size_t(i)];
-      const Index entries = C.row_ptr[std::size_t(i + 1)] - b;
-      const Index* src = C.source.data() + b;
-      const Scalar* cf = C.coef.data() + b;
-      for (Index cc = 0; cc < full; cc += chunk)
-        propagate_chunk<Scalar>(row + cc, decay[i], scratch + cc, tile, src, cf, entries);
-      if (full < w) propagate_partial_chunk<Scalar>(row + full, decay[i], scratch + full, tile, src, cf, entries, w - full);
+      propagate_chunk<Scalar>(base + i * W, decay[i], scratch, W, C.source.data() + b, C.coef.data() + b,
+                              C.row_ptr[std::size_t(i + 1)] - b);
     }
   }
 }
@@ -229,46 +192,53 @@ void split_columns(Index P, double fma, parallel::ThreadPool& pool, bool flush_s
 }
 
 template <typename Scalar>
-void propagate_in_place(Scalar* M, Index n, Index P, Index ld, const Scalar* decay, const Coupling<Scalar>& C,
-                        Scalar* scratch, Index scratch_stride, parallel::ThreadPool& pool, bool flush_subnormals) {
-  SPARSE_RTRL_ASSERT(scratch_stride >= propagation_scratch_size<Scalar>(n));
-  split_columns<Scalar>(P, double(C.nnz() + n) * double(P), pool, flush_subnormals, [&](int t, Index begin, Index end) {
-    propagate_columns(M, n, begin, end, ld, decay, C, scratch + Index(t) * scratch_stride);
-  });
+void propagate_in_place(InfluenceStorage<Scalar>& M, const Scalar* decay, const Coupling<Scalar>& C, Scalar* scratch,
+                        Index scratch_stride, parallel::ThreadPool& pool, bool flush_subnormals) {
+  SPARSE_RTRL_ASSERT(scratch_stride >= propagation_scratch_size<Scalar>(M.rows()));
+  constexpr Index W = kChunk<Scalar>;
+  split_columns<Scalar>(M.cols(), double(C.nnz() + M.rows()) * double(M.cols()), pool, flush_subnormals,
+                        [&](int t, Index begin, Index end) {
+                          propagate_panels(M, begin / W, (end + W - 1) / W, decay, C,
+                                           scratch + Index(t) * scratch_stride);
+                        });
 }
 
-/// Columns [c_begin, c_end) of M (n rows, leading dimension ld) += C Mprev, where C's sources
-/// are rows of another matrix Mprev (leading dimension ld_prev): the cross-layer term
+/// Columns [c_begin, c_end) of M += C Mprev, where C's sources are rows of another influence
+/// matrix Mprev with the same column panels (c_end <= Mprev.cols()): the cross-layer term
 /// B^k_t D^{k-1}_t of a stack (model.md, "Stacked layers"). Same chunk sequence per column as
-/// propagate_columns (decay 1 multiplies exactly), so results do not depend on the split.
+/// propagate_panels (decay 1 multiplies exactly), so results do not depend on the split.
+/// c_begin is a multiple of kChunk.
 template <typename Scalar>
-void cross_add_columns(Scalar* M, Index n, Index c_begin, Index c_end, Index ld, const Scalar* Mprev, Index ld_prev,
+void cross_add_columns(InfluenceStorage<Scalar>& M, Index c_begin, Index c_end, const InfluenceStorage<Scalar>& Mprev,
                        const Coupling<Scalar>& C) {
-  constexpr Index chunk = kChunk<Scalar>;
-  const Index width = c_end - c_begin;
-  const Index full = (width / chunk) * chunk;
-  for (Index i = 0; i < n; ++i) {
-    const Index b = C.row_ptr[std::size_t(i)];
-    const Index entries = C.row_ptr[std::size_t(i + 1)] - b;
-    if (entries == 0) continue;
-    Scalar* row = M + i * ld + c_begin;
-    const Index* src = C.source.data() + b;
-    const Scalar* cf = C.coef.data() + b;
-    for (Index cc = 0; cc < full; cc += chunk)
-      propagate_chunk<Scalar>(row + cc, Scalar(1), Mprev + c_begin + cc, ld_prev, src, cf, entries);
-    if (full < width)
-      propagate_partial_chunk<Scalar>(row + full, Scalar(1), Mprev + c_begin + full, ld_prev, src, cf, entries,
-                                      width - full);
+  constexpr Index W = kChunk<Scalar>;
+  const Index n = M.rows();
+  for (Index p = c_begin / W; p * W < c_end; ++p) {
+    Scalar* base = M.panel(p);
+    const Scalar* sources = Mprev.panel(p);
+    const Index width = std::min<Index>(W, c_end - p * W);
+    for (Index i = 0; i < n; ++i) {
+      const Index b = C.row_ptr[std::size_t(i)];
+      const Index entries = C.row_ptr[std::size_t(i + 1)] - b;
+      if (entries == 0) continue;
+      const Index* src = C.source.data() + b;
+      const Scalar* cf = C.coef.data() + b;
+      if (width == W)
+        propagate_chunk<Scalar>(base + i * W, Scalar(1), sources, W, src, cf, entries);
+      else
+        propagate_partial_chunk<Scalar>(base + i * W, Scalar(1), sources, W, src, cf, entries, width);
+    }
   }
 }
 
 /// M[:, 0:P) += C Mprev[:, 0:P) on the pool's threads, chunk-aligned column ranges (as
 /// propagate_in_place).
 template <typename Scalar>
-void cross_add_in_place(Scalar* M, Index n, Index P, Index ld, const Scalar* Mprev, Index ld_prev,
+void cross_add_in_place(InfluenceStorage<Scalar>& M, Index P, const InfluenceStorage<Scalar>& Mprev,
                         const Coupling<Scalar>& C, parallel::ThreadPool& pool, bool flush_subnormals) {
+  SPARSE_RTRL_ASSERT(P <= M.cols() && P <= Mprev.cols());
   split_columns<Scalar>(P, double(C.nnz()) * double(P), pool, flush_subnormals, [&](int, Index begin, Index end) {
-    cross_add_columns(M, n, begin, end, ld, Mprev, ld_prev, C);
+    cross_add_columns(M, begin, end, Mprev, C);
   });
 }
 

@@ -247,9 +247,10 @@ void save_stream(io::NpzWriter& w, const std::string& p, const Rtrl<S, Sur>& r) 
   for (Index k = 0; k < r.layers(); ++k) {
     const std::string l = p + "/l" + std::to_string(k);
     w.add(l + "/state", r.state(k));
-    const auto M = r.influence(k);
-    w.add_array(l + "/influence", io::dtype_of<S>::value, dims({M.rows(), M.cols()}), [&](io::ByteSink& sink) {
-      for (Index i = 0; i < M.rows(); ++i) sink.write_values(M.data() + i * M.outerStride(), std::size_t(M.cols()));
+    const Index rows = r.units(k), cols = r.column_offset(k) + r.layout(k).columns();
+    w.add_array(l + "/influence", io::dtype_of<S>::value, dims({rows, cols}), [&](io::ByteSink& sink) {
+      for (Index i = 0; i < rows; ++i)
+        r.for_each_influence_segment(k, i, [&](const S* v, Index count) { sink.write_values(v, std::size_t(count)); });
     });
     save_work(w, l + "/work_last", r.last_step_work(k));
     save_work(w, l + "/work_total", r.total_work(k));
@@ -275,9 +276,14 @@ void load_stream(io::NpzReader& r, const std::string& p, typename Rtrl<S, Sur>::
     r.read_into(l + "/state", st.state(k));
     require_finite_entry(r, l + "/state", st.state(k));
     const Index n = st.state(k).size(), cols = st.influence_columns(k);
-    r.require(l + "/influence", io::dtype_of<S>::value, dims({n, cols}));
-    r.read_runs(l + "/influence", sizeof(S) * std::size_t(cols),
-                [&](std::uint64_t i) { return static_cast<void*>(st.influence_row(k, Index(i))); });
+    if (r.require(l + "/influence", io::dtype_of<S>::value, dims({n, cols})).fortran_order && n > 1 && cols > 1)
+      r.fail("entry '" + l + "/influence': expected C order (row-major), found Fortran order");
+    std::size_t element = 0;  // row-major position in the file
+    r.read_data(l + "/influence", [&](const unsigned char* bytes, std::size_t count) {
+      // Chunks hold whole elements; the buffer is allocated by operator new (aligned for S).
+      st.write_influence(k, element, reinterpret_cast<const S*>(bytes), count / sizeof(S));
+      element += count / sizeof(S);
+    });
     st.layer_last_work[std::size_t(k)] = read_work(r, l + "/work_last");
     st.layer_total_work[std::size_t(k)] = read_work(r, l + "/work_total");
     for (const auto& f : cache_fields<S>(st.step_cache(k))) r.read_into(l + "/cache/" + f.first, *f.second);
@@ -303,7 +309,8 @@ typename Rtrl<S, Sur>::StagedState stage_stream(io::NpzReader& r, const std::str
       layout.emplace_back(std::move(keep_W), std::move(keep_R));
     }
   }
-  typename Rtrl<S, Sur>::StagedState st = learner.stage_state(std::move(layout));
+  // Every influence value is read from the file (or the load fails and st is dropped): no zeroing.
+  typename Rtrl<S, Sur>::StagedState st = learner.stage_state(std::move(layout), false);
   st.mask_followed = followed;
   load_stream<S, Sur>(r, p, st);
   return st;

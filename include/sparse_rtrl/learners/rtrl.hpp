@@ -82,7 +82,6 @@ class Rtrl {
   using Parameters = EgruParameters<Scalar>;
   using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
   using InfluenceMatrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  using InfluenceMap = typename detail::InfluenceStorage<Scalar>::ConstMap;
 
   /// Tracks the kept parameters of @p model's masks. The model is referenced, not copied: it
   /// must outlive this learner and stay at one address (model.hpp).
@@ -294,14 +293,25 @@ class Rtrl {
   const EgruStepCache<Scalar>& last_step_cache(Index layer) const { return at(layer).cache; }
   Index steps() const { return steps_; }
 
-  /// M_t of a one-layer model, n x P_kept, columns as layout() describes (a view: rows are
-  /// padded in memory).
-  InfluenceMap influence() const {
+  /// M_t of a one-layer model, n x P_kept, columns as layout() describes: a copy (M is stored
+  /// in column panels for the kernel, detail/influence_storage.hpp), O(n P).
+  InfluenceMatrix influence() const {
     require_single_layer("sparse_rtrl::Rtrl::influence()");
-    return layers_[0].M.map();
+    return layers_[0].M.to_matrix();
   }
-  /// Layer k's blocks [M^{k,0} ... M^{k,k}]: n_k x (column_offset(k) + layout(k).columns()).
-  InfluenceMap influence(Index layer) const { return at(layer).M.map(); }
+  /// Layer k's blocks [M^{k,0} ... M^{k,k}]: n_k x (column_offset(k) + layout(k).columns()), a
+  /// copy.
+  InfluenceMatrix influence(Index layer) const { return at(layer).M.to_matrix(); }
+  /// Calls f(values, count) over row i of influence(layer), in column order, a contiguous
+  /// segment at a time (no copy: for streaming M out, e.g. to a file).
+  template <typename F>
+  void for_each_influence_segment(Index layer, Index i, F&& f) const {
+    const auto& M = at(layer).M;
+    if (i < 0 || i >= M.rows())
+      throw std::out_of_range("sparse_rtrl::Rtrl::for_each_influence_segment(): row must be in [0, " +
+                              std::to_string(M.rows()) + "), received " + std::to_string(i));
+    M.for_each_row_segment(i, std::forward<F>(f));
+  }
   /// Bytes of the influence matrix (sum over layers k of n_k x columns of layers 0..k).
   std::size_t influence_bytes() const {
     std::size_t bytes = 0;
@@ -350,8 +360,11 @@ class Rtrl {
   /// model's n and d): zero influence, gradient, state and counters, for the caller to fill, then
   /// to swap in with restore_state() once the model has those masks. Allocates as much as the
   /// learner (n x P_kept per layer); throws std::invalid_argument (masks of other sizes, a
-  /// reshaped model) or std::length_error, and changes nothing.
-  StagedState stage_state(std::vector<ParameterMask> masks) const {
+  /// reshaped model) or std::length_error, and changes nothing. With @p zero_influence false the
+  /// influence values are left unset instead of zeroed (one pass over n x P_kept less), for a
+  /// caller that writes every one of them (StagedState::write_influence), as a checkpoint load
+  /// does.
+  StagedState stage_state(std::vector<ParameterMask> masks, bool zero_influence = true) const {
     const char* where = "sparse_rtrl::Rtrl::stage_state()";
     require_parameter_shapes(where);
     if (masks.size() != layers_.size())
@@ -377,7 +390,7 @@ class Rtrl {
       layouts.emplace_back(masks[k], l.events);
       keep_W.push_back(&masks[k].W());
     }
-    install_into(staged.layers_, staged.grad_, std::move(layouts), keep_W, nullptr);
+    install_into(staged.layers_, staged.grad_, std::move(layouts), keep_W, nullptr, zero_influence);
     staged.layer_last_work.assign(layers_.size(), WorkCounters{});
     staged.layer_total_work.assign(layers_.size(), WorkCounters{});
     staged.masks_ = std::move(masks);
@@ -430,10 +443,18 @@ class Rtrl {
     /// The last step's cache of layer k (resized for n_k, d_k): what output(), events() and
     /// accumulate_gradient() read until the next step.
     EgruStepCache<Scalar>& step_cache(Index k) { return layer(k).cache; }
-    /// Layer k's influence blocks: n_k rows of columns(k) scalars, row i contiguous at
-    /// influence_row(k, i) (rows are padded in memory).
+    /// Layer k's influence blocks: n_k rows of influence_columns(k) scalars.
     Index influence_columns(Index k) { return layer(k).width; }
-    Scalar* influence_row(Index k, Index i) { return layer(k).M.data() + i * layer(k).M.stride(); }
+    /// Writes @p count values of layer k's influence blocks in row-major order from element
+    /// @p first (row first / influence_columns(k)): how a row-major file is read into place.
+    void write_influence(Index k, std::size_t first, const Scalar* values, std::size_t count) {
+      auto& M = layer(k).M;
+      if (first > M.value_bytes() / sizeof(Scalar) || count > M.value_bytes() / sizeof(Scalar) - first)
+        throw std::out_of_range("sparse_rtrl::Rtrl::StagedState::write_influence(): elements [" +
+                                std::to_string(first) + ", " + std::to_string(first + count) + ") outside the " +
+                                std::to_string(M.value_bytes() / sizeof(Scalar)) + " of layer " + std::to_string(k));
+      M.write_row_major(first, values, count);
+    }
     /// The accumulated gradient per column (size: the columns of all layers).
     Vector& gradient() { return grad_; }
     /// The masks the state is laid out for.
@@ -567,8 +588,8 @@ class Rtrl {
         for (Index j = 0; j < n; ++j) w.active_rows += l.cache.s_prev(j) != Scalar(0);
       }
       // J^k_t M^k_{t-1}: the dominant product (model.md "RTRL"), over all of layer k's blocks.
-      detail::propagate_in_place(l.M.data(), n, l.width, l.M.stride(), l.cache.decay.data(), l.coupling, scratch,
-                                 scratch_stride, pool, options_.flush_subnormals);
+      detail::propagate_in_place(l.M, l.cache.decay.data(), l.coupling, scratch, scratch_stride, pool,
+                                 options_.flush_subnormals);
       std::uint64_t dense_width = 0;
       for (std::size_t m = 0; m <= k; ++m) dense_width += std::uint64_t(layers_[m].layout.dense_columns());
       w.propagation_fma = std::uint64_t(l.coupling.nnz() + n) * std::uint64_t(l.width);
@@ -577,8 +598,7 @@ class Rtrl {
         // + B^k_t D^{k-1}_t over the blocks of layers 0..k-1 ("Stacked layers").
         const Layer& below = layers_[k - 1];
         build_cross(l, below, model_->parameters(Index(k)).W);
-        detail::cross_add_in_place(l.M.data(), n, l.offset, l.M.stride(), below.M.data(), below.M.stride(), l.cross,
-                                   pool, options_.flush_subnormals);
+        detail::cross_add_in_place(l.M, l.offset, below.M, l.cross, pool, options_.flush_subnormals);
         add_cross_threshold_term(l, below);
         w.cross_layer_fma = std::uint64_t(l.cross.nnz()) * std::uint64_t(l.offset);
         w.dense_cross_layer_fma =
@@ -633,7 +653,8 @@ class Rtrl {
   /// n, d, events, cache and state vectors are set), @p keep_W: W's mask of each layer (the
   /// cross-layer pattern). @p old (may be &dst) carries columns over from this learner's grad_.
   void install_into(std::vector<Layer>& dst, Vector& dst_grad, std::vector<InfluenceLayout> next,
-                    const std::vector<const ParameterMask::BoolMatrix*>& keep_W, const std::vector<Layer>* old) const {
+                    const std::vector<const ParameterMask::BoolMatrix*>& keep_W, const std::vector<Layer>* old,
+                    bool zero_influence = true) const {
     const std::size_t L = dst.size();
     std::vector<Index> offsets(L + 1, 0);
     for (std::size_t k = 0; k < L; ++k) offsets[k + 1] = offsets[k] + next[k].columns();
@@ -668,7 +689,7 @@ class Rtrl {
     Vector grad = Vector::Zero(offsets[L]);
     for (std::size_t k = 0; k < L; ++k) {
       const Index n = dst[k].n;
-      storage.emplace_back(n, offsets[k + 1]);
+      storage.emplace_back(n, offsets[k + 1], zero_influence || old);
       coupling[k].reserve(n, next[k].coupling_nonzeros());
       a_values[k].resize(std::size_t(next[k].coupling_nonzeros()));
       if (k > 0) {
@@ -678,11 +699,13 @@ class Rtrl {
       }
       if (old) {
         const Layer& o = (*old)[k];
-        auto M = storage[k].map();
-        const auto from = o.M.map();
-        for (Index c = 0; c < o.width; ++c) {
-          const Index to = new_of_old[std::size_t(c)];
-          if (to >= 0) M.col(to) = from.col(c);
+        auto& M = storage[k];
+        for (Index i = 0; i < n; ++i) {
+          auto row = M.row(i);
+          for (Index c = 0; c < o.width; ++c) {
+            const Index to = new_of_old[std::size_t(c)];
+            if (to >= 0) row[to] = o.M(i, c);
+          }
         }
       }
     }
@@ -784,13 +807,19 @@ class Rtrl {
   void read_out(std::size_t k) {
     Layer& l = layers_[k];
     std::uint64_t fma = 0;
-    const auto M = l.M.map();
-    auto head = grad_.head(l.width);
-    for (Index i = 0; i < l.n; ++i) {
-      const Scalar gi = l.dL_dc(i);
-      if (gi == Scalar(0)) continue;
-      head.noalias() += gi * M.row(i).transpose();
-      fma += std::uint64_t(l.width);
+    for (Index i = 0; i < l.n; ++i) fma += l.dL_dc(i) != Scalar(0) ? std::uint64_t(l.width) : 0;
+    // Panel by panel (M's storage order), rows in order within each: every column still sums
+    // its rows in increasing i.
+    constexpr Index W = detail::InfluenceStorage<Scalar>::kPanel;
+    for (Index p = 0; p < l.M.panels(); ++p) {
+      const Index width = std::min<Index>(W, l.width - p * W);
+      auto head = grad_.segment(p * W, width);
+      const Scalar* panel = l.M.panel(p);
+      for (Index i = 0; i < l.n; ++i) {
+        const Scalar gi = l.dL_dc(i);
+        if (gi == Scalar(0)) continue;
+        head.noalias() += gi * Eigen::Map<const Vector>(panel + i * W, width);
+      }
     }
     if (l.layout.tracks_theta())
       for (Index j = 0; j < l.n; ++j) grad_(l.offset + l.layout.theta_column(j)) += l.theta_direct(j);
@@ -878,7 +907,7 @@ class Rtrl {
   void add_cross_threshold_term(Layer& l, const Layer& below) {
     if (!below.layout.tracks_theta()) return;
     for (Index i = 0; i < l.n; ++i) {
-      Scalar* row = l.M.data() + i * l.M.stride();
+      auto row = l.M.row(i);
       for (Index p = l.input_row_ptr[std::size_t(i)]; p < l.input_row_ptr[std::size_t(i + 1)]; ++p) {
         const Index j = l.input_cols[std::size_t(p)];
         const Scalar cp = below.cache.c(j) * below.cache.psi(j);
@@ -894,19 +923,19 @@ class Rtrl {
   void add_immediate_jacobian(Layer& l, const Theta& theta) {
     const Index n = l.n;
     for (Index i = 0; i < n; ++i)
-      detail::add_unit_immediate_jacobian(l.layout, l.cache, i,
-                                          l.M.data() + i * l.M.stride() + l.offset + l.layout.unit_begin(i));
+      detail::add_unit_immediate_jacobian(l.layout, l.cache, i, l.M.row(i), l.offset + l.layout.unit_begin(i));
     if (!l.layout.tracks_theta()) return;
     // Thresholds act through h_{t-1} (the diagonal) and y_{t-1} (dy/dtheta = -c psi, spread by
     // A_t's column).
     const auto& ptr = l.layout.coupling_row_ptr();
     const auto& cols = l.layout.coupling_cols();
     for (Index i = 0; i < n; ++i) {
-      Scalar* row = l.M.data() + i * l.M.stride() + l.offset;
-      row[l.layout.theta_column(i)] += detail::threshold_reset_entry(l.cache, theta, i);
+      auto row = l.M.row(i);
+      row[l.offset + l.layout.theta_column(i)] += detail::threshold_reset_entry(l.cache, theta, i);
       for (Index p = ptr[std::size_t(i)]; p < ptr[std::size_t(i + 1)]; ++p) {
         const Index j = cols[std::size_t(p)];
-        if (l.c_psi(j) != Scalar(0)) row[l.layout.theta_column(j)] -= l.a_values[std::size_t(p)] * l.c_psi(j);
+        if (l.c_psi(j) != Scalar(0))
+          row[l.offset + l.layout.theta_column(j)] -= l.a_values[std::size_t(p)] * l.c_psi(j);
       }
     }
   }

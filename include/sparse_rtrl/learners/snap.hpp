@@ -636,7 +636,7 @@ class Snap {
       if (k == m) {
         // + Mbar^m_t: the owner's weights and biases act on its own row only; theta_u also on
         // the rows that read y_u (A_t's column u), kept ones only.
-        detail::add_unit_immediate_jacobian(l.layout, l.cache, u, b.M.row(b.self).data());
+        detail::add_unit_immediate_jacobian(l.layout, l.cache, u, b.M.row(b.self).data(), 0);
         if (b.theta) {
           b.M(b.self, b.parameters) +=
               detail::threshold_reset_entry(l.cache, model_->parameters(Index(k)).theta, u);

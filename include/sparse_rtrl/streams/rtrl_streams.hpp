@@ -335,7 +335,7 @@ class RtrlStreams {
       const ParameterMask& mask = (replace && k == layer) ? *replace : model.mask(k);
       width += InfluenceLayout(mask, model.events(k)).columns();
       n = model.units(k);
-      per_stream += double(n) * double(detail::InfluenceStorage<Scalar>::padded_stride(width)) * double(sizeof(Scalar));
+      per_stream += detail::InfluenceStorage<Scalar>::bytes_for(n, width);
     }
     const Index columns = width;
     const double total = per_stream * double(streams);
