@@ -5,7 +5,10 @@
 
 #include <sparse_rtrl/detail/crc32.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <random>
 
 using namespace sparse_rtrl;
 using iotest::same_bits;
@@ -41,8 +44,8 @@ TEST_CASE("CRC-32 gives the zip standard's known answers", "[io][npz]") {
   REQUIRE(detail::crc32("", 0) == 0u);
   const std::string fox = "The quick brown fox jumps over the lazy dog";
   REQUIRE(detail::crc32(fox.data(), fox.size()) == 0x414FA339u);
-  // Longer inputs (the PCLMULQDQ folding on x86, tables elsewhere): values from Python's
-  // zlib.crc32 of the same bytes.
+  // Longer inputs (a folding kernel on x86, tables elsewhere): values from Python's zlib.crc32 of
+  // the same bytes.
   std::string text;
   for (int k = 0; k < 1000; ++k) text.push_back(char((k * 131 + 7) & 0xFF));
   REQUIRE(detail::crc32(text.data(), text.size()) == 0x1ed57bb9u);
@@ -57,6 +60,116 @@ TEST_CASE("CRC-32 gives the zip standard's known answers", "[io][npz]") {
       REQUIRE(detail::crc32_update(detail::crc32(text.data() + offset, n / 3), text.data() + offset + n / 3,
                                    n - n / 3) == tables);
     }
+}
+
+namespace {
+
+struct CrcPath {
+  const char* name;
+  detail::Crc32Method method;
+};
+
+/// The CRC-32 implementations this CPU runs, tables first; those it lacks are skipped, saying so.
+std::vector<CrcPath> crc_paths_here() {
+  const CrcPath all[] = {{"tables", detail::Crc32Method::tables},
+                         {"PCLMULQDQ", detail::Crc32Method::pclmul},
+                         {"AVX-512 VPCLMULQDQ", detail::Crc32Method::vpclmul},
+                         {"automatic", detail::Crc32Method::automatic}};
+  std::vector<CrcPath> paths;
+  for (const CrcPath& path : all) {
+    if (detail::crc32_method_supported(path.method))
+      paths.push_back(path);
+    else
+      WARN("skipped: the " << path.name << " CRC-32 (this CPU or build does not have it)");
+  }
+  return paths;
+}
+
+std::vector<unsigned char> random_bytes(std::size_t n, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<unsigned char> v(n);
+  for (auto& b : v) b = static_cast<unsigned char>(rng() >> 56);
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("Every CRC-32 implementation gives the known answers", "[io][npz][crc]") {
+  REQUIRE(detail::crc32_method_supported(detail::Crc32Method::tables));
+  REQUIRE(detail::crc32_method_supported(detail::Crc32Method::automatic));
+  const std::string check = "123456789";
+  std::string repeated;  // long enough for every folding loop; zlib.crc32(b"123456789" * 1000)
+  for (int k = 0; k < 1000; ++k) repeated += check;
+  std::string text;  // zlib.crc32(bytes((k * 131 + 7) & 255 for k in range(4099)))
+  for (int k = 0; k < 4099; ++k) text.push_back(char((k * 131 + 7) & 0xFF));
+  std::string mib;  // as in the test above
+  for (std::uint32_t k = 0; k < (1u << 20); ++k) mib.push_back(char((k * 7919u + 13u) & 0xFFu));
+  for (const CrcPath& path : crc_paths_here()) {
+    INFO(path.name);
+    REQUIRE(detail::crc32_update(0, check.data(), check.size(), path.method) == 0xCBF43926u);
+    REQUIRE(detail::crc32_update(0, check.data(), 0, path.method) == 0u);
+    REQUIRE(detail::crc32_update(0, repeated.data(), repeated.size(), path.method) == 0x407589cfu);
+    REQUIRE(detail::crc32_update(0, text.data(), text.size(), path.method) == 0xdfade85au);
+    REQUIRE(detail::crc32_update(0, mib.data(), mib.size(), path.method) == 0x402fb0bfu);
+  }
+}
+
+TEST_CASE("Every CRC-32 implementation agrees with the tables on every length and alignment", "[io][npz][crc]") {
+  // Every length to 2000 (each folding loop run 0, 1, several times, with every remainder of 64
+  // and 16 bytes) and a few long ones, each at every offset modulo 64 from a 64-byte boundary.
+  const std::size_t big = (std::size_t(1) << 20) + 13;
+  const std::vector<unsigned char> bytes = random_bytes(big + 128, 1);
+  const unsigned char* base = bytes.data() + (64 - reinterpret_cast<std::uintptr_t>(bytes.data()) % 64) % 64;
+  std::vector<std::size_t> lengths;
+  for (std::size_t n = 0; n <= 2000; ++n) lengths.push_back(n);
+  for (std::size_t n : {std::size_t(4096 + 15), std::size_t(65536 + 3 * 64 + 48 + 7), std::size_t(100000), big})
+    lengths.push_back(n);
+  const std::vector<CrcPath> paths = crc_paths_here();
+  std::size_t compared = 0;
+  for (std::size_t n : lengths)
+    for (std::size_t offset = 0; offset < 64; ++offset) {
+      const std::uint32_t want = detail::crc32_update(0, base + offset, n, detail::Crc32Method::tables);
+      for (const CrcPath& path : paths) {
+        const std::uint32_t got = detail::crc32_update(0, base + offset, n, path.method);
+        if (got != want)
+          FAIL(path.name << ": length " << n << " at offset " << offset << " gives " << std::hex << got
+                         << ", the tables " << want);
+        // Continuing a CRC: from one that is not 0 (the first byte's).
+        if (n > 0) {
+          const std::uint32_t first = detail::crc32_update(0, base + offset, 1, detail::Crc32Method::tables);
+          const std::uint32_t rest = detail::crc32_update(first, base + offset + 1, n - 1, path.method);
+          if (rest != want) FAIL(path.name << ": length " << n - 1 << " at offset " << offset + 1 << " continued");
+        }
+        ++compared;
+      }
+    }
+  REQUIRE(compared == lengths.size() * 64 * paths.size());
+}
+
+TEST_CASE("Every CRC-32 implementation continues a CRC over random pieces as over the whole", "[io][npz][crc]") {
+  const std::vector<unsigned char> bytes = random_bytes((std::size_t(1) << 20) + 200, 2);
+  const std::vector<CrcPath> paths = crc_paths_here();
+  std::mt19937_64 rng(3);
+  const auto below = [&](std::size_t n) { return n == 0 ? std::size_t(0) : std::size_t(rng() % n); };
+  for (int trial = 0; trial < 400; ++trial) {
+    const std::size_t n = trial % 50 == 0 ? (std::size_t(1) << 20) + below(100) : below(trial % 2 ? 600 : 20000);
+    const unsigned char* p = bytes.data() + below(64);
+    const std::uint32_t whole = detail::crc32_update(0, p, n, detail::Crc32Method::tables);
+    std::vector<std::size_t> cuts{0, n};
+    for (std::size_t k = 1 + below(8); k > 0; --k) cuts.push_back(below(n + 1));  // empty pieces too
+    std::sort(cuts.begin(), cuts.end());
+    // Each path on its own, then the pieces shared out among the paths at random.
+    for (std::size_t which = 0; which <= paths.size(); ++which) {
+      std::uint32_t crc = 0;
+      for (std::size_t k = 0; k + 1 < cuts.size(); ++k) {
+        const CrcPath& path = which < paths.size() ? paths[which] : paths[below(paths.size())];
+        crc = detail::crc32_update(crc, p + cuts[k], cuts[k + 1] - cuts[k], path.method);
+      }
+      INFO("trial " << trial << ", " << n << " bytes in " << cuts.size() - 1 << " pieces, "
+                    << (which < paths.size() ? paths[which].name : "mixed"));
+      REQUIRE(crc == whole);
+    }
+  }
 }
 
 TEST_CASE("Files written by numpy.savez read back with their values", "[io][npz]") {
