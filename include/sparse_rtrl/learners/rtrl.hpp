@@ -422,6 +422,8 @@ class Rtrl {
     detail::Coupling<Scalar> coupling;  ///< A_t diag(s_{t-1}) on the active rows
     std::vector<Scalar> a_values;
     std::vector<Index> position;
+    std::vector<Index> readout_rows;    ///< n slots: rows with dL/dc != 0 of the current read-out
+    std::vector<Scalar> readout_coef;   ///< their dL/dc
     // Cross-layer term (k > 0): B^k_t diag(s^{k-1}_t) on W^k's connection pattern (the union of
     // its three gate blocks) and the active units of layer k - 1, CSR by target row; sources
     // are rows of M^{k-1}.
@@ -714,6 +716,12 @@ class Rtrl {
         if (new_of_old[std::size_t(c)] >= 0) grad(new_of_old[std::size_t(c)]) = grad_(c);
     std::vector<std::vector<Index>> position(L);
     for (std::size_t k = 0; k < L; ++k) position[k].assign(std::size_t(dst[k].n), -1);
+    std::vector<std::vector<Index>> readout_rows(L);
+    std::vector<std::vector<Scalar>> readout_coef(L);
+    for (std::size_t k = 0; k < L; ++k) {
+      readout_rows[k].assign(std::size_t(dst[k].n), 0);
+      readout_coef[k].assign(std::size_t(dst[k].n), Scalar(0));
+    }
     // No-throw from here on: moves of vectors, Eigen matrices and storages.
     for (std::size_t k = 0; k < L; ++k) {
       Layer& l = dst[k];
@@ -724,6 +732,8 @@ class Rtrl {
       l.coupling = std::move(coupling[k]);
       l.a_values = std::move(a_values[k]);
       l.position = std::move(position[k]);
+      l.readout_rows = std::move(readout_rows[k]);
+      l.readout_coef = std::move(readout_coef[k]);
       l.input_row_ptr = std::move(input_ptr[k]);
       l.input_cols = std::move(input_cols[k]);
       l.cross = std::move(cross[k]);
@@ -806,21 +816,33 @@ class Rtrl {
   /// direct term.
   void read_out(std::size_t k) {
     Layer& l = layers_[k];
-    std::uint64_t fma = 0;
-    for (Index i = 0; i < l.n; ++i) fma += l.dL_dc(i) != Scalar(0) ? std::uint64_t(l.width) : 0;
-    // Panel by panel (M's storage order), rows in order within each: every column still sums
-    // its rows in increasing i.
-    constexpr Index W = detail::InfluenceStorage<Scalar>::kPanel;
-    for (Index p = 0; p < l.M.panels(); ++p) {
-      const Index width = std::min<Index>(W, l.width - p * W);
-      auto head = grad_.segment(p * W, width);
-      const Scalar* panel = l.M.panel(p);
-      for (Index i = 0; i < l.n; ++i) {
-        const Scalar gi = l.dL_dc(i);
-        if (gi == Scalar(0)) continue;
-        head.noalias() += gi * Eigen::Map<const Vector>(panel + i * W, width);
-      }
+    Index rows = 0;
+    for (Index i = 0; i < l.n; ++i) {
+      const Scalar gi = l.dL_dc(i);
+      if (gi == Scalar(0)) continue;
+      l.readout_rows[std::size_t(rows)] = i;
+      l.readout_coef[std::size_t(rows)] = gi;
+      ++rows;
     }
+    const std::uint64_t fma = std::uint64_t(rows) * std::uint64_t(l.width);
+    // Panel by panel (M's storage order), each panel's gradient segment accumulated in registers
+    // over the rows in increasing i (the propagation kernel with decay 1 and the rows as
+    // sources), panels split over the learner's threads: bitwise the same for any thread count.
+    constexpr Index W = detail::kChunk<Scalar>;
+    if (rows > 0)
+      detail::split_columns<Scalar>(
+          l.width, double(fma), pool_, options_.flush_subnormals, [&](int, Index begin, Index end) {
+            for (Index p = begin / W; p * W < end; ++p) {
+              const Index width = std::min<Index>(W, l.width - p * W);
+              Scalar* out = grad_.data() + p * W;
+              if (width == W)
+                detail::propagate_chunk<Scalar>(out, Scalar(1), l.M.panel(p), W, l.readout_rows.data(),
+                                                l.readout_coef.data(), rows);
+              else
+                detail::propagate_partial_chunk<Scalar>(out, Scalar(1), l.M.panel(p), W, l.readout_rows.data(),
+                                                        l.readout_coef.data(), rows, width);
+            }
+          });
     if (l.layout.tracks_theta())
       for (Index j = 0; j < l.n; ++j) grad_(l.offset + l.layout.theta_column(j)) += l.theta_direct(j);
     std::uint64_t dense_width = 0;
