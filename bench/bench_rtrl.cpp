@@ -233,8 +233,9 @@ class RatioReporter : public benchmark::ConsoleReporter {
     const Entry* sparse = find("BM_SparseRtrlStep/");
     const Entry* strict = find("BM_SparseRtrlStepStrictIeee");
     const Entry* early_late = find("BM_StepEarlyLate");
-    const Entry* one_thread = exact("BM_SparseRtrlStepThreads/threads:1/real_time");
-    const Entry* two_threads = exact("BM_SparseRtrlStepThreads/threads:2/real_time");
+    // Prefixes up to the trailing '/': the names carry min_time and real_time after the thread count.
+    const Entry* one_thread = find("BM_SparseRtrlStepThreads/threads:1/");
+    const Entry* two_threads = find("BM_SparseRtrlStepThreads/threads:2/");
     const Entry* dense = find("BM_DenseRtrlStep");
     const Entry* gemm = find("BM_EigenSgemm");
     const Entry* kernel = exact("BM_PropagationKernel/26/27/24000");      // the sparse step's shape
