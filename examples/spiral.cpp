@@ -63,7 +63,8 @@
 /// the same single-stream loop on the current library, 1.14-1.22 s for this version at
 /// --threads 1): interleaving 16 streams step by step keeps 16 influence matrices and scratches
 /// (about 1.5 MB) in flight where one sequence at a time kept one (62 KB) in L1/L2; perf put the
-/// extra time in the propagation kernel and its tile copies. At density 0.1 it is not slower.
+/// extra time in the propagation kernel and its tile copies (the row-major kernel of the time).
+/// At density 0.1 it is not slower.
 /// With other processes busy on both cores, --threads 2 took 4x as long as --threads 1 (5.3 s
 /// against 1.4 s for --short): every step waits for the descheduled thread. On a busy machine
 /// use --threads 1.

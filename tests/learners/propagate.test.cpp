@@ -119,13 +119,15 @@ TEMPLATE_TEST_CASE("propagate_in_place == diag(decay) M + C M[active], bitwise o
                    double) {
   using S = TestType;
   constexpr Index W = detail::kChunk<S>;
-  const Index n = 37;
-  for (Index cols : {W - 5, 2 * W, 2 * W + 5}) {
+  const Index n = 96;
+  for (Index cols : {W - 5, 16 * W, 16 * W + 5}) {
     const RowMat<S> M0 = test::random_matrix<S>(n, cols, 7);
     const auto C = random_coupling<S>(n, 0.3, 11);
     REQUIRE(C.active_count > 0);
     REQUIRE(C.active_count < n);
     const Eigen::Matrix<S, Eigen::Dynamic, 1> decay = test::random_matrix<S>(n, 1, 13, 0.5, 1.0);
+    // Large enough to be split over the threads (below kParallelMinFma one thread runs it all).
+    if (cols > W) REQUIRE(double(C.nnz() + n) * double(cols) >= detail::kParallelMinFma);
     const RowMat<S> expected = decay.asDiagonal() * M0 + dense_coupling(C, n, true) * M0;
     RowMat<S> first;
     for (int threads : {1, 2, 3}) {
@@ -150,8 +152,8 @@ TEMPLATE_TEST_CASE("cross_add_in_place adds C Mprev to the first P columns only,
                    "[influence]", float, double) {
   using S = TestType;
   constexpr Index W = detail::kChunk<S>;
-  const Index n = 29, n_prev = 23;
-  for (Index P : {Index(3), W + 9, 2 * W}) {
+  const Index n = 96, n_prev = 80;
+  for (Index P : {Index(3), 16 * W + 9, 24 * W}) {
     const Index cols = P + W + 2;  // the layer's own columns follow, in the same panel as column P
     const RowMat<S> M0 = test::random_matrix<S>(n, cols, 17);
     const RowMat<S> prev_values = test::random_matrix<S>(n_prev, P, 19);
@@ -170,6 +172,7 @@ TEMPLATE_TEST_CASE("cross_add_in_place adds C Mprev to the first P columns only,
         }
     }
     C.row_ptr[std::size_t(n)] = e;
+    if (P > W) REQUIRE(double(C.nnz()) * double(P) >= detail::kParallelMinFma);  // split over the threads
     RowMat<S> B = RowMat<S>::Zero(n, n_prev);
     for (Index i = 0; i < n; ++i)
       for (Index q = C.row_ptr[std::size_t(i)]; q < C.row_ptr[std::size_t(i + 1)]; ++q)

@@ -285,3 +285,36 @@ TEST_CASE("Parameters reshaped through cell() are refused, not a heap corruption
   rtrl.step(x);
   CHECK(rtrl.steps() == 2);
 }
+
+TEMPLATE_TEST_CASE("A state staged with its influence unset must be written in order and in full before it is restored",
+                   "[rtrl][checkpoint][errors]", float, double) {
+  using S = TestType;
+  const Index n = 9, d = 4;
+  Model<S> model(EgruCell<S>(test::firing_parameters<S>(n, d, 5), CellOptions{true}), ParameterMask::random(n, d, 0.6, 0.6, 6));
+  Rtrl<S> rtrl(model);
+  const Mat<S> X = test::random_matrix<S>(3, d, 7);
+  for (Index t = 0; t < X.rows(); ++t) rtrl.step(X.row(t));
+  const test::Mat<S> before = rtrl.influence();
+  auto staged = rtrl.stage_state({model.mask()}, false);
+  const Index cols = staged.influence_columns(0);
+  const test::Mat<S> values = test::random_matrix<S>(n, cols, 8);
+  const Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> row_major = values;
+  // A gap is refused; nothing written yet, so restoring is refused and changes nothing.
+  REQUIRE_THROWS_AS(staged.write_influence(0, 5, row_major.data() + 5, 3), std::out_of_range);
+  REQUIRE_THROWS_WITH(rtrl.restore_state(std::move(staged)), Catch::Contains("only 0 of its"));
+  CHECK(test::Mat<S>(rtrl.influence()) == before);
+  // Written in order but not to the end: still refused.
+  auto partial = rtrl.stage_state({model.mask()}, false);
+  partial.write_influence(0, 0, row_major.data(), std::size_t(n * cols - 1));
+  REQUIRE_THROWS_WITH(rtrl.restore_state(std::move(partial)), Catch::Contains("values were written"));
+  CHECK(test::Mat<S>(rtrl.influence()) == before);
+  // In full, in pieces that straddle rows: accepted, and the values are the ones written.
+  auto full = rtrl.stage_state({model.mask()}, false);
+  for (std::size_t first = 0, piece = 1; first < std::size_t(n * cols); first += piece, piece = piece * 5 % 31 + 1)
+    full.write_influence(0, first, row_major.data() + first, std::min(piece, std::size_t(n * cols) - first));
+  rtrl.restore_state(std::move(full));
+  CHECK(test::Mat<S>(rtrl.influence()) == values);
+  // A zeroed staging needs no writes.
+  rtrl.restore_state(rtrl.stage_state({model.mask()}));
+  CHECK(rtrl.influence().isZero(0));
+}

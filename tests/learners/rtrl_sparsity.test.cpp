@@ -118,7 +118,7 @@ TEMPLATE_TEST_CASE("Influence storage is n x P_kept scalars", "[rtrl][sparse][me
     CHECK(rtrl.influence().cols() == kept);
     CHECK(rtrl.influence_bytes() == sizeof(S) * std::size_t(n * kept));
     CHECK(rtrl.gradient_columns().size() == kept);
-    // The kernel's scratch is one tile per thread, independent of P.
+    // The kernel's scratch is one panel's active rows per thread, independent of P.
     CHECK(rtrl.scratch_bytes() == std::size_t(rtrl.threads()) * sizeof(S) * std::size_t(detail::propagation_scratch_size<S>(n)));
     CHECK(rtrl.scratch_bytes() <= std::size_t(64 * 1024) + sizeof(S) * std::size_t(n) * 1024);
   }

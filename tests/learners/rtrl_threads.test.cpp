@@ -83,6 +83,30 @@ TEMPLATE_TEST_CASE("Rtrl gives bitwise the same state, M and gradient on 1, 2, 3
   }
 }
 
+TEMPLATE_TEST_CASE("The gradient read-out split over threads gives the same bits (GRU mode: every row is read)",
+                   "[rtrl][threads]", float, double) {
+  using S = TestType;
+  const Index n = 64, d = 7;
+  const auto p = test::firing_parameters<S>(n, d, 41);
+  const auto mask = ParameterMask::random(n, d, 0.5, 0.5, 42);
+  Run<S> reference;
+  for (int threads : {1, 2, 3}) {
+    INFO("threads = " << threads);
+    Model<S> model(EgruCell<S>(p, CellOptions{false}, TriangularSurrogate<S>(S(1), S(0.3))), mask);
+    RtrlOptions options;
+    options.threads = threads;
+    Rtrl<S> rtrl(model, options);
+    const Run<S> result = run(rtrl, 30);
+    // Every unit has dL/dc != 0 in GRU mode: the read-out is large enough to be split.
+    REQUIRE(double(rtrl.last_step_work().readout_fma) >= detail::kParallelMinFma);
+    REQUIRE(result.gradient.cwiseAbs().maxCoeff() > S(0));
+    if (threads == 1)
+      reference = result;
+    else
+      CHECK(bitwise_equal(result, reference));
+  }
+}
+
 TEMPLATE_TEST_CASE("Rtrl built on one thread steps on another with the same bits", "[rtrl][threads]", float, double) {
   using S = TestType;
   RtrlOptions options;

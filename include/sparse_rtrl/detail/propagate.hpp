@@ -4,8 +4,8 @@
 /// This is the J_t M_{t-1} product of model.md ("RTRL") with J_t = diag(decay) + A_t diag(s).
 /// C holds A_t diag(s_{t-1}) restricted to the active source rows (s != 0) and to A's pattern
 /// (R's mask), compressed by target row. M is stored as panels of kChunk columns
-/// (detail/influence_storage.hpp). For each panel the active rows are copied to an L1 scratch
-/// first, so every target row can be overwritten in place (M needs no second n x P buffer);
+/// (detail/influence_storage.hpp). For each panel the active rows are copied to a scratch
+/// (512 bytes per active row with AVX-512) first, so every target row can be overwritten in place (M needs no second n x P buffer);
 /// then the panel's rows stream through once, sequentially, each accumulated in kAccumulators
 /// SIMD registers over its source rows and stored once. While a panel is computed, the rows a
 /// few ahead and the next panel's active rows are prefetched.
@@ -167,11 +167,6 @@ void propagate_panels(InfluenceStorage<Scalar>& M, Index p_begin, Index p_end, c
 /// Below this many multiply-adds a step runs on one thread: waking a team costs more.
 constexpr double kParallelMinFma = 2e5;
 
-/// M <- diag(decay) M + C M[C.active], in place, over all P columns, on the pool's threads. The
-/// columns are split into one contiguous, chunk-aligned range per thread; ranges share nothing
-/// but the read-only coupling, so threads never synchronise inside the product. Each thread runs
-/// its range with subnormals flushed when @p flush_subnormals. scratch holds
-/// pool.threads() * scratch_stride scalars, scratch_stride >= propagation_scratch_size(n).
 /// Runs body(thread, begin, end) over P columns split into one contiguous, chunk-aligned range
 /// per thread (one range on the calling thread below kParallelMinFma multiply-adds), each
 /// worker with subnormals flushed when @p flush_subnormals.
@@ -191,6 +186,11 @@ void split_columns(Index P, double fma, parallel::ThreadPool& pool, bool flush_s
   });
 }
 
+/// M <- diag(decay) M + C M[C.active], in place, over all of M's columns, on the pool's threads.
+/// The panels are split into one contiguous range per thread; ranges share nothing but the
+/// read-only coupling, so threads never synchronise inside the product. Each thread runs its
+/// range with subnormals flushed when @p flush_subnormals. scratch holds pool.threads() *
+/// scratch_stride scalars, scratch_stride >= propagation_scratch_size(M.rows()).
 template <typename Scalar>
 void propagate_in_place(InfluenceStorage<Scalar>& M, const Scalar* decay, const Coupling<Scalar>& C, Scalar* scratch,
                         Index scratch_stride, parallel::ThreadPool& pool, bool flush_subnormals) {

@@ -102,6 +102,7 @@
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <cstring>
 #include <vector>
 
 namespace sparse_rtrl {
@@ -249,8 +250,16 @@ void save_stream(io::NpzWriter& w, const std::string& p, const Rtrl<S, Sur>& r) 
     w.add(l + "/state", r.state(k));
     const Index rows = r.units(k), cols = r.column_offset(k) + r.layout(k).columns();
     w.add_array(l + "/influence", io::dtype_of<S>::value, dims({rows, cols}), [&](io::ByteSink& sink) {
-      for (Index i = 0; i < rows; ++i)
-        r.for_each_influence_segment(k, i, [&](const S* v, Index count) { sink.write_values(v, std::size_t(count)); });
+      // M is stored in column panels: gather each row, then write it in one piece.
+      std::vector<S> row(static_cast<std::size_t>(cols));
+      for (Index i = 0; i < rows; ++i) {
+        std::size_t at = 0;
+        r.for_each_influence_segment(k, i, [&](const S* v, Index count) {
+          std::memcpy(row.data() + at, v, sizeof(S) * std::size_t(count));
+          at += std::size_t(count);
+        });
+        sink.write_values(row.data(), row.size());
+      }
     });
     save_work(w, l + "/work_last", r.last_step_work(k));
     save_work(w, l + "/work_total", r.total_work(k));

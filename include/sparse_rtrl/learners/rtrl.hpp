@@ -318,7 +318,7 @@ class Rtrl {
     for (const auto& l : layers_) bytes += l.M.value_bytes();
     return bytes;
   }
-  /// Bytes of the kernel's cache-sized scratch (one per thread).
+  /// Bytes of the kernel's scratch: one panel's active rows (n x kChunk at most) per thread.
   std::size_t scratch_bytes() const { return sizeof(Scalar) * scratch_.size(); }
   /// Threads the step uses (RtrlOptions::threads).
   int threads() const { return pool_.threads(); }
@@ -394,6 +394,8 @@ class Rtrl {
     staged.layer_last_work.assign(layers_.size(), WorkCounters{});
     staged.layer_total_work.assign(layers_.size(), WorkCounters{});
     staged.masks_ = std::move(masks);
+    for (const Layer& l : staged.layers_)
+      staged.written_.push_back(zero_influence ? l.M.value_bytes() / sizeof(Scalar) : std::size_t(0));
     return staged;
   }
 
@@ -449,13 +451,24 @@ class Rtrl {
     Index influence_columns(Index k) { return layer(k).width; }
     /// Writes @p count values of layer k's influence blocks in row-major order from element
     /// @p first (row first / influence_columns(k)): how a row-major file is read into place.
+    /// A state staged with its influence unset (stage_state(masks, false)) must be written in
+    /// order, from element 0 up, without gaps, and completely before restore_state() takes it:
+    /// a write past the written part throws std::out_of_range, and restore_state() refuses a
+    /// state with unwritten values.
     void write_influence(Index k, std::size_t first, const Scalar* values, std::size_t count) {
       auto& M = layer(k).M;
-      if (first > M.value_bytes() / sizeof(Scalar) || count > M.value_bytes() / sizeof(Scalar) - first)
+      const std::size_t total = M.value_bytes() / sizeof(Scalar);
+      std::size_t& written = written_[std::size_t(k)];
+      if (first > total || count > total - first)
         throw std::out_of_range("sparse_rtrl::Rtrl::StagedState::write_influence(): elements [" +
                                 std::to_string(first) + ", " + std::to_string(first + count) + ") outside the " +
-                                std::to_string(M.value_bytes() / sizeof(Scalar)) + " of layer " + std::to_string(k));
+                                std::to_string(total) + " of layer " + std::to_string(k));
+      if (first > written)
+        throw std::out_of_range("sparse_rtrl::Rtrl::StagedState::write_influence(): layer " + std::to_string(k) +
+                                " was staged unset and is written up to element " + std::to_string(written) +
+                                ": a write from element " + std::to_string(first) + " would leave a gap");
       M.write_row_major(first, values, count);
+      written = std::max(written, first + count);
     }
     /// The accumulated gradient per column (size: the columns of all layers).
     Vector& gradient() { return grad_; }
@@ -480,6 +493,7 @@ class Rtrl {
     std::vector<Layer> layers_;
     Vector grad_;
     std::vector<ParameterMask> masks_;
+    std::vector<std::size_t> written_;  ///< per layer: influence values [0, written) are set
   };
 
  private:
@@ -497,6 +511,11 @@ class Rtrl {
       if (staged.mask_followed && !(staged.masks_[k] == model_->mask(Index(k))))
         detail::fail(where, "layer " + std::to_string(k) +
                                 ": the model's mask is not the one the state was staged for (set the model's masks first)");
+      const std::size_t total = l.M.value_bytes() / sizeof(Scalar);
+      if (k >= staged.written_.size() || staged.written_[k] < total)
+        detail::fail(where, "layer " + std::to_string(k) + ": the state was staged with its influence unset and only " +
+                                std::to_string(k < staged.written_.size() ? staged.written_[k] : 0) + " of its " +
+                                std::to_string(total) + " values were written (write_influence)");
     }
     if (staged.layer_last_work.size() != layers_.size() || staged.layer_total_work.size() != layers_.size())
       detail::fail(where, "layer_last_work and layer_total_work must have one entry per layer");
