@@ -5,8 +5,8 @@
 /// C holds A_t diag(s_{t-1}) restricted to the active source rows (s != 0) and to A's pattern
 /// (R's mask), compressed by target row. M is stored as panels of kChunk columns
 /// (detail/influence_storage.hpp). For each panel the active rows are copied to a scratch
-/// (512 bytes per active row with AVX-512) first, so every target row can be overwritten in place (M needs no second n x P buffer);
-/// then the panel's rows stream through once, sequentially, each accumulated in kAccumulators
+/// (512 bytes per active row with AVX-512) first, so every target row can be overwritten in
+/// place (M needs no second n x P buffer); then the panel's rows stream through once, sequentially, each accumulated in kAccumulators
 /// SIMD registers over its source rows and stored once. While a panel is computed, the rows a
 /// few ahead and the next panel's active rows are prefetched.
 ///
@@ -124,6 +124,18 @@ inline void propagate_partial_chunk(Scalar* out, Scalar decay, const Scalar* scr
   }
 }
 
+/// The first @p width <= kChunk columns of a chunk: propagate_chunk when the chunk is whole,
+/// else propagate_partial_chunk (a partial chunk is always the same columns of a layer, the last
+/// ones, so a column never moves between the two paths).
+template <typename Scalar>
+inline void propagate_chunk_upto(Scalar* out, Scalar decay, const Scalar* scratch, Index stride, const Index* source,
+                                 const Scalar* coef, Index entries, Index width) {
+  if (width == kChunk<Scalar>)
+    propagate_chunk<Scalar>(out, decay, scratch, stride, source, coef, entries);
+  else
+    propagate_partial_chunk<Scalar>(out, decay, scratch, stride, source, coef, entries, width);
+}
+
 template <typename Scalar>
 inline void prefetch_chunk(const Scalar* p, bool for_write) {
 #if defined(__GNUC__) || defined(__clang__)
@@ -221,12 +233,8 @@ void cross_add_columns(InfluenceStorage<Scalar>& M, Index c_begin, Index c_end, 
       const Index b = C.row_ptr[std::size_t(i)];
       const Index entries = C.row_ptr[std::size_t(i + 1)] - b;
       if (entries == 0) continue;
-      const Index* src = C.source.data() + b;
-      const Scalar* cf = C.coef.data() + b;
-      if (width == W)
-        propagate_chunk<Scalar>(base + i * W, Scalar(1), sources, W, src, cf, entries);
-      else
-        propagate_partial_chunk<Scalar>(base + i * W, Scalar(1), sources, W, src, cf, entries, width);
+      propagate_chunk_upto<Scalar>(base + i * W, Scalar(1), sources, W, C.source.data() + b, C.coef.data() + b,
+                                   entries, width);
     }
   }
 }

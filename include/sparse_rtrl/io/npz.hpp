@@ -560,26 +560,8 @@ class NpzReader {
     verified_.insert(h.entry->name);
   }
 
-  /// @brief Reads the data of array @p name straight into memory: @p destination(k) gives where
-  /// the k-th run of @p run_bytes bytes goes (e.g. row k of a padded matrix). The array's bytes
-  /// must be a whole number of runs. For large arrays: no intermediate copy.
-  template <typename Destination>
-  void read_runs(const std::string& name, std::size_t run_bytes, Destination&& destination) {
-    const Header& h = header(name);
-    detail::ZipEntryReader r(zip_, *h.entry);
-    std::vector<unsigned char> head(static_cast<std::size_t>(h.header_bytes));
-    r.read(head.data(), head.size());
-    const std::uint64_t bytes = r.remaining();
-    if (run_bytes == 0 ? bytes != 0 : bytes % run_bytes != 0)
-      zip_.fail("entry '" + name + "': " + std::to_string(bytes) + " data bytes, not a multiple of " +
-                std::to_string(run_bytes));
-    for (std::uint64_t k = 0; run_bytes > 0 && k < bytes / run_bytes; ++k) r.read(destination(k), run_bytes);
-    r.finish();
-    verified_.insert(h.entry->name);
-  }
-
   /// Checks the CRC-32 of every entry of the file (arrays or not) that has not been read whole
-  /// yet (read_data(), read_runs(), read_into() check what they read): with those, all of it.
+  /// yet (read_data() and read_into() check what they read): with those, all of it.
   void verify_all() {
     for (const auto& e : zip_.entries()) {
       if (verified_.count(e.name)) continue;

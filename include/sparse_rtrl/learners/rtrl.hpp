@@ -851,16 +851,10 @@ class Rtrl {
     if (rows > 0)
       detail::split_columns<Scalar>(
           l.width, double(fma), pool_, options_.flush_subnormals, [&](int, Index begin, Index end) {
-            for (Index p = begin / W; p * W < end; ++p) {
-              const Index width = std::min<Index>(W, l.width - p * W);
-              Scalar* out = grad_.data() + p * W;
-              if (width == W)
-                detail::propagate_chunk<Scalar>(out, Scalar(1), l.M.panel(p), W, l.readout_rows.data(),
-                                                l.readout_coef.data(), rows);
-              else
-                detail::propagate_partial_chunk<Scalar>(out, Scalar(1), l.M.panel(p), W, l.readout_rows.data(),
-                                                        l.readout_coef.data(), rows, width);
-            }
+            for (Index p = begin / W; p * W < end; ++p)
+              detail::propagate_chunk_upto<Scalar>(grad_.data() + p * W, Scalar(1), l.M.panel(p), W,
+                                                   l.readout_rows.data(), l.readout_coef.data(), rows,
+                                                   std::min<Index>(W, l.width - p * W));
           });
     if (l.layout.tracks_theta())
       for (Index j = 0; j < l.n; ++j) grad_(l.offset + l.layout.theta_column(j)) += l.theta_direct(j);
