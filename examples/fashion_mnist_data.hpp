@@ -5,8 +5,7 @@
 ///        compression) ends the program with a message naming the file (exit code 1); a missing
 ///        data set ends it with exit code 77 (ctest's skip code) and says how to install it.
 ///
-/// The same reader as fashion_mnist.cpp's (taken from it unchanged but for the program name in
-/// messages), as a header so that stack_depth.cpp can share it.
+/// Shared by fashion_mnist.cpp and stack_depth.cpp (messages start with program_name()).
 #pragma once
 
 #include <Eigen/Core>
