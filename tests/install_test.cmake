@@ -19,7 +19,25 @@ run(${CMAKE_COMMAND} --install "${WORK_DIR}/lib")
 if(NOT EXISTS "${prefix}/share/cmake/sparse_rtrl/sparse_rtrlConfigVersion.cmake")
   message(FATAL_ERROR "version file not installed")
 endif()
-run(${CMAKE_COMMAND} -S "${CONSUMER_DIR}" -B "${WORK_DIR}/consumer" -G "${GENERATOR}"
-    -DCMAKE_PREFIX_PATH=${prefix})
+# A consumer configured without a build type, or in Debug, is told once that it builds the library
+# without optimisation; one configured in Release is not.
+function(configure_consumer build_type expect_warning)
+  execute_process(COMMAND ${CMAKE_COMMAND} -S "${CONSUMER_DIR}" -B "${WORK_DIR}/consumer" -G "${GENERATOR}"
+                          -DCMAKE_PREFIX_PATH=${prefix} "-DCMAKE_BUILD_TYPE=${build_type}"
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "consumer configure failed (${rc}) with build type '${build_type}':\n${out}\n${err}")
+  endif()
+  string(REGEX MATCHALL "compiled without optimisation" warnings "${err}")
+  list(LENGTH warnings count)
+  if(expect_warning AND NOT count EQUAL 1)
+    message(FATAL_ERROR "build type '${build_type}': expected one warning about optimisation, got ${count}:\n${err}")
+  elseif(NOT expect_warning AND NOT count EQUAL 0)
+    message(FATAL_ERROR "build type '${build_type}': expected no warning about optimisation:\n${err}")
+  endif()
+endfunction()
+configure_consumer("" TRUE)
+configure_consumer("Debug" TRUE)
+configure_consumer("Release" FALSE)
 run(${CMAKE_COMMAND} --build "${WORK_DIR}/consumer")
 run("${WORK_DIR}/consumer/consumer")

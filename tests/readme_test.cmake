@@ -1,8 +1,11 @@
 # ctest driver: the README's first ```cpp block must be a complete program that compiles against
 # the source tree's headers and Eigen (nothing is wrapped around it) and runs with exit code 0.
 #   cmake -DREADME=<README.md> -DINCLUDE_DIR=<include dir> -DWORK_DIR=<scratch dir>
-#         [-DGENERATOR=<generator>] [-DCXX_COMPILER=<c++>] [-DEigen3_DIR=<dir>] -P readme_test.cmake
-# Any failure (no block, configure, compile, link, run) ends with "README example FAILED".
+#         [-DGENERATOR=<generator>] [-DCXX_COMPILER=<c++>] [-DEigen3_DIR=<dir>]
+#         [-DSAME_AS=<file the block must equal>] [-DEXPECT_REGEX=<regex its output must match>]
+#         -P readme_test.cmake
+# Any failure (no block, a block that differs from SAME_AS, configure, compile, link, run, output)
+# ends with "README example FAILED".
 foreach(var README INCLUDE_DIR WORK_DIR)
   if(NOT DEFINED ${var})
     message(FATAL_ERROR "README example FAILED: ${var} not given")
@@ -24,6 +27,14 @@ if(end EQUAL -1)
 endif()
 math(EXPR end "${end} + 1")  # keep the block's last newline
 string(SUBSTRING "${text}" 0 ${end} program)
+
+if(SAME_AS)
+  file(READ "${SAME_AS}" expected)
+  if(NOT program STREQUAL expected)
+    message(FATAL_ERROR "README example FAILED: the first ```cpp block of ${README} differs from ${SAME_AS} "
+                        "(the README shows that file as it is: copy it in again)")
+  endif()
+endif()
 
 file(REMOVE_RECURSE "${WORK_DIR}")
 file(WRITE "${WORK_DIR}/src/readme_example.cpp" "${program}")
@@ -51,6 +62,7 @@ function(run what)
     message(FATAL_ERROR "README example FAILED to ${what} (${rc}): ${command}\n${out}\n${err}")
   endif()
   message(STATUS "${out}")
+  set(last_output "${out}" PARENT_SCOPE)
 endfunction()
 
 set(configure_args -S "${WORK_DIR}/src" -B "${WORK_DIR}/build" -DCMAKE_BUILD_TYPE=Release
@@ -67,3 +79,6 @@ endif()
 run(configure ${CMAKE_COMMAND} ${configure_args})
 run(compile ${CMAKE_COMMAND} --build "${WORK_DIR}/build")
 run(run "${WORK_DIR}/build/readme_example")
+if(EXPECT_REGEX AND NOT last_output MATCHES "${EXPECT_REGEX}")
+  message(FATAL_ERROR "README example FAILED: its output does not match '${EXPECT_REGEX}':\n${last_output}")
+endif()

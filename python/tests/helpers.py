@@ -16,21 +16,28 @@ def rel_err(got, ref):
     return diff / scale if scale > 0 else diff
 
 
-def golden_cases():
-    return sorted(d for d in os.listdir(GOLDEN) if os.path.isdir(os.path.join(GOLDEN, d)))
+def golden_cases(root=None):
+    root = root or GOLDEN
+    return sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+
+
+def is_stacked(case, root=None):
+    """A stacked case is recognised by its layers.txt, never by its folder's name
+    (shared/golden/README.md, "Stacked cases")."""
+    return os.path.exists(os.path.join(root or GOLDEN, case, "layers.txt"))
 
 
 def _load(folder, name, ndmin=2):
     return np.loadtxt(os.path.join(folder, name), ndmin=ndmin)
 
 
-def load_golden(case):
+def load_golden(case, root=None):
     """A golden case (format: shared/golden/README.md) as a dict of per-layer lists."""
     import sparse_rtrl as s
-    folder = os.path.join(GOLDEN, case)
+    folder = os.path.join(root or GOLDEN, case)
     meta = open(os.path.join(folder, "meta.txt")).read().split()
     out = {"name": case}
-    if case.startswith("stack-"):
+    if is_stacked(case, root):
         L, d, T, events = int(meta[0]), int(meta[1]), int(meta[2]), bool(int(meta[3]))
         gamma, eps = float(meta[4]), float(meta[5])
         sizes = [int(v) for v in open(os.path.join(folder, "layers.txt")).read().split()]

@@ -5,14 +5,40 @@ import numpy as np
 import pytest
 
 import sparse_rtrl as s
-from helpers import golden_cases, golden_model, load_golden, rel_err
+import os
+import shutil
+
+from helpers import GOLDEN, golden_cases, golden_model, is_stacked, load_golden, rel_err
 
 TOL = 1e-10
 CASES = golden_cases()
 
 
 def test_cases_present():
-    assert any(c.startswith("stack-") for c in CASES) and any(not c.startswith("stack-") for c in CASES), CASES
+    assert any(is_stacked(c) for c in CASES) and any(not is_stacked(c) for c in CASES), CASES
+
+
+def test_stacked_case_recognised_by_content_not_name(tmp_path):
+    """A stacked case copied in under a name without the stack- prefix still loads as a stack
+    (it has layers.txt), and a flat case under a stack- name still loads flat."""
+    stacked = next(c for c in CASES if is_stacked(c) and "L2" in c)
+    flat = next(c for c in CASES if not is_stacked(c))
+    shutil.copytree(os.path.join(GOLDEN, stacked), tmp_path / "renamed-two-layer-case")
+    shutil.copytree(os.path.join(GOLDEN, flat), tmp_path / "stack-but-flat")
+    assert golden_cases(str(tmp_path)) == ["renamed-two-layer-case", "stack-but-flat"]
+    two = load_golden("renamed-two-layer-case", root=str(tmp_path))
+    assert two["L"] == 2 and len(two["layers"]) == 2
+    one = load_golden("stack-but-flat", root=str(tmp_path))
+    assert one["L"] == 1
+    # And the renamed stack runs through RTRL to the stored gradients.
+    model = golden_model(two)
+    rtrl = s.Rtrl(model)
+    for t in range(two["T"]):
+        rtrl.step(two["X"][t])
+        for k, layer in enumerate(two["layers"]):
+            rtrl.accumulate_gradient(layer["G"][t], layer=k)
+    for k, layer in enumerate(two["layers"]):
+        check_gradient(rtrl.gradient(k), layer, f"renamed {stacked} RTRL layer {k}")
 
 
 def check_gradient(got, layer, where):
@@ -71,7 +97,7 @@ def test_snap_at_covering_order(name):
         check_gradient(snap.gradient(k), layer, f"{name} SnAp-{order} layer {k}")
 
 
-@pytest.mark.parametrize("name", [c for c in CASES if not c.startswith("stack-")])
+@pytest.mark.parametrize("name", [c for c in CASES if not is_stacked(c)])
 def test_streams_one_layer(name):
     """One layer: three streams fed the same sequence, the loss on one of them."""
     case = load_golden(name)

@@ -2,7 +2,7 @@
 /// @brief What the network is: an EGRU cell (parameters, options, surrogate) and its parameter
 ///        mask, with no learning state. Learners and optimizers reference one Model.
 ///
-/// Who owns what (../shared/design/architecture.md): the model owns every parameter and the
+/// Who owns what (docs/architecture.md): the model owns every parameter and the
 /// mask, once; a learner (Rtrl, Snap, Bptt, RtrlStreams) holds only per-stream state (c, the
 /// influence matrix, the accumulated gradient, work counters) and reads the model it was given.
 /// So B streams, an optimizer and an evaluation all see the same numbers with nothing to keep in

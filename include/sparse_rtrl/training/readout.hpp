@@ -131,7 +131,10 @@ class LinearReadout {
     const char* where = "sparse_rtrl::LinearReadout::forward()";
     require_input(where, y);
     detail::require_vector(where, "logits", logits, outputs());
-    logits = params_.b;
+    // Element by element, not `logits = b`: GCC 12 at -O3 cannot tell that the size check above
+    // has run and warns (-Wstringop-overflow) on Eigen's packet store into the Ref, in every
+    // program that calls this; the loop is bounded by the Ref's own size (k once validated).
+    for (Index i = 0; i < logits.size(); ++i) logits(i) = params_.b(i);
     for (Index j = 0; j < units(); ++j) {
       // Event outputs are mostly zero: a silent unit's column costs nothing.
       const Scalar yj = y(j);
