@@ -17,6 +17,7 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -473,6 +474,12 @@ def checkpoint_section(rs):
     return L
 
 
+def rtrl_row(by, name):
+    """bench_rtrl's row @p name: named so since the rows' minimum time is a flag, and
+    '<name>/min_time:2.000' in results written before (Google Benchmark appends a per-row MinTime)."""
+    return by.get(name) or next((b for n, b in by.items() if n.startswith(name + "/min_time:")), None)
+
+
 def standing(rs, peer, rtrl_suite, dense256):
     """Prose under the goal table: where we stand against the goals and what the kernel's gap is."""
     out = []
@@ -489,8 +496,8 @@ def standing(rs, peer, rtrl_suite, dense256):
         k = by.get("BM_PropagationKernel/26/27/24000")
         g = by.get("BM_EigenSgemm/512")
         f = by.get("BM_InfluenceStream/24000")
-        st = next((b for n, b in by.items() if n.startswith("BM_SparseRtrlStep/")), None)
-        strict = next((b for n, b in by.items() if n.startswith("BM_SparseRtrlStepStrictIeee")), None)
+        st = rtrl_row(by, "BM_SparseRtrlStep")
+        strict = rtrl_row(by, "BM_SparseRtrlStepStrictIeee")
         if k and g and f and st:
             unit = {"ms": 1e-3, "us": 1e-6, "ns": 1e-9, "s": 1.0}
             sec = lambda b: b["cpu_time"] * unit[b.get("time_unit", "ms")]
@@ -518,8 +525,29 @@ def standing(rs, peer, rtrl_suite, dense256):
 
 
 def kernel_table_from(stdout):
-    lines = [l for l in stdout.splitlines() if l.startswith("|")]
+    lines = [mark_target(l) for l in stdout.splitlines() if l.startswith("|")]
     return "\n".join(lines)
+
+
+TARGET = re.compile(r"\(target (<=|>=) ([0-9]+(?:\.[0-9]+)?)x?\)")
+NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+
+def mark_target(line):
+    """A table row of bench_rtrl with '(target <= x)' or '(target >= x)' gets ': **met**' or
+    ': **not met**', as the prose does for its goals. The measured value is the first number of
+    its cell after the last ':' ('1.771 ms / 2.053 ms: late/early 1.16 (target <= 1.15)',
+    '1.49x faster on 2 (target >= 1.6)'), i.e. the number the reader sees, as printed."""
+    m = TARGET.search(line)
+    if not m or "met" in line[m.end():].split("|")[0]:
+        return line
+    cell = line[:m.start()].rsplit("|", 1)[-1]
+    value = NUMBER.search(cell.rsplit(":", 1)[-1])
+    if not value:
+        return line
+    measured, goal = float(value.group()), float(m.group(2))
+    met = measured <= goal if m.group(1) == "<=" else measured >= goal
+    return line[:m.end()] + (": **met**" if met else ": **not met**") + line[m.end():]
 
 
 def result_files(results, mode):
