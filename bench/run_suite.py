@@ -50,7 +50,8 @@ def main():
         for name in ("bench_rtrl", "bench_suite"):
             if not os.path.exists(exe(name)):
                 sys.exit(f"run_suite.py: {exe(name)} not found: build first with `bash cmake/dev.sh bench`")
-        out = run([exe("bench_rtrl"), f"--benchmark_out={rtrl_json}", "--benchmark_out_format=json", "--benchmark_color=false"],
+        out = run([exe("bench_rtrl"), f"--benchmark_out={rtrl_json}", "--benchmark_out_format=json", "--benchmark_color=false",
+                   "--benchmark_counters_tabular=true"],
                   capture_output=True, text=True).stdout
         with open(rtrl_txt, "w") as f:
             f.write(out)
