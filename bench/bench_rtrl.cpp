@@ -20,7 +20,6 @@
 
 #include <unistd.h>
 
-#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -307,37 +306,15 @@ class RatioReporter : public benchmark::ConsoleReporter {
   std::map<std::string, Entry> entries_;
 };
 
-/// The value of Google Benchmark's flag --NAME=value as it will read it: the last one on the
-/// command line, else the environment variable NAME in capitals, else @p fallback.
-std::string flag_value(int argc, char** argv, const std::string& name, const std::string& fallback) {
-  const std::string prefix = "--" + name + "=";
-  std::string value = fallback;
-  std::string env = name;
-  for (char& c : env) c = char(std::toupper(static_cast<unsigned char>(c)));
-  if (const char* e = std::getenv(env.c_str())) value = e;
-  for (int k = 1; k < argc; ++k)
-    if (std::strncmp(argv[k], prefix.c_str(), prefix.size()) == 0) value = argv[k] + prefix.size();
-  return value;
-}
-
-/// Google Benchmark's reading of a boolean flag ("false", "no", "off", "0", "f", "n" are false).
-bool truthy(const std::string& value) {
-  if (value.empty()) return false;
-  if (value.size() == 1) return std::strchr("0fFnN", value[0]) == nullptr;
-  std::string lower = value;
-  for (char& c : lower) c = char(std::tolower(static_cast<unsigned char>(c)));
-  return lower != "false" && lower != "no" && lower != "off";
-}
-
 /// The console options Google Benchmark's own display would use (--benchmark_color,
 /// --benchmark_counters_tabular): a custom display reporter does not get them by itself.
 benchmark::ConsoleReporter::OutputOptions console_options(int argc, char** argv) {
-  const std::string color = flag_value(argc, argv, "benchmark_color", "auto");
+  const std::string color = bench::flag_value(argc, argv, "benchmark_color", "auto");
   const char* term = std::getenv("TERM");
-  const bool colored = color == "auto" ? isatty(fileno(stdout)) && term && std::strcmp(term, "dumb") != 0 : truthy(color);
+  const bool colored = color == "auto" ? isatty(fileno(stdout)) && term && std::strcmp(term, "dumb") != 0 : bench::truthy(color);
   int options = benchmark::ConsoleReporter::OO_None;
   if (colored) options |= benchmark::ConsoleReporter::OO_Color;
-  if (truthy(flag_value(argc, argv, "benchmark_counters_tabular", "false")))
+  if (bench::truthy(bench::flag_value(argc, argv, "benchmark_counters_tabular", "false")))
     options |= benchmark::ConsoleReporter::OO_Tabular;
   return benchmark::ConsoleReporter::OutputOptions(options);
 }
@@ -345,16 +322,14 @@ benchmark::ConsoleReporter::OutputOptions console_options(int argc, char** argv)
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::vector<char*> args(argv, argv + argc);
   // The timed rows' minimum time: 2 s unless the command line or BENCHMARK_MIN_TIME sets one.
-  static char default_min_time[] = "--benchmark_min_time=2";
-  if (flag_value(argc, argv, "benchmark_min_time", "").empty()) args.insert(args.begin() + 1, default_min_time);
+  std::vector<char*> args = bench::with_default_min_time(std::vector<char*>(argv, argv + argc), "2");
   int count = int(args.size());
   benchmark::Initialize(&count, args.data());
   if (benchmark::ReportUnrecognizedArguments(count, args.data())) return 1;
   // The ratio table extends the console display; any other format gets Google Benchmark's own
   // reporter (and --benchmark_out its file reporter either way).
-  if (flag_value(argc, argv, "benchmark_format", "console") == "console") {
+  if (bench::flag_value(argc, argv, "benchmark_format", "console") == "console") {
     RatioReporter reporter(console_options(argc, argv));
     benchmark::RunSpecifiedBenchmarks(&reporter);
   } else {
