@@ -109,7 +109,7 @@ inline std::vector<char*> with_default_min_time(std::vector<char*> args, const c
   static std::string flag;  // argv strings must outlive benchmark::Initialize's use of them
   if (!flag_value(int(args.size()), args.data(), "benchmark_min_time", "").empty()) return args;
   flag = std::string("--benchmark_min_time=") + seconds;
-  args.insert(args.begin() + 1, &flag[0]);
+  args.insert(args.begin() + (args.empty() ? 0 : 1), &flag[0]);  // after the program name
   return args;
 }
 
