@@ -6,7 +6,12 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
 
 namespace bench {
 
@@ -72,6 +77,40 @@ inline void set_work_counters(benchmark::State& state, const sparse_rtrl::WorkCo
   // One benchmark iteration is one step: flops of the step's counted work per second.
   state.counters["GFLOPS"] = benchmark::Counter(2.0 * fma * double(state.iterations()),
                                                 benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+}
+
+/// The value of Google Benchmark's flag --NAME=value as it will read it: the last one on the
+/// command line, else the environment variable NAME in capitals, else @p fallback.
+inline std::string flag_value(int argc, char** argv, const std::string& name, const std::string& fallback) {
+  const std::string prefix = "--" + name + "=";
+  std::string value = fallback;
+  std::string env = name;
+  for (char& c : env) c = char(std::toupper(static_cast<unsigned char>(c)));
+  if (const char* e = std::getenv(env.c_str())) value = e;
+  for (int k = 1; k < argc; ++k)
+    if (std::strncmp(argv[k], prefix.c_str(), prefix.size()) == 0) value = argv[k] + prefix.size();
+  return value;
+}
+
+/// Google Benchmark's reading of a boolean flag ("false", "no", "off", "0", "f", "n" are false).
+inline bool truthy(const std::string& value) {
+  if (value.empty()) return false;
+  if (value.size() == 1) return std::strchr("0fFnN", value[0]) == nullptr;
+  std::string lower = value;
+  for (char& c : lower) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return lower != "false" && lower != "no" && lower != "off";
+}
+
+/// @p args (argv) with --benchmark_min_time=@p seconds put first unless the command line or
+/// BENCHMARK_MIN_TIME sets it: the binary's default minimum time per row. A per-row MinTime()
+/// would add "/min_time:..." to every row's name (so a filter on the documented name matched
+/// nothing) and override the user's --benchmark_min_time.
+inline std::vector<char*> with_default_min_time(std::vector<char*> args, const char* seconds) {
+  static std::string flag;  // argv strings must outlive benchmark::Initialize's use of them
+  if (!flag_value(int(args.size()), args.data(), "benchmark_min_time", "").empty()) return args;
+  flag = std::string("--benchmark_min_time=") + seconds;
+  args.insert(args.begin() + (args.empty() ? 0 : 1), &flag[0]);  // after the program name
+  return args;
 }
 
 }  // namespace bench

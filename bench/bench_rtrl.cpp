@@ -4,15 +4,29 @@
 //
 // Run: bash cmake/dev.sh bench && build/bench/bench/bench_rtrl
 // The closing table gives, from this run: time per step of both, their ratio, the ideal ratio
-// from the work counters, the propagation kernel's GFLOP/s and sgemm's GFLOP/s.
+// from the work counters, the propagation kernel's GFLOP/s and sgemm's GFLOP/s. It is printed
+// with the console format only; --benchmark_format=json|csv and --benchmark_out=FILE
+// --benchmark_out_format=json give Google Benchmark's own output.
+//
+// Rows are named as listed (BM_SparseRtrlStep, BM_SparseRtrlStepThreads/threads:1/real_time,
+// BM_EigenSgemm/512, ...), so --benchmark_filter='BM_SparseRtrlStep$' selects one. Every row
+// without a fixed iteration count runs for --benchmark_min_time, 2 s unless given (Google
+// Benchmark's default is 0.5 s): the step rows need that long to be stable, and a per-row
+// MinTime(2.0) would add "/min_time:2.000" to their names. (The sgemm, streaming and kernel rows
+// ran 0.5 s when the step rows had their own MinTime.)
 #include "bench_common.hpp"
 
 #include <sparse_rtrl/detail/propagate.hpp>
 
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include <string>
+#include <vector>
 
 using namespace sparse_rtrl;
 using S = float;
@@ -194,10 +208,10 @@ void BM_EigenSgemm(benchmark::State& state) {
                                                 benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
 }
 
-BENCHMARK(BM_SparseRtrlStep)->Unit(benchmark::kMillisecond)->MinTime(2.0);
-BENCHMARK(BM_SparseRtrlStepStrictIeee)->Unit(benchmark::kMillisecond)->MinTime(2.0);
+BENCHMARK(BM_SparseRtrlStep)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_SparseRtrlStepStrictIeee)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_StepEarlyLate)->Unit(benchmark::kMillisecond)->Iterations(1);
-BENCHMARK(BM_SparseRtrlStepThreads)->ArgName("threads")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(2.0)->UseRealTime();
+BENCHMARK(BM_SparseRtrlStepThreads)->ArgName("threads")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_DenseRtrlStep)->Unit(benchmark::kMillisecond)->Iterations(3);
 BENCHMARK(BM_EigenSgemm)->Arg(512)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_InfluenceStream)->Arg(24000)->Unit(benchmark::kMillisecond);
@@ -208,6 +222,8 @@ BENCHMARK(BM_PropagationKernel)->Args({26, 27, 24000})->Args({26, 27, 2000})->Ar
 /// Prints the ratios of the runs above when they are done.
 class RatioReporter : public benchmark::ConsoleReporter {
  public:
+  explicit RatioReporter(OutputOptions options) : ConsoleReporter(options) {}
+
   void ReportRuns(const std::vector<Run>& runs) override {
     for (const auto& r : runs) {
       if (r.run_type != Run::RT_Iteration) continue;
@@ -230,12 +246,11 @@ class RatioReporter : public benchmark::ConsoleReporter {
         if (kv.first.rfind(prefix, 0) == 0) return &kv.second;
       return nullptr;
     };
-    const Entry* sparse = find("BM_SparseRtrlStep/");
-    const Entry* strict = find("BM_SparseRtrlStepStrictIeee");
+    const Entry* sparse = exact("BM_SparseRtrlStep");
+    const Entry* strict = exact("BM_SparseRtrlStepStrictIeee");
     const Entry* early_late = find("BM_StepEarlyLate");
-    // Prefixes up to the trailing '/': the names carry min_time and real_time after the thread count.
-    const Entry* one_thread = find("BM_SparseRtrlStepThreads/threads:1/");
-    const Entry* two_threads = find("BM_SparseRtrlStepThreads/threads:2/");
+    const Entry* one_thread = exact("BM_SparseRtrlStepThreads/threads:1/real_time");
+    const Entry* two_threads = exact("BM_SparseRtrlStepThreads/threads:2/real_time");
     const Entry* dense = find("BM_DenseRtrlStep");
     const Entry* gemm = find("BM_EigenSgemm");
     const Entry* kernel = exact("BM_PropagationKernel/26/27/24000");      // the sparse step's shape
@@ -291,13 +306,35 @@ class RatioReporter : public benchmark::ConsoleReporter {
   std::map<std::string, Entry> entries_;
 };
 
+/// The console options Google Benchmark's own display would use (--benchmark_color,
+/// --benchmark_counters_tabular): a custom display reporter does not get them by itself.
+benchmark::ConsoleReporter::OutputOptions console_options(int argc, char** argv) {
+  const std::string color = bench::flag_value(argc, argv, "benchmark_color", "auto");
+  const char* term = std::getenv("TERM");
+  const bool colored = color == "auto" ? isatty(fileno(stdout)) && term && std::strcmp(term, "dumb") != 0 : bench::truthy(color);
+  int options = benchmark::ConsoleReporter::OO_None;
+  if (colored) options |= benchmark::ConsoleReporter::OO_Color;
+  if (bench::truthy(bench::flag_value(argc, argv, "benchmark_counters_tabular", "false")))
+    options |= benchmark::ConsoleReporter::OO_Tabular;
+  return benchmark::ConsoleReporter::OutputOptions(options);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  RatioReporter reporter;
-  benchmark::RunSpecifiedBenchmarks(&reporter);
+  // The timed rows' minimum time: 2 s unless the command line or BENCHMARK_MIN_TIME sets one.
+  std::vector<char*> args = bench::with_default_min_time(std::vector<char*>(argv, argv + argc), "2");
+  int count = int(args.size());
+  benchmark::Initialize(&count, args.data());
+  if (benchmark::ReportUnrecognizedArguments(count, args.data())) return 1;
+  // The ratio table extends the console display; any other format gets Google Benchmark's own
+  // reporter (and --benchmark_out its file reporter either way).
+  if (bench::flag_value(argc, argv, "benchmark_format", "console") == "console") {
+    RatioReporter reporter(console_options(argc, argv));
+    benchmark::RunSpecifiedBenchmarks(&reporter);
+  } else {
+    benchmark::RunSpecifiedBenchmarks();
+  }
   benchmark::Shutdown();
   return 0;
 }

@@ -5,7 +5,9 @@
 //
 // Run through bench/run_suite.py (writes JSON, the report and the plots), or directly:
 //   build/bench/bench/bench_suite [--quick|--full|--smoke] [google-benchmark flags]
-// --smoke runs one tiny point of each family with one iteration: what the tests run.
+// --smoke runs one tiny point of each family with one iteration: what the tests run. Rows
+// without a fixed iteration count run for --benchmark_min_time, by default 0.2 s (--quick) or
+// 1 s (--full).
 #include "bench_common.hpp"
 
 #include <algorithm>
@@ -408,7 +410,7 @@ benchmark::internal::Benchmark* limit(benchmark::internal::Benchmark* b, Mode mo
   // Expensive points: a fixed small number of steps instead of Google Benchmark's time target.
   if (step_fma > 5e9) return b->Iterations(mode == Mode::quick ? 1 : 3);
   if (step_fma > 5e8) return b->Iterations(mode == Mode::quick ? 3 : 10);
-  return b->MinTime(mode == Mode::quick ? 0.2 : 1.0);
+  return b;  // Google Benchmark's time target: --benchmark_min_time, by default the mode's (main)
 }
 
 /// Rough multiply-adds per step, only to size iteration counts.
@@ -499,6 +501,10 @@ int main(int argc, char** argv) {
     else if (std::strcmp(argv[i], "--smoke") == 0) mode = Mode::smoke;
     else args.push_back(argv[i]);
   }
+  // The mode's minimum time per row (0.2 s quick, 1 s full) unless the command line or
+  // BENCHMARK_MIN_TIME sets one; as a flag, not a per-row MinTime, so row names carry no
+  // "/min_time:..." and a given --benchmark_min_time applies.
+  if (mode != Mode::smoke) args = bench::with_default_min_time(args, mode == Mode::quick ? "0.2" : "1");
   int count = int(args.size());
   register_all(mode);
   benchmark::Initialize(&count, args.data());

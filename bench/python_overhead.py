@@ -149,7 +149,7 @@ def main():
     ap.add_argument("--sizes", default="64,256")
     a = ap.parse_args()
     mode = "full" if a.full else "quick"
-    rounds, min_time = (9, 1.0) if a.full else (5, 0.2)  # min_time: bench_suite's MinTime per mode
+    rounds, min_time = (9, 1.0) if a.full else (5, 0.2)  # min_time: bench_suite's default --benchmark_min_time per mode
     benchmarks, context = [], {}
     probe, probe_py, probe_mod = layer_probe(rounds, min_time)
     print(f"Python layer probe (n = 4): Python {probe_py * 1e6:.2f} us, module's C++ loop {probe_mod * 1e6:.2f} us per step: "

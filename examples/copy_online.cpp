@@ -78,16 +78,16 @@
 /// single-threaded): --short 14 s; the full run 42-62 s at density 1 and 12-14 s at 0.25.
 #include <sparse_rtrl/sparse_rtrl.hpp>
 
+#include "common/args.hpp"
+#include "common/timing.hpp"
+
 #include <Eigen/Core>
 
 #include <algorithm>
-#include <cerrno>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -127,80 +127,31 @@ constexpr const char* kUsage =
     "                   [--save PATH [--save-every N]] [--resume PATH]\n"
     "  N, D, B and T positive integers, P in (0, 1], S a non-negative integer\n";
 
-[[noreturn]] void usage_error(const std::string& message) {
-  std::fprintf(stderr, "copy_online: %s\n%s", message.c_str(), kUsage);
-  std::exit(2);
-}
-
-/// A positive integer of plain digits, at most @p max; anything else is a usage error.
-long parse_count(const std::string& name, const char* text, long max) {
-  // strtol accepts signs and leading blanks; demand plain digits.
-  const bool digits = *text != '\0' && std::strspn(text, "0123456789") == std::strlen(text);
-  errno = 0;
-  const long value = digits ? std::strtol(text, nullptr, 10) : 0;
-  if (!digits || errno != 0 || value < 1 || value > max)
-    usage_error(name + " needs an integer in [1, " + std::to_string(max) + "], received '" + text + "'");
-  return value;
-}
-
 Options parse(int argc, char** argv) {
   Options o;
-  for (int k = 1; k < argc; ++k) {
-    const std::string arg = argv[k];
-    if (arg == "--help" || arg == "-h") {
-      std::fputs(kUsage, stdout);
-      std::exit(0);
-    }
-    if (arg == "--short") {
-      o.short_run = true;
-      continue;
-    }
-    if (arg != "--steps" && arg != "--delay" && arg != "--density" && arg != "--seed" && arg != "--streams" &&
-        arg != "--threads" && arg != "--save" && arg != "--save-every" && arg != "--resume")
-      usage_error("unknown argument '" + arg + "'");
-    if (k + 1 >= argc) usage_error(arg + " needs a value");
-    const char* text = argv[++k];
-    if (arg == "--save" || arg == "--resume") {
-      if (*text == '\0') usage_error(arg + " needs a file name");
-      (arg == "--save" ? o.save : o.resume) = text;
-    } else if (arg == "--save-every") {
-      o.save_every = parse_count(arg, text, 1000000000L);
-    } else if (arg == "--steps") {
-      o.steps = parse_count(arg, text, 1000000000L);
-    } else if (arg == "--delay") {
-      o.delay = parse_count(arg, text, 100000L);
-    } else if (arg == "--streams") {
-      o.streams = parse_count(arg, text, 4096L);
-    } else if (arg == "--threads") {
-      o.threads = parse_count(arg, text, 256L);
-    } else if (arg == "--density") {
-      char* end = nullptr;
-      errno = 0;
-      o.density = std::strtod(text, &end);
-      // The negated test also rejects NaN.
-      if (end == text || *end != '\0' || errno != 0 || !(o.density > 0.0 && o.density <= 1.0))
-        usage_error(std::string("--density needs a number in (0, 1], received '") + text + "'");
-    } else {
-      const bool digits = *text != '\0' && std::strspn(text, "0123456789") == std::strlen(text);
-      errno = 0;
-      o.seed = digits ? std::strtoull(text, nullptr, 10) : 0;
-      if (!digits || errno != 0)
-        usage_error(std::string("--seed needs a non-negative 64-bit integer, received '") + text + "'");
-    }
-  }
-  if (o.save_every > 0 && o.save.empty()) usage_error("--save-every needs --save PATH");
+  examples::ArgParser args("copy_online", kUsage);
+  args.flag("--short", o.short_run)
+      .integer("--steps", o.steps, 1L, 1000000000L)
+      .integer("--delay", o.delay, 1L, 100000L)
+      .number("--density", o.density, 0.0, 1.0)
+      .integer("--seed", o.seed, std::uint64_t(0), std::numeric_limits<std::uint64_t>::max())
+      .integer("--streams", o.streams, 1L, 4096L)
+      .integer("--threads", o.threads, 1L, 256L)
+      .path("--save", o.save)
+      .integer("--save-every", o.save_every, 1L, 1000000000L)
+      .path("--resume", o.resume)
+      .parse(argc, argv);
+  if (o.save_every > 0 && o.save.empty()) args.fail("--save-every needs --save PATH");
   return o;
 }
 
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
+using examples::seconds_since;
 
 }  // namespace
 
 int main(int argc, char** argv) {
   const Options opt = parse(argc, argv);
-  const auto start = std::chrono::steady_clock::now();
+  const auto start = examples::Clock::now();
   const long steps = opt.steps > 0 ? opt.steps : (opt.short_run ? 50000 : 200000);
   const long report = opt.short_run ? 5000 : 10000;
   const long D = opt.delay;

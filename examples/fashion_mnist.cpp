@@ -116,23 +116,20 @@
 /// every step waits for a descheduled thread. On a busy machine use --threads 1.
 #include <sparse_rtrl/sparse_rtrl.hpp>
 
-#include "fashion_mnist_data.hpp"
+#include "common/args.hpp"
+#include "common/fashion_mnist_data.hpp"
+#include "common/random.hpp"
+#include "common/timing.hpp"
 
 #include <Eigen/Core>
 
 #include <algorithm>
-#include <cerrno>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <exception>
 #include <numeric>
-#include <random>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -150,7 +147,8 @@ using Readout = sparse_rtrl::LinearReadout<float>;
 using Mask = sparse_rtrl::ParameterMask;
 using Vector = Eigen::VectorXf;
 using Matrix = Eigen::MatrixXf;
-using Clock = std::chrono::steady_clock;
+using examples::Clock;
+using examples::seconds_since;
 
 constexpr Index kSide = data::kSide;  // T = 28 steps (image rows) of d = 28 inputs (pixels)
 constexpr Index kClasses = data::kClasses;
@@ -170,7 +168,7 @@ using data::load;
 
 // ---------------------------------------------------------------------------------------------
 
-using data::Random;
+using examples::Random;
 
 struct Options {
   bool short_run = false;
@@ -188,65 +186,20 @@ constexpr const char* kUsage =
     "  W > 0 the surrogate half-width; exit codes: 2 bad arguments, 77 data set not installed,\n"
     "  1 data set unreadable\n";
 
-[[noreturn]] void usage_error(const std::string& message) {
-  std::fprintf(stderr, "fashion_mnist: %s\n%s", message.c_str(), kUsage);
-  std::exit(2);
-}
-
-/// Plain digits only (strtol would accept signs and blanks), within [lo, hi].
-long parse_integer(const std::string& arg, const char* text, long lo, long hi) {
-  const bool digits = *text != '\0' && std::strspn(text, "0123456789") == std::strlen(text);
-  errno = 0;
-  char* end = nullptr;
-  const long value = digits ? std::strtol(text, &end, 10) : 0;
-  if (!digits || errno != 0 || value < lo || value > hi)
-    usage_error(arg + " needs an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) +
-                "], received '" + text + "'");
-  return value;
-}
-
 Options parse(int argc, char** argv) {
   Options o;
-  for (int k = 1; k < argc; ++k) {
-    const std::string arg = argv[k];
-    if (arg == "--help" || arg == "-h") {
-      std::fputs(kUsage, stdout);
-      std::exit(0);
-    }
-    if (arg == "--short") {
-      o.short_run = true;
-      continue;
-    }
-    if (arg != "--train" && arg != "--epochs" && arg != "--units" && arg != "--seed" &&
-        arg != "--eps" && arg != "--test" && arg != "--data" && arg != "--threads")
-      usage_error("unknown argument '" + arg + "'");
-    if (k + 1 >= argc) usage_error(arg + " needs a value");
-    const char* text = argv[++k];
-    if (arg == "--train") {
-      o.train = parse_integer(arg, text, 1, 60000);
-    } else if (arg == "--epochs") {
-      o.epochs = parse_integer(arg, text, 1, 1000);
-    } else if (arg == "--units") {
-      o.units = parse_integer(arg, text, 1, 256);
-    } else if (arg == "--test") {
-      o.test = parse_integer(arg, text, 1, 10000);
-    } else if (arg == "--threads") {
-      o.threads = parse_integer(arg, text, 1, 256);
-    } else if (arg == "--seed") {
-      o.seed = std::uint64_t(parse_integer(arg, text, 0, 2147483647L));
-    } else if (arg == "--data") {
-      o.data = text;
-    } else {
-      errno = 0;
-      char* end = nullptr;
-      const double eps = std::strtod(text, &end);
-      // The negated test also rejects NaN.
-      if (end == text || *end != '\0' || errno != 0 || !(eps > 0.0 && eps <= 100.0))
-        usage_error(std::string("--eps needs a number in (0, 100], received '") + text + "'");
-      o.eps = float(eps);
-    }
-  }
-  if (o.threads == 0) o.threads = std::max(1L, long(std::thread::hardware_concurrency()));
+  examples::ArgParser args("fashion_mnist", kUsage);
+  args.flag("--short", o.short_run)
+      .integer("--train", o.train, 1L, 60000L)
+      .integer("--epochs", o.epochs, 1L, 1000L)
+      .integer("--units", o.units, 1L, 256L)
+      .integer("--seed", o.seed, std::uint64_t(0), std::uint64_t(2147483647))
+      .number("--eps", o.eps, 0.0, 100.0)
+      .integer("--test", o.test, 1L, 10000L)
+      .path("--data", o.data)
+      .integer("--threads", o.threads, 1L, 256L)
+      .parse(argc, argv);
+  if (o.threads == 0) o.threads = examples::hardware_threads();
   return o;
 }
 
@@ -337,10 +290,6 @@ Evaluation evaluate(const Model& model, const Readout& readout, const Dataset& d
   }
   const double pairs = double(count) * double(kSide) * double(n);
   return {double(correct) / double(count), double(silent) / pairs, double(skippable) / pairs};
-}
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
 int run(const Options& opt) {

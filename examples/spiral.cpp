@@ -70,20 +70,18 @@
 /// use --threads 1.
 #include <sparse_rtrl/sparse_rtrl.hpp>
 
+#include "common/args.hpp"
+#include "common/random.hpp"
+#include "common/timing.hpp"
+
 #include <Eigen/Core>
 
 #include <algorithm>
-#include <chrono>
-#include <cerrno>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
+#include <limits>
 #include <numeric>
-#include <random>
-#include <string>
-#include <thread>
 #include <vector>
 
 namespace {
@@ -103,23 +101,7 @@ constexpr Index kClasses = 2;  // 0 = clockwise, 1 = anticlockwise
 constexpr Index kBatch = 16;   // sequences per minibatch = parallel streams
 constexpr float kPi = 3.14159265358979f;
 
-/// Uniform and normal numbers from the raw output of mt19937_64, whose sequence the standard
-/// fixes; std::*_distribution is implementation-defined, and the data set must be the same on
-/// every platform.
-class Random {
- public:
-  explicit Random(std::uint64_t seed) : engine_(seed) {}
-  double uniform() { return double(engine_() >> 11) * (1.0 / 9007199254740992.0); }
-  float uniform(float lo, float hi) { return lo + (hi - lo) * float(uniform()); }
-  float normal() {  // Box-Muller; 1 - u keeps the logarithm finite
-    const double u = 1.0 - uniform(), v = uniform();
-    return float(std::sqrt(-2.0 * std::log(u)) * std::cos(2.0 * double(kPi) * v));
-  }
-  std::size_t below(std::size_t k) { return std::min(k - 1, std::size_t(uniform() * double(k))); }
-
- private:
-  std::mt19937_64 engine_;
-};
+using examples::Random;
 
 struct Sequence {
   Eigen::Matrix<float, kInputs, kSteps> x;  // column t is the point at step t
@@ -182,55 +164,16 @@ constexpr const char* kUsage =
     "usage: spiral [--short] [--density D] [--epochs E] [--seed S] [--threads T]\n"
     "  D in (0, 1], E and T positive integers, S a non-negative integer\n";
 
-[[noreturn]] void usage_error(const std::string& message) {
-  std::fprintf(stderr, "spiral: %s\n%s", message.c_str(), kUsage);
-  std::exit(2);
-}
-
 Options parse(int argc, char** argv) {
   Options o;
-  for (int k = 1; k < argc; ++k) {
-    const std::string arg = argv[k];
-    if (arg == "--help" || arg == "-h") {
-      std::fputs(kUsage, stdout);
-      std::exit(0);
-    }
-    if (arg == "--short") {
-      o.short_run = true;
-      continue;
-    }
-    if (arg != "--density" && arg != "--epochs" && arg != "--seed" && arg != "--threads")
-      usage_error("unknown argument '" + arg + "'");
-    if (k + 1 >= argc) usage_error(arg + " needs a value");
-    const char* text = argv[++k];
-    char* end = nullptr;
-    errno = 0;
-    if (arg == "--density") {
-      o.density = std::strtod(text, &end);
-      // The negated test also rejects NaN.
-      if (end == text || *end != '\0' || errno != 0 || !(o.density > 0.0 && o.density <= 1.0))
-        usage_error(std::string("--density needs a number in (0, 1], received '") + text + "'");
-    } else {
-      // strtol/strtoull accept signs and leading blanks; demand plain digits.
-      const bool digits = *text != '\0' && std::strspn(text, "0123456789") == std::strlen(text);
-      if (arg == "--epochs") {
-        o.epochs = digits ? std::strtol(text, &end, 10) : 0;
-        if (!digits || errno != 0 || o.epochs < 1 || o.epochs > 1000000)
-          usage_error(std::string("--epochs needs a positive integer, received '") + text + "'");
-      } else if (arg == "--threads") {
-        o.threads = digits ? std::strtol(text, &end, 10) : 0;
-        if (!digits || errno != 0 || o.threads < 1 || o.threads > 256)
-          usage_error(std::string("--threads needs an integer in [1, 256], received '") + text +
-                      "'");
-      } else {
-        o.seed = digits ? std::strtoull(text, &end, 10) : 0;
-        if (!digits || errno != 0)
-          usage_error(std::string("--seed needs a non-negative 64-bit integer, received '") + text +
-                      "'");
-      }
-    }
-  }
-  if (o.threads == 0) o.threads = std::max(1L, long(std::thread::hardware_concurrency()));
+  examples::ArgParser args("spiral", kUsage);
+  args.flag("--short", o.short_run)
+      .number("--density", o.density, 0.0, 1.0)
+      .integer("--epochs", o.epochs, 1L, 1000000L)
+      .integer("--seed", o.seed, std::uint64_t(0), std::numeric_limits<std::uint64_t>::max())
+      .integer("--threads", o.threads, 1L, 256L)
+      .parse(argc, argv);
+  if (o.threads == 0) o.threads = examples::hardware_threads();
   return o;
 }
 
@@ -238,7 +181,7 @@ Options parse(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   const Options opt = parse(argc, argv);
-  const auto start = std::chrono::steady_clock::now();
+  const auto start = examples::Clock::now();
 
   // The data set is fixed (its own seed), so runs with different --seed see the same task.
   const std::size_t n_train = opt.short_run ? 1000 : 2000;
@@ -355,8 +298,7 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
   }
 
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double seconds = examples::seconds_since(start);
   std::printf("final test accuracy %.1f%% (%zu sequences), %.1f s\n", 100.0 * test_accuracy,
               n_test, seconds);
   return 0;

@@ -84,25 +84,22 @@
 /// 77.79% / 79.62%: with dense communication between the layers the second layer gave +1.8
 /// points at equal width from the start, where the event-based stack was 5.2 points behind.
 /// The RTRL gradient equalled BPTT's on one image to at most 7.5e-8 (entries up to 0.3).
-#include "fashion_mnist_data.hpp"
-
 #include <sparse_rtrl/sparse_rtrl.hpp>
+
+#include "common/args.hpp"
+#include "common/fashion_mnist_data.hpp"
+#include "common/random.hpp"
+#include "common/timing.hpp"
 
 #include <Eigen/Core>
 
 #include <algorithm>
-#include <cerrno>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <exception>
 #include <numeric>
-#include <random>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -121,7 +118,8 @@ using Mask = sparse_rtrl::ParameterMask;
 using Vector = Eigen::VectorXf;
 using Matrix = Eigen::MatrixXf;
 using Image = data::Image;
-using Clock = std::chrono::steady_clock;
+using examples::Clock;
+using examples::seconds_since;
 
 constexpr Index kSide = data::kSide;  // T = 28 steps (image rows) of d = 28 inputs (pixels)
 constexpr Index kClasses = data::kClasses;
@@ -142,7 +140,7 @@ std::string sizes_string(const Sizes& sizes) {
   return s;
 }
 
-using data::Random;
+using examples::Random;
 
 struct Options {
   bool short_run = false;
@@ -162,73 +160,34 @@ constexpr const char* kUsage =
     "  --model may be repeated (default: --model 64 --model 32 --model 32,32)\n"
     "  exit codes: 2 bad arguments, 77 data set not installed, 1 data set unreadable\n";
 
-[[noreturn]] void usage_error(const std::string& message) {
-  std::fprintf(stderr, "stack_depth: %s\n%s", message.c_str(), kUsage);
-  std::exit(2);
-}
-
-/// Plain digits only (strtol would accept signs and blanks), within [lo, hi].
-long parse_integer(const std::string& arg, const std::string& text, long lo, long hi) {
-  const bool digits = !text.empty() && text.find_first_not_of("0123456789") == std::string::npos;
-  errno = 0;
-  const long value = digits && text.size() <= 12 ? std::strtol(text.c_str(), nullptr, 10) : -1;
-  if (!digits || errno != 0 || value < lo || value > hi)
-    usage_error(arg + " needs an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) +
-                "], received '" + text + "'");
-  return value;
-}
-
-Sizes parse_sizes(const std::string& arg, const std::string& text) {
+/// "64" or "32,32": units per layer, bottom first.
+Sizes parse_sizes(const examples::ArgParser& args, const std::string& arg, const std::string& text) {
   Sizes sizes;
   std::size_t begin = 0;
   while (true) {
     const std::size_t comma = text.find(',', begin);
     const std::string part = text.substr(begin, comma == std::string::npos ? std::string::npos : comma - begin);
-    sizes.push_back(Index(parse_integer(arg + " (units of a layer)", part, 1, 256)));
+    sizes.push_back(args.integer_value<Index>(arg + " (units of a layer)", part, 1, 256));
     if (comma == std::string::npos) break;
     begin = comma + 1;
   }
-  if (sizes.size() > 4) usage_error(arg + " takes at most 4 layers, received '" + text + "'");
+  if (sizes.size() > 4) args.fail(arg + " takes at most 4 layers, received '" + text + "'");
   return sizes;
 }
 
 Options parse(int argc, char** argv) {
   Options o;
-  for (int k = 1; k < argc; ++k) {
-    const std::string arg = argv[k];
-    if (arg == "--help" || arg == "-h") {
-      std::fputs(kUsage, stdout);
-      std::exit(0);
-    }
-    if (arg == "--short") {
-      o.short_run = true;
-      continue;
-    }
-    if (arg == "--gru") {
-      o.gru = true;
-      continue;
-    }
-    if (arg != "--train" && arg != "--epochs" && arg != "--test" && arg != "--seed" &&
-        arg != "--threads" && arg != "--model" && arg != "--data")
-      usage_error("unknown argument '" + arg + "'");
-    if (k + 1 >= argc) usage_error(arg + " needs a value");
-    const std::string text = argv[++k];
-    if (arg == "--train") {
-      o.train = parse_integer(arg, text, 1, 60000);
-    } else if (arg == "--epochs") {
-      o.epochs = parse_integer(arg, text, 1, 1000);
-    } else if (arg == "--test") {
-      o.test = parse_integer(arg, text, 1, 10000);
-    } else if (arg == "--seed") {
-      o.seed = std::uint64_t(parse_integer(arg, text, 0, 2147483647L));
-    } else if (arg == "--threads") {
-      o.threads = parse_integer(arg, text, 1, 256);
-    } else if (arg == "--model") {
-      o.models.push_back(parse_sizes(arg, text));
-    } else {
-      o.data = text;
-    }
-  }
+  examples::ArgParser args("stack_depth", kUsage);
+  args.flag("--short", o.short_run)
+      .flag("--gru", o.gru)
+      .integer("--train", o.train, 1L, 60000L)
+      .integer("--epochs", o.epochs, 1L, 1000L)
+      .integer("--test", o.test, 1L, 10000L)
+      .integer("--seed", o.seed, std::uint64_t(0), std::uint64_t(2147483647))
+      .integer("--threads", o.threads, 1L, 256L)
+      .option("--model", [&](const std::string& text) { o.models.push_back(parse_sizes(args, "--model", text)); })
+      .path("--data", o.data)
+      .parse(argc, argv);
   if (o.models.empty()) o.models = {Sizes{64}, Sizes{32}, Sizes{32, 32}};
   return o;
 }
@@ -269,10 +228,6 @@ void scale(Parameters& p, float f) {
 void scale(sparse_rtrl::ReadoutParameters<float>& p, float f) {
   p.V *= f;
   p.b *= f;
-}
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
 /// Largest |RTRL - BPTT| over every layer's gradient of one image's last-step loss on the top

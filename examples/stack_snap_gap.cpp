@@ -35,16 +35,15 @@
 /// Measured results: docs/model.md, "SnAp for stacks".
 #include <sparse_rtrl/sparse_rtrl.hpp>
 
+#include "common/args.hpp"
+#include "common/timing.hpp"
+
 #include <Eigen/Core>
 
 #include <algorithm>
-#include <cerrno>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <limits>
 #include <random>
 #include <string>
@@ -77,53 +76,18 @@ constexpr const char* kUsage =
     "usage: stack_snap_gap [--short] [--steps N] [--eval S] [--seed S]\n"
     "  N and S positive integers, --seed a non-negative integer\n";
 
-[[noreturn]] void usage_error(const std::string& message) {
-  std::fprintf(stderr, "stack_snap_gap: %s\n%s", message.c_str(), kUsage);
-  std::exit(2);
-}
-
-bool digits_only(const char* text) { return *text != '\0' && std::strspn(text, "0123456789") == std::strlen(text); }
-
-long parse_count(const std::string& name, const char* text, long max) {
-  errno = 0;
-  const long value = digits_only(text) ? std::strtol(text, nullptr, 10) : 0;
-  if (!digits_only(text) || errno != 0 || value < 1 || value > max)
-    usage_error(name + " needs an integer in [1, " + std::to_string(max) + "], received '" + text + "'");
-  return value;
-}
-
 Options parse(int argc, char** argv) {
   Options o;
-  for (int k = 1; k < argc; ++k) {
-    const std::string arg = argv[k];
-    if (arg == "--help" || arg == "-h") {
-      std::fputs(kUsage, stdout);
-      std::exit(0);
-    }
-    if (arg == "--short") {
-      o.short_run = true;
-      continue;
-    }
-    if (arg != "--steps" && arg != "--eval" && arg != "--seed") usage_error("unknown argument '" + arg + "'");
-    if (k + 1 >= argc) usage_error(arg + " needs a value");
-    const char* text = argv[++k];
-    if (arg == "--steps") {
-      o.steps = parse_count(arg, text, 100000000L);
-    } else if (arg == "--eval") {
-      o.eval = parse_count(arg, text, 1000000L);
-    } else {
-      errno = 0;
-      o.seed = digits_only(text) ? std::strtoull(text, nullptr, 10) : 0;
-      if (!digits_only(text) || errno != 0)
-        usage_error(std::string("--seed needs a non-negative 64-bit integer, received '") + text + "'");
-    }
-  }
+  examples::ArgParser args("stack_snap_gap", kUsage);
+  args.flag("--short", o.short_run)
+      .integer("--steps", o.steps, 1L, 100000000L)
+      .integer("--eval", o.eval, 1L, 1000000L)
+      .integer("--seed", o.seed, std::uint64_t(0), std::numeric_limits<std::uint64_t>::max())
+      .parse(argc, argv);
   return o;
 }
 
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
+using examples::seconds_since;
 
 /// A sequence of kLength symbols in {0, ..., K - 1}.
 std::vector<int> draw_sequence(std::mt19937_64& rng) {
@@ -242,7 +206,7 @@ Run run(Learner& learner, const sparse_rtrl::LinearReadout<double>& readout, con
 
 int main(int argc, char** argv) {
   const Options opt = parse(argc, argv);
-  const auto start = std::chrono::steady_clock::now();
+  const auto start = examples::Clock::now();
   const long steps = opt.steps > 0 ? opt.steps : (opt.short_run ? 800 : 200000);
   const long eval = opt.eval > 0 ? opt.eval : (opt.short_run ? 4 : 64);
 

@@ -5,7 +5,8 @@
 ///        compression) ends the program with a message naming the file (exit code 1); a missing
 ///        data set ends it with exit code 77 (ctest's skip code) and says how to install it.
 ///
-/// Shared by fashion_mnist.cpp and stack_depth.cpp (messages start with program_name()).
+/// Shared by fashion_mnist.cpp and stack_depth.cpp (messages start with program_name()); their
+/// shuffling generator is examples::Random (random.hpp).
 #pragma once
 
 #include <Eigen/Core>
@@ -21,7 +22,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -233,19 +233,5 @@ inline Dataset load(const std::string& dir, const std::string& prefix) {
                              " is not in [0, 10)");
   return d;
 }
-
-/// Shuffling from the raw output of mt19937_64, whose sequence the standard fixes
-/// (std::uniform_int_distribution is implementation-defined).
-class Random {
- public:
-  explicit Random(std::uint64_t seed) : engine_(seed) {}
-  std::size_t below(std::size_t k) {
-    const double u = double(engine_() >> 11) * (1.0 / 9007199254740992.0);
-    return std::min(k - 1, std::size_t(u * double(k)));
-  }
-
- private:
-  std::mt19937_64 engine_;
-};
 
 }  // namespace fashion_mnist_data
