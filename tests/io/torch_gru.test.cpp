@@ -11,16 +11,16 @@ using test::Mat;
 
 namespace {
 
-struct Case {
+struct TorchCase {
   const char* name;
   Index layers, n, d;
   bool float64;
 };
-const Case kCases[] = {{"gru-L1-n5-d3-float32", 1, 5, 3, false},
+const TorchCase kCases[] = {{"gru-L1-n5-d3-float32", 1, 5, 3, false},
                        {"gru-L2-n6-d4-float32", 2, 6, 4, false},
                        {"gru-L2-n6-d4-float64", 2, 6, 4, true}};
 
-std::string torch_file(const Case& c, const char* suffix = ".npz") {
+std::string torch_file(const TorchCase& c, const char* suffix = ".npz") {
   return test::data_dir() + "/torch_gru/" + c.name + suffix;
 }
 
@@ -28,7 +28,7 @@ std::string torch_file(const Case& c, const char* suffix = ".npz") {
 struct Reference {
   Mat<double> x, output, h_n;
 };
-Reference reference(const Case& c) {
+Reference reference(const TorchCase& c) {
   io::NpzReader r(torch_file(c, ".forward.npz"));
   Reference ref;
   for (auto [name, m] : {std::pair<const char*, Mat<double>*>{"x", &ref.x}, {"output", &ref.output}, {"h_n", &ref.h_n}}) {
@@ -70,7 +70,7 @@ double deviation(Model<S>& model, const Reference& ref) {
 }  // namespace
 
 TEST_CASE("torch.nn.GRU weights reproduce torch's forward pass in a GRU-mode model", "[io][torch]") {
-  for (const Case& c : kCases) {
+  for (const TorchCase& c : kCases) {
     INFO(c.name);
     const Reference ref = reference(c);
     REQUIRE(ref.h_n.rows() == c.layers);
@@ -97,7 +97,7 @@ TEST_CASE("torch.nn.GRU weights reproduce torch's forward pass in a GRU-mode mod
 }
 
 TEST_CASE("load_torch_gru keeps thresholds and masks of an EGRU model", "[io][torch]") {
-  const Case& c = kCases[1];
+  const TorchCase& c = kCases[1];
   const std::vector<EgruParameters<float>> torch = io::read_torch_gru<float>(torch_file(c));
   std::vector<EgruCell<float>> cells;
   std::vector<ParameterMask> masks;
@@ -121,7 +121,7 @@ TEST_CASE("load_torch_gru keeps thresholds and masks of an EGRU model", "[io][to
 TEST_CASE("Our files carry torch's tensors bit for bit, and torch loads them", "[io][torch]") {
   iotest::TempDir dir;
   std::string files;  // checked by torch in one python process
-  for (const Case& c : kCases) {
+  for (const TorchCase& c : kCases) {
     INFO(c.name);
     const std::string ckpt = dir.file(std::string(c.name) + ".ckpt.npz");
     const std::string plain = dir.file(std::string(c.name) + ".torch.npz");
@@ -165,15 +165,15 @@ TEST_CASE("Our files carry torch's tensors bit for bit, and torch loads them", "
     return;
   }
   REQUIRE(status == 0);
-  for (const Case& c : kCases) CHECK(out.find(std::string(c.name) + ".ckpt.npz: " + std::to_string(c.layers) +
+  for (const TorchCase& c : kCases) CHECK(out.find(std::string(c.name) + ".ckpt.npz: " + std::to_string(c.layers) +
                                               " layer(s), output equal") != std::string::npos);
-  for (const Case& c : kCases) CHECK(out.find(std::string(c.name) + ".torch.npz: " + std::to_string(c.layers) +
+  for (const TorchCase& c : kCases) CHECK(out.find(std::string(c.name) + ".torch.npz: " + std::to_string(c.layers) +
                                               " layer(s), output equal") != std::string::npos);
 }
 
 TEST_CASE("Files that are not a torch.nn.GRU state_dict are refused, the model unchanged", "[io][torch]") {
   iotest::TempDir dir;
-  const Case& c = kCases[1];
+  const TorchCase& c = kCases[1];
   Model<float> model = gru_model<float>(torch_file(kCases[0]));  // 1 layer, n 5, d 3
   const EgruParameters<float> before = model.parameters();
   auto refused = [&](const std::string& path, const std::string& message) {

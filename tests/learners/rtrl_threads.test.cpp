@@ -18,7 +18,7 @@ using test::Vec;
 namespace {
 
 template <typename S>
-struct Run {
+struct ThreadsRun {
   Vec<S> state;
   Mat<S> M;
   Vec<S> gradient;
@@ -45,18 +45,18 @@ OwnedLearner<S> make_learner(const RtrlOptions& options, double density = 0.5) {
 }
 
 template <typename S>
-Run<S> run(Rtrl<S>& rtrl, Index T, Index from = 0) {
+ThreadsRun<S> run(Rtrl<S>& rtrl, Index T, Index from = 0) {
   const Mat<S> X = test::random_matrix<S>(T, rtrl.inputs(), 33);
   const Mat<S> G = test::random_matrix<S>(T, rtrl.units(), 34);
   for (Index t = from; t < T; ++t) {
     rtrl.step(X.row(t));
     rtrl.accumulate_gradient(G.row(t));
   }
-  return Run<S>{rtrl.state(), rtrl.influence(), rtrl.gradient_columns()};
+  return ThreadsRun<S>{rtrl.state(), rtrl.influence(), rtrl.gradient_columns()};
 }
 
 template <typename S>
-bool bitwise_equal(const Run<S>& a, const Run<S>& b) {
+bool bitwise_equal(const ThreadsRun<S>& a, const ThreadsRun<S>& b) {
   return a.state == b.state && a.M == b.M && a.gradient == b.gradient;
 }
 
@@ -71,7 +71,7 @@ TEMPLATE_TEST_CASE("Rtrl gives bitwise the same state, M and gradient on 1, 2, 3
     options.skip_silent_rows = skip;
     auto reference_learner = make_learner<S>(options);
     REQUIRE(reference_learner.rtrl.layout().columns() % detail::kChunk<S> != 0);
-    const Run<S> reference = run(reference_learner.rtrl, 120);
+    const ThreadsRun<S> reference = run(reference_learner.rtrl, 120);
     REQUIRE(double(reference_learner.rtrl.last_step_work().propagation_fma) > detail::kParallelMinFma);
     REQUIRE(reference.M.cwiseAbs().maxCoeff() > S(0));
     for (int threads : {2, 3, 4}) {
@@ -90,14 +90,14 @@ TEMPLATE_TEST_CASE("The gradient read-out split over threads gives the same bits
   const Index n = 64, d = 7;
   const auto p = test::firing_parameters<S>(n, d, 41);
   const auto mask = ParameterMask::random(n, d, 0.5, 0.5, 42);
-  Run<S> reference;
+  ThreadsRun<S> reference;
   for (int threads : {1, 2, 3}) {
     INFO("threads = " << threads);
     Model<S> model(EgruCell<S>(p, CellOptions{false}, TriangularSurrogate<S>(S(1), S(0.3))), mask);
     RtrlOptions options;
     options.threads = threads;
     Rtrl<S> rtrl(model, options);
-    const Run<S> result = run(rtrl, 30);
+    const ThreadsRun<S> result = run(rtrl, 30);
     // Every unit has dL/dc != 0 in GRU mode: the read-out is large enough to be split.
     REQUIRE(double(rtrl.last_step_work().readout_fma) >= detail::kParallelMinFma);
     REQUIRE(result.gradient.cwiseAbs().maxCoeff() > S(0));
@@ -113,9 +113,9 @@ TEMPLATE_TEST_CASE("Rtrl built on one thread steps on another with the same bits
   RtrlOptions options;
   options.threads = 2;
   auto here = make_learner<S>(options);
-  const Run<S> reference = run(here.rtrl, 80);
+  const ThreadsRun<S> reference = run(here.rtrl, 80);
   auto there = make_learner<S>(options);
-  Run<S> result;
+  ThreadsRun<S> result;
   std::thread other([&] { result = run(there.rtrl, 80); });
   other.join();
   CHECK(bitwise_equal(result, reference));
