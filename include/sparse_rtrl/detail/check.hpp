@@ -10,6 +10,7 @@
 
 #include <cassert>
 #include <cmath>
+#include <limits>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -73,6 +74,25 @@ void require_finite(const char* where, const char* name, const Eigen::DenseBase<
 inline void require_positive_size(const char* where, const char* name, Index value) {
   if (value <= 0)
     fail(where, std::string(name) + " must be > 0, received " + std::to_string(value));
+}
+
+/// a * b for sizes a, b >= 0, or std::invalid_argument naming @p where and the product (@p what,
+/// e.g. "3 * n_units") when it does not fit in Index. Sizes are signed, so an overflowing product
+/// is undefined behaviour, and in practice it wraps to a small or negative size: an object whose
+/// shape and storage disagree (ParameterMask::dense(2^62, 1) was one, its printing crashed).
+inline Index checked_product(const char* where, const char* what, Index a, Index b) {
+  if (a < 0 || b < 0 || (b != 0 && a > std::numeric_limits<Index>::max() / b))
+    fail(where, std::string("sizes too large: ") + what + " = " + std::to_string(a) + " * " +
+                    std::to_string(b) + " does not fit in Eigen::Index (max " +
+                    std::to_string(std::numeric_limits<Index>::max()) + ")");
+  return a * b;
+}
+
+/// Checks that one layer's stacked sizes (3n rows, 3n x n and 3n x d entries) fit in Index.
+inline void require_layer_sizes(const char* where, Index n_units, Index n_inputs) {
+  const Index rows = checked_product(where, "3 * n_units", 3, n_units);
+  checked_product(where, "3 * n_units * n_units", rows, n_units);
+  checked_product(where, "3 * n_units * n_inputs", rows, n_inputs);
 }
 
 }  // namespace detail
