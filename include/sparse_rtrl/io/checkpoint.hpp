@@ -439,7 +439,9 @@ class ModelItem : public CheckpointItem {
     std::vector<ParameterMask> masks;
     void commit() noexcept override {
       for (std::size_t k = 0; k < cells.size(); ++k) {
-        model->cell(Index(k)) = std::move(cells[k]);
+        // Into the existing buffers (the cells were staged for the live n and d, so this
+        // cannot fail): pointers and NumPy views of the parameters stay valid across a load.
+        model->cell(Index(k)).assign_in_place(cells[k]);
         if (!(masks[k] == model->mask(Index(k)))) model->set_mask(std::move(masks[k]), Index(k));
       }
       model->enforce_mask();
@@ -1026,7 +1028,8 @@ class Checkpoint {
   }
 
   /// @brief Restores every object from @p path, all or nothing (see the file comment). Entries
-  /// of the file that no object asks for are ignored (their CRC-32 is still checked).
+  /// of the file that no object asks for are ignored (their CRC-32 is still checked). The
+  /// model's parameters are written into their existing storage: pointers to them stay valid.
   void load(const std::string& path) {
     const char* where = "sparse_rtrl::io::Checkpoint::load()";
     check_learners(where);
