@@ -36,9 +36,10 @@ using RowMatrixIn = Eigen::Ref<const RowMatrix>;
 /// Releases the GIL for the duration of a call whose arguments hold no Python object.
 using release_gil = py::call_guard<py::gil_scoped_release>;
 
-/// Raises ValueError (pybind11 maps std::invalid_argument to it) with "sparse_rtrl.<where>: what".
+/// Raises ValueError (pybind11 maps std::invalid_argument to it) with "sparse_rtrl.<where>: what",
+/// control characters escaped (what may hold a user's names: sparse_rtrl::detail::printable).
 [[noreturn]] inline void fail(const std::string& where, const std::string& what) {
-  throw std::invalid_argument("sparse_rtrl." + where + ": " + what);
+  throw std::invalid_argument(sparse_rtrl::detail::printable("sparse_rtrl." + where + ": " + what));
 }
 
 /// A vector argument: a C-contiguous float64 array is used in place, anything else (a list, another

@@ -72,7 +72,7 @@ class PyCheckpoint {
 
   py::object value(const std::string& name) const {
     const auto it = values_.find(name);
-    if (it == values_.end()) throw py::key_error("sparse_rtrl.Checkpoint: no value named '" + name + "'");
+    if (it == values_.end()) throw py::key_error(sparse_rtrl::detail::printable("sparse_rtrl.Checkpoint: no value named '" + name + "'"));
     return std::visit(
         [](const auto& v) -> py::object {
           using T = std::decay_t<decltype(v)>;
@@ -87,7 +87,7 @@ class PyCheckpoint {
   /// Sets a value added by name (same kind: bool, int, float, array; an array may change shape).
   void set_value(const std::string& name, const py::object& obj) {
     const auto it = values_.find(name);
-    if (it == values_.end()) throw py::key_error("sparse_rtrl.Checkpoint: no value named '" + name + "'");
+    if (it == values_.end()) throw py::key_error(sparse_rtrl::detail::printable("sparse_rtrl.Checkpoint: no value named '" + name + "'"));
     std::visit(
         [&](auto& v) {
           using T = std::decay_t<decltype(v)>;

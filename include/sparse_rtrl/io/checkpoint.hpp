@@ -517,7 +517,8 @@ class StreamsItem : public CheckpointItem {
  private:
   void require_streams() const {
     if (streams_->streams() == 0)
-      throw std::logic_error("sparse_rtrl::io::Checkpoint: '" + name() + "' is a moved-from RtrlStreams");
+      throw std::logic_error(
+          detail::printable("sparse_rtrl::io::Checkpoint: '" + name() + "' is a moved-from RtrlStreams"));
   }
   RtrlStreams<S, Sur>* streams_;
 };
@@ -605,8 +606,9 @@ class SnapItem : public CheckpointItem {
  private:
   void require_followed(const Snap<S, Sur>& s, const char* where) const {
     if (!s.mask_followed())
-      throw std::logic_error(std::string(where) + ": '" + name() +
-                             "': the model's masks changed since this Snap was built (its pattern is stale)");
+      throw std::logic_error(detail::printable(
+          std::string(where) + ": '" + name() +
+          "': the model's masks changed since this Snap was built (its pattern is stale)"));
   }
   Snap<S, Sur>* snap_;
 };
@@ -1016,7 +1018,8 @@ class Checkpoint {
   }
 
   /// @brief Writes every object to @p path atomically (a temporary file in the same directory,
-  /// fsync, rename): an existing file at @p path is replaced only by a complete new one.
+  /// fsync, rename): an existing file at @p path is replaced only by a complete new one, with its
+  /// permission bits kept; a symbolic link is written through (io::NpzWriter).
   void save(const std::string& path, NpzWriterOptions options = {}) const {
     const char* where = "sparse_rtrl::io::Checkpoint::save()";
     check_learners(where);
@@ -1056,8 +1059,8 @@ class Checkpoint {
   Checkpoint& push(std::unique_ptr<detail::CheckpointItem> item) {
     for (const auto& other : items_)
       if (other->name() == item->name())
-        throw std::invalid_argument("sparse_rtrl::io::Checkpoint::add(): the name '" + item->name() +
-                                    "' is taken");
+        throw std::invalid_argument(
+            detail::printable("sparse_rtrl::io::Checkpoint::add(): the name '" + item->name() + "' is taken"));
     if (item->name().empty())
       throw std::invalid_argument("sparse_rtrl::io::Checkpoint::add(): objects other than the model need a name");
     items_.push_back(std::move(item));
@@ -1067,8 +1070,8 @@ class Checkpoint {
   void check_learners(const char* where) const {
     for (const auto& item : items_)
       if (item->model() && item->model() != model_address_)
-        throw std::invalid_argument(std::string(where) + ": '" + item->name() +
-                                    "' learns a model that is not in this checkpoint: add(model) too");
+        throw std::invalid_argument(detail::printable(
+            std::string(where) + ": '" + item->name() + "' learns a model that is not in this checkpoint: add(model) too"));
   }
 
   const std::vector<ParameterMask>& model_masks(const detail::CheckpointItem::Staged& s) const { return masks_of_(s); }
