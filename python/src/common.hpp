@@ -57,6 +57,9 @@ class ObjectGuard {
   /// @p where: "Rtrl.step()"; @p kind: "Rtrl"; @p model: the model a step reads, or nullptr.
   ObjectGuard(const void* object, const char* where, const char* kind, const void* model = nullptr)
       : object_(object), model_(model) {
+    if (model_ && busy().count(model_))
+      throw std::runtime_error(std::string("sparse_rtrl.") + where + ": its model is being written by another "
+                               "thread (a checkpoint load); a model must not be updated while its learners step");
     if (!busy().insert(object).second)
       throw std::runtime_error(std::string("sparse_rtrl.") + where + ": this " + kind +
                                " is being used by another thread; one object, one thread");
@@ -69,9 +72,12 @@ class ObjectGuard {
   ObjectGuard(const ObjectGuard&) = delete;
   ObjectGuard& operator=(const ObjectGuard&) = delete;
 
-  /// Raises RuntimeError when a learner of @p model is stepping on another thread (call with
-  /// the GIL held, before writing the model).
+  /// Raises RuntimeError when a learner of @p model is stepping on another thread, or a
+  /// checkpoint is loading into it (call with the GIL held, before writing the model).
   static void require_model_idle(const void* model, const char* where) {
+    if (busy().count(model))
+      throw std::runtime_error(std::string("sparse_rtrl.") + where +
+                               ": the model is being written by another thread (a checkpoint load)");
     const auto it = readers().find(model);
     if (it != readers().end() && it->second > 0)
       throw std::runtime_error(std::string("sparse_rtrl.") + where + ": the model is being read by " +

@@ -191,3 +191,39 @@ def test_two_learners_of_one_model_step_in_parallel():
     for a, b in zip(sequential, parallel):
         assert b.steps == 200
         assert np.array_equal(a.gradient_columns(), b.gradient_columns())
+
+
+def test_checkpoint_load_into_a_model_whose_learner_steps_raises(tmp_path):
+    """A checkpoint load writes the model: refused while a learner of it steps on another thread."""
+    rtrl = dense_rtrl()
+    model = rtrl.model
+    path = str(tmp_path / "m.npz")
+    ck = s.Checkpoint().add(model)
+    ck.save(path)
+    done = threading.Event()
+    step_errors = []
+
+    def stepper():
+        try:
+            for _ in range(6):
+                try:
+                    rtrl.step(np.ones(8))
+                except RuntimeError as e:  # a step that began while a load wrote the model
+                    step_errors.append(str(e))
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=stepper)
+    thread.start()
+    refused = 0
+    while not done.is_set():
+        try:
+            ck.load(path)
+        except RuntimeError as e:
+            assert "a model must not be updated while its learners step" in str(e)
+            refused += 1
+        time.sleep(0.001)
+    thread.join()
+    assert refused >= 1
+    assert all("its model is being written by another thread" in e for e in step_errors), step_errors
+    ck.load(path)  # idle again: accepted
