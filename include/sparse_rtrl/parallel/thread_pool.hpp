@@ -118,8 +118,9 @@ class ThreadPool {
           workers.emplace_back([this, w] { work(w); });
         }
       } catch (...) {
-        // The destructor does not run for a half-built State, and destroying a joinable
-        // std::thread terminates the process: stop and join the workers that did start.
+        // The destructor does not run for a half-built State: its members would be destroyed
+        // under the started workers (destroying the condition variable they sleep on hung, a
+        // joinable std::thread terminates). Stop and join the workers that did start.
         const std::size_t started = workers.size();
         stop_and_join();
         const std::string what = "sparse_rtrl::parallel::ThreadPool: asked for " +
