@@ -1,6 +1,8 @@
 // The .npz reader-writer: CRC-32 known answers; files written by NumPy (tests/data/npz, made by
 // make_npz.py) read back with the values their script wrote; NumPy reading what we write (with
-// and without Zip64 records); what is refused and how; atomic writes; names.
+// and without Zip64 records); what is refused and how (an empty entry name too); atomic writes;
+// names; control characters of names escaped in messages; a save keeps the replaced file's
+// permissions, writes through symbolic links and removes killed saves' temporary files.
 #include "io/io_support.hpp"
 
 #include <sparse_rtrl/detail/crc32.hpp>
@@ -10,9 +12,11 @@
 #include <cstdint>
 #include <random>
 
+#if defined(__unix__) || defined(__APPLE__)
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#endif
 
 using namespace sparse_rtrl;
 using iotest::same_bits;
