@@ -10,7 +10,10 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <stdexcept>
 #include <string>
+#include <unordered_map>
+#include <unordered_set>
 
 namespace sparse_rtrl::python {
 
@@ -36,10 +39,65 @@ using RowMatrixIn = Eigen::Ref<const RowMatrix>;
 /// Releases the GIL for the duration of a call whose arguments hold no Python object.
 using release_gil = py::call_guard<py::gil_scoped_release>;
 
-/// Raises ValueError (pybind11 maps std::invalid_argument to it) with "sparse_rtrl.<where>: what".
+/// Raises ValueError (pybind11 maps std::invalid_argument to it) with "sparse_rtrl.<where>: what",
+/// control characters escaped (what may hold a user's names: sparse_rtrl::detail::printable).
 [[noreturn]] inline void fail(const std::string& where, const std::string& what) {
-  throw std::invalid_argument("sparse_rtrl." + where + ": " + what);
+  throw std::invalid_argument(sparse_rtrl::detail::printable("sparse_rtrl." + where + ": " + what));
 }
+
+/// @brief One object, one thread (README, "Python"): a call that releases the GIL holds its object
+/// for its duration, and the same kind of call on that object from another thread meanwhile raises
+/// RuntimeError instead of racing with it (two threads stepping one learner used to corrupt its
+/// influence matrix silently). A learner's step also holds its model for reading: any number of
+/// learners of one model may step at once, but a call that writes the model (an optimizer's step on
+/// it, load_state_dict, set_mask) raises while one does. Constructed and destroyed with the GIL
+/// held (before a gil_scoped_release, which ends first), so the GIL is the tables' lock.
+class ObjectGuard {
+ public:
+  /// @p where: "Rtrl.step()"; @p kind: "Rtrl"; @p model: the model a step reads, or nullptr.
+  ObjectGuard(const void* object, const char* where, const char* kind, const void* model = nullptr)
+      : object_(object), model_(model) {
+    if (model_ && busy().count(model_))
+      throw std::runtime_error(std::string("sparse_rtrl.") + where + ": its model is being written by another "
+                               "thread (a checkpoint load); a model must not be updated while its learners step");
+    if (!busy().insert(object).second)
+      throw std::runtime_error(std::string("sparse_rtrl.") + where + ": this " + kind +
+                               " is being used by another thread; one object, one thread");
+    if (model_) ++readers()[model_];
+  }
+  ~ObjectGuard() {
+    busy().erase(object_);
+    if (model_ && --readers()[model_] == 0) readers().erase(model_);
+  }
+  ObjectGuard(const ObjectGuard&) = delete;
+  ObjectGuard& operator=(const ObjectGuard&) = delete;
+
+  /// Raises RuntimeError when a learner of @p model is stepping on another thread, or a
+  /// checkpoint is loading into it (call with the GIL held, before writing the model).
+  static void require_model_idle(const void* model, const char* where) {
+    if (busy().count(model))
+      throw std::runtime_error(std::string("sparse_rtrl.") + where +
+                               ": the model is being written by another thread (a checkpoint load)");
+    const auto it = readers().find(model);
+    if (it != readers().end() && it->second > 0)
+      throw std::runtime_error(std::string("sparse_rtrl.") + where + ": the model is being read by " +
+                               std::to_string(it->second) +
+                               " learner step(s) on other threads; a model must not be updated while its "
+                               "learners step");
+  }
+
+ private:
+  static std::unordered_set<const void*>& busy() {
+    static std::unordered_set<const void*> set;
+    return set;
+  }
+  static std::unordered_map<const void*, int>& readers() {
+    static std::unordered_map<const void*, int> map;
+    return map;
+  }
+  const void* object_;
+  const void* model_;
+};
 
 /// A vector argument: a C-contiguous float64 array is used in place, anything else (a list, another
 /// dtype, a strided slice) is converted by NumPy first.

@@ -10,6 +10,7 @@
 #include <sparse_rtrl/io/checkpoint.hpp>
 #include <sparse_rtrl/io/torch_gru.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <list>
 #include <map>
@@ -18,6 +19,7 @@
 #include <string>
 #include <utility>
 #include <variant>
+#include <vector>
 
 namespace sparse_rtrl::python {
 
@@ -35,19 +37,28 @@ class PyCheckpoint {
     if (py::isinstance<PyModel>(obj)) {
       if (name) fail("Checkpoint.add()", "the model takes no name (its entries are torch.nn.GRU's)");
       checkpoint_.add(obj.cast<PyModel&>());
+      model_ = &obj.cast<PyModel&>();
       return;
     }
     if (!name) fail("Checkpoint.add()", "every object but the model needs a name");
     const std::string& n = *name;
-    if (py::isinstance<PyRtrl>(obj)) checkpoint_.add(n, obj.cast<PyRtrl&>());
-    else if (py::isinstance<PyStreams>(obj)) checkpoint_.add(n, obj.cast<PyStreams&>());
+    if (py::isinstance<PyRtrl>(obj)) {
+      checkpoint_.add(n, obj.cast<PyRtrl&>());
+      learners_.push_back({&obj.cast<PyRtrl&>(), "Rtrl"});
+    } else if (py::isinstance<PyStreams>(obj)) {
+      checkpoint_.add(n, obj.cast<PyStreams&>());
+      learners_.push_back({&obj.cast<PyStreams&>(), "RtrlStreams"});
+    }
     else if (py::isinstance<Sgd<Scalar>>(obj)) checkpoint_.add(n, obj.cast<Sgd<Scalar>&>());
     else if (py::isinstance<Adam<Scalar>>(obj)) checkpoint_.add(n, obj.cast<Adam<Scalar>&>());
     else if (py::isinstance<AdamW<Scalar>>(obj)) checkpoint_.add(n, obj.cast<AdamW<Scalar>&>());
     else if (py::isinstance<MagnitudePruner>(obj)) checkpoint_.add(n, obj.cast<MagnitudePruner&>());
     else if (py::isinstance<Readout>(obj)) checkpoint_.add(n, obj.cast<Readout&>());
     else if (py::isinstance<WorkCounters>(obj)) checkpoint_.add(n, obj.cast<WorkCounters&>());
-    else if (py::isinstance<PySnap>(obj)) checkpoint_.add(n, obj.cast<PySnap&>());
+    else if (py::isinstance<PySnap>(obj)) {
+      checkpoint_.add(n, obj.cast<PySnap&>());
+      learners_.push_back({&obj.cast<PySnap&>(), "Snap"});
+    }
     else if (py::isinstance<py::bool_>(obj)) add_value(n, Value(obj.cast<bool>()));
     else if (py::isinstance<py::int_>(obj)) add_value(n, Value(obj.cast<std::int64_t>()));
     else if (py::isinstance<py::float_>(obj)) add_value(n, Value(obj.cast<double>()));
@@ -72,7 +83,7 @@ class PyCheckpoint {
 
   py::object value(const std::string& name) const {
     const auto it = values_.find(name);
-    if (it == values_.end()) throw py::key_error("sparse_rtrl.Checkpoint: no value named '" + name + "'");
+    if (it == values_.end()) throw py::key_error(sparse_rtrl::detail::printable("sparse_rtrl.Checkpoint: no value named '" + name + "'"));
     return std::visit(
         [](const auto& v) -> py::object {
           using T = std::decay_t<decltype(v)>;
@@ -87,7 +98,7 @@ class PyCheckpoint {
   /// Sets a value added by name (same kind: bool, int, float, array; an array may change shape).
   void set_value(const std::string& name, const py::object& obj) {
     const auto it = values_.find(name);
-    if (it == values_.end()) throw py::key_error("sparse_rtrl.Checkpoint: no value named '" + name + "'");
+    if (it == values_.end()) throw py::key_error(sparse_rtrl::detail::printable("sparse_rtrl.Checkpoint: no value named '" + name + "'"));
     std::visit(
         [&](auto& v) {
           using T = std::decay_t<decltype(v)>;
@@ -108,14 +119,35 @@ class PyCheckpoint {
   }
 
   void save(const std::string& path, bool sync) const {
+    const auto guards = hold("Checkpoint.save()", false);
     os_errors([&] { checkpoint_.save(path, io::NpzWriterOptions{false, sync}); });
   }
   void load(const std::string& path) {
+    const auto guards = hold("Checkpoint.load()", true);
     os_errors([&] { checkpoint_.load(path); });
   }
   std::size_t size() const { return checkpoint_.size(); }
   bool contains(const std::string& name) const { return values_.count(name) != 0; }
   const std::vector<std::string>& names() const { return names_; }
+
+  /// One object, one thread (common.hpp, ObjectGuard) while the GIL is released: the checkpoint and
+  /// its learners are held; a save reads the model (no optimizer step on it meanwhile), a load
+  /// writes it (refused while a learner of it steps, and its learners' steps refused meanwhile).
+  std::vector<std::unique_ptr<ObjectGuard>> hold(const char* where, bool writes_model) const {
+    std::vector<std::unique_ptr<ObjectGuard>> guards;
+    if (model_ && writes_model) {
+      ObjectGuard::require_model_idle(model_, where);
+      guards.push_back(std::make_unique<ObjectGuard>(model_, where, "Model"));
+    }
+    guards.push_back(std::make_unique<ObjectGuard>(this, where, "Checkpoint", writes_model ? nullptr : model_));
+    std::vector<const void*> seen;
+    for (const auto& l : learners_) {
+      if (std::find(seen.begin(), seen.end(), l.first) != seen.end()) continue;  // added twice
+      seen.push_back(l.first);
+      guards.push_back(std::make_unique<ObjectGuard>(l.first, where, l.second));
+    }
+    return guards;
+  }
 
   /// Runs @p f without the GIL; an operating-system error (std::runtime_error) becomes OSError.
   template <typename F>
@@ -140,6 +172,8 @@ class PyCheckpoint {
   io::Checkpoint checkpoint_;
   std::map<std::string, std::unique_ptr<Value>> values_;
   std::vector<std::string> names_;
+  const void* model_ = nullptr;                             // for ObjectGuard (hold())
+  std::vector<std::pair<const void*, const char*>> learners_;  // object, kind
 };
 
 }  // namespace

@@ -168,6 +168,7 @@ void bind_learners(py::module_& m) {
           "step",
           [](PyRtrl& r, const VecArg& arg) {
             const VecMap x = vec(arg, "Rtrl.step()", "x");
+            const ObjectGuard guard(&r, "Rtrl.step()", "Rtrl", &r.model());
             py::gil_scoped_release nogil;
             r.step(x);
           },
@@ -178,6 +179,7 @@ void bind_learners(py::module_& m) {
           [](PyRtrl& r, const VecArg& dy, const std::optional<VecArg>& d_o, std::optional<Index> layer) {
             const Index k = layer ? *layer : r.layers() - 1;
             const VecMap dL_dy = vec(dy, "Rtrl.accumulate_gradient()", "dL_dy");
+            const ObjectGuard guard(&r, "Rtrl.accumulate_gradient()", "Rtrl", &r.model());
             if (d_o) {
               const VecMap dL_do = vec(*d_o, "Rtrl.accumulate_gradient()", "dL_do");
               py::gil_scoped_release nogil;
@@ -209,7 +211,11 @@ void bind_learners(py::module_& m) {
           "reset",
           [](PyRtrl& r, std::optional<Vector> c0) { c0 ? r.reset(*c0) : r.reset(); }, py::arg("c0") = py::none(),
           "Starts a new sequence from c_0 = 0 (or the given c0, one-layer models); keeps the gradient.")
-      .def("set_mask", [](PyRtrl& o, const ParameterMask& mask, Index layer) { o.set_mask(mask, layer); }, py::arg("mask"), py::arg("layer") = 0,
+      .def("set_mask",
+           [](PyRtrl& o, const ParameterMask& mask, Index layer) {
+             ObjectGuard::require_model_idle(&o.model(), "Rtrl.set_mask()");
+             o.set_mask(mask, layer);
+           }, py::arg("mask"), py::arg("layer") = 0,
            "Sets the model's mask of layer k and re-lays this learner's columns now.")
       .def("follow_mask", &PyRtrl::follow_mask)
       .def("state", [](const PyRtrl& r, std::optional<Index> k) { return Vector(k ? r.state(*k) : r.state()); },
@@ -252,6 +258,7 @@ void bind_learners(py::module_& m) {
       "_time_rtrl_loop",
       [](PyRtrl& r, RowMatrixIn X, const VecArg& g_arg, Index start, double min_seconds) {
         const VecMap g = vec(g_arg, "_time_rtrl_loop()", "g");
+        const ObjectGuard guard(&r, "_time_rtrl_loop()", "Rtrl", &r.model());
         py::gil_scoped_release nogil;
         const std::clock_t begin = std::clock();
         double elapsed = 0;
@@ -305,6 +312,7 @@ void bind_learners(py::module_& m) {
           "step",
           [](PySnap& s, const VecArg& arg) {
             const VecMap x = vec(arg, "Snap.step()", "x");
+            const ObjectGuard guard(&s, "Snap.step()", "Snap", &s.model());
             py::gil_scoped_release nogil;
             s.step(x);
           },
@@ -314,6 +322,7 @@ void bind_learners(py::module_& m) {
           [](PySnap& s, const VecArg& dy, const std::optional<VecArg>& d_o, std::optional<Index> layer) {
             const Index k = layer ? *layer : s.layers() - 1;
             const VecMap dL_dy = vec(dy, "Snap.accumulate_gradient()", "dL_dy");
+            const ObjectGuard guard(&s, "Snap.accumulate_gradient()", "Snap", &s.model());
             if (d_o) {
               const VecMap dL_do = vec(*d_o, "Snap.accumulate_gradient()", "dL_do");
               py::gil_scoped_release nogil;
@@ -374,6 +383,7 @@ void bind_learners(py::module_& m) {
       .def(
           "forward",
           [](PyBptt& b, RowMatrixIn X, const py::object& c0) {
+            const ObjectGuard guard(&b, "Bptt.forward()", "Bptt", &b.model());
             if (c0.is_none()) {
               py::gil_scoped_release nogil;
               return Matrix(b.forward(X));
@@ -396,6 +406,7 @@ void bind_learners(py::module_& m) {
       .def(
           "backward",
           [](PyBptt& b, const py::object& G, const py::object& G_events) -> py::object {
+            const ObjectGuard guard(&b, "Bptt.backward()", "Bptt", &b.model());
             if (is_sequence(G)) {
               const std::vector<Matrix> Gs = layer_matrices(G);
               if (G_events.is_none()) {
@@ -458,15 +469,24 @@ void bind_learners(py::module_& m) {
       .def_property_readonly("layers", &PyStreams::layers)
       .def_property_readonly("threads", &PyStreams::threads)
       .def_property_readonly("options", [](const PyStreams& s) { return options_dict(s.options()); })
-      .def("step", [](PyStreams& s, RowMatrixIn X) { s.step(X); }, py::arg("X"), release_gil(),
+      .def(
+          "step",
+          [](PyStreams& s, RowMatrixIn X) {
+            const ObjectGuard guard(&s, "RtrlStreams.step()", "RtrlStreams", &s.model());
+            py::gil_scoped_release nogil;
+            s.step(X);
+          },
+          py::arg("X"),
            "Row b of X (B x d) is stream b's input. Releases the GIL.")
       .def(
           "accumulate_gradient",
           [](PyStreams& s, RowMatrixIn G, std::optional<RowMatrixIn> G_events) {
+            const ObjectGuard guard(&s, "RtrlStreams.accumulate_gradient()", "RtrlStreams", &s.model());
+            py::gil_scoped_release nogil;
             if (G_events) s.accumulate_gradient(G, *G_events);
             else s.accumulate_gradient(G);
           },
-          py::arg("G"), py::arg("G_events") = py::none(), release_gil(),
+          py::arg("G"), py::arg("G_events") = py::none(),
           "Row b of G (B x n) is dL/dy_t of stream b (zeros: no loss). Releases the GIL.")
       .def("gradient", [](PyStreams& s, std::optional<Index> k) { return k ? s.gradient(*k) : s.gradient(); },
            py::arg("layer") = py::none(), "Sum over streams of the accumulated gradients (one-layer model, or layer k).")
@@ -493,7 +513,12 @@ void bind_learners(py::module_& m) {
           },
           py::arg("b") = py::none(), py::arg("c0") = py::none(),
           "Every stream (or stream b, optionally from c0) starts a new sequence; gradients are kept.")
-      .def("set_mask", [](PyStreams& o, const ParameterMask& mask, Index layer) { o.set_mask(mask, layer); }, py::arg("mask"), py::arg("layer") = 0)
+      .def("set_mask",
+           [](PyStreams& o, const ParameterMask& mask, Index layer) {
+             ObjectGuard::require_model_idle(&o.model(), "RtrlStreams.set_mask()");
+             o.set_mask(mask, layer);
+           },
+           py::arg("mask"), py::arg("layer") = 0)
       .def("follow_mask", &PyStreams::follow_mask)
       .def("outputs", [](const PyStreams& s) { return Matrix(s.outputs()); }, "y_t of every stream, B x n (a copy).")
       .def("events", [](const PyStreams& s) { return Matrix(s.events()); }, "o_t of every stream, B x n (a copy).")

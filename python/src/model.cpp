@@ -91,6 +91,7 @@ Matrix state_value(const std::string& name, const py::handle& value, Index rows,
 /// Loads torch.nn.GRU-named parameters; all checked before any is written. Returns
 /// (missing_keys, unexpected_keys) as torch does; strict refuses both.
 py::tuple load_state_dict(PyModel& model, const py::dict& d, bool strict) {
+  ObjectGuard::require_model_idle(&model, "Model.load_state_dict()");
   std::vector<std::string> missing, unexpected;
   struct Pending {
     Index layer;
@@ -350,7 +351,11 @@ void bind_model(py::module_& m) {
            "Layer k's parameters: an EgruParameters whose arrays are writable views into the model.")
       .def("mask", [](const PyModel& m, Index layer) { return m.mask(layer); }, py::arg("layer") = 0,
            "A copy of layer k's mask.")
-      .def("set_mask", [](PyModel& o, const ParameterMask& mask, Index layer) { o.set_mask(mask, layer); }, py::arg("mask"), py::arg("layer") = 0,
+      .def("set_mask",
+           [](PyModel& o, const ParameterMask& mask, Index layer) {
+             ObjectGuard::require_model_idle(&o, "Model.set_mask()");
+             o.set_mask(mask, layer);
+           }, py::arg("mask"), py::arg("layer") = 0,
            "Changes which weights of layer k exist; newly pruned weights become zero; learners follow before their "
            "next step.")
       .def_property_readonly("mask_version", &PyModel::mask_version)
@@ -389,6 +394,7 @@ void bind_model(py::module_& m) {
           "step",
           [](PyInference& i, const VecArg& arg) {
             const VecMap x = vec(arg, "Inference.step()", "x");
+            const ObjectGuard guard(&i, "Inference.step()", "Inference");
             py::gil_scoped_release nogil;
             i.step(x);
           },

@@ -50,6 +50,7 @@ void bind_optimizer_steps(py::class_<Opt>& c) {
   c.def(
        "step",
        [](Opt& o, PyModel& model, const Params& grad, Index layer) {
+         ObjectGuard::require_model_idle(&model, "optimizer step()");
          o.step(model.parameters(layer), grad, model.mask(layer));
        },
        py::arg("model"), py::arg("grad"), py::arg("layer") = 0,
@@ -215,6 +216,7 @@ void bind_training(py::module_& m) {
       .def(
           "prune",
           [](MagnitudePruner& p, PyModel& model, Index layer) {
+            ObjectGuard::require_model_idle(&model, "MagnitudePruner.prune()");
             model.set_mask(p.next_mask(model.mask(layer), model.parameters(layer)), layer);
             return model.mask(layer);
           },
@@ -223,6 +225,7 @@ void bind_training(py::module_& m) {
       .def(
           "prune",
           [](MagnitudePruner& p, PyRtrl& rtrl, Index layer) {
+            ObjectGuard::require_model_idle(&rtrl.model(), "MagnitudePruner.prune()");
             rtrl.set_mask(p.next_mask(rtrl.mask(layer), rtrl.model().parameters(layer)), layer);
             return rtrl.mask(layer);
           },
@@ -230,6 +233,7 @@ void bind_training(py::module_& m) {
       .def(
           "prune",
           [](MagnitudePruner& p, PyStreams& streams, Index layer) {
+            ObjectGuard::require_model_idle(&streams.model(), "MagnitudePruner.prune()");
             streams.set_mask(p.next_mask(streams.model().mask(layer), streams.model().parameters(layer)), layer);
             return streams.model().mask(layer);
           },

@@ -292,3 +292,28 @@ def test_torch_gru_file_without_torch(tmp_path):
         assert np.array_equal(other.state_dict()[key], model.state_dict()[key])
     with pytest.raises(ValueError):
         s.load_torch_gru(path, s.Model.torch_like([5, 3], 2))
+
+
+@pytest.mark.parametrize("units", [8, 256])
+def test_state_dict_views_survive_a_load(tmp_path, units):
+    """Views from state_dict() held across Checkpoint.load see the loaded values, and writes through
+    them still reach the model (a load used to free the buffers they point at: a crash at n = 256,
+    writes silently lost for small models)."""
+    path = str(tmp_path / "a.npz")
+    saved = s.Model.torch_like(units, 4, seed=1)
+    s.Checkpoint().add(saved).save(path)
+    model = s.Model.torch_like(units, 4, seed=2)
+    ck = s.Checkpoint().add(model)
+    views = model.state_dict()
+    ck.load(path)
+    expected = saved.state_dict()
+    for key, view in views.items():
+        assert np.array_equal(view, expected[key]), key
+        assert np.array_equal(view, model.state_dict()[key]), key
+    views["weight_hh_l0"][0, 0] = 0.125
+    views["threshold_l0"][1] = 0.25
+    fresh = model.state_dict()
+    assert fresh["weight_hh_l0"][0, 0] == 0.125
+    assert fresh["threshold_l0"][1] == 0.25
+    # parameters() reads the same storage.
+    assert model.parameters(0).R[0, 0] == 0.125

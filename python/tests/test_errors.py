@@ -137,3 +137,30 @@ def test_stack_needs_layer_for_gradient():
     with pytest.raises(RuntimeError, match=r"the model is a stack of 2 layers: pass the layer"):
         rtrl.gradient()
     assert [g.units for g in rtrl.gradients()] == [4, 3]
+
+
+@pytest.mark.parametrize("make", [
+    lambda: s.ParameterMask.dense(2**62, 1),
+    lambda: s.ParameterMask.dense(2**31, 2**40),
+    lambda: s.ParameterMask.random(2**62, 1, 0.5, 0.5),
+    lambda: s.Model.torch_like(2**62, 1),
+])
+def test_sizes_whose_products_overflow_are_refused(make):
+    # ParameterMask.dense(2**62, 1) used to return a corrupt mask (3n wrapped) whose repr() crashed.
+    with pytest.raises(ValueError, match=r"sizes too large: 3 \* n_units.* does not fit in Eigen::Index"):
+        make()
+
+
+def test_messages_escape_control_characters_of_names(tmp_path):
+    odd = str(tmp_path / "bad\nname\x01.npz")
+    with pytest.raises(OSError) as e:
+        s.load_model(odd)
+    assert "bad\\nname\\x01.npz" in str(e.value) and "\n" not in str(e.value) and "\x01" not in str(e.value)
+    ck = s.Checkpoint().add(1, "v\n\x01")
+    with pytest.raises(ValueError) as e:
+        ck.add(2, "v\n\x01")
+    assert "'v\\n\\x01' is taken" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(KeyError) as e:
+        ck["w\n\x02"]
+    message = e.value.args[0]  # str() of a KeyError is a repr, which escapes by itself
+    assert "w\\n\\x02" in message and "\n" not in message and "\x02" not in message

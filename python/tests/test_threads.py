@@ -105,3 +105,125 @@ def test_two_threads_two_learners_match_sequential(threads_per_learner):
         assert np.array_equal(a.state(), b.state())
     # The two learners saw different data, so equal results would mean the test compares nothing.
     assert not np.array_equal(sequential[0][1].gradient_columns(), sequential[1][1].gradient_columns())
+
+
+ONE_THREAD = "is being used by another thread; one object, one thread"
+
+
+def test_one_learner_hammered_by_two_threads_raises_or_stays_serial():
+    """Two threads stepping one learner: each step either runs alone or raises the documented
+    RuntimeError; the learner then equals a serial run of the steps that ran (it used to be
+    corrupted silently: influence off by 0.55)."""
+    model = s.Model.torch_like(64, 8, seed=3, events=False)
+    rtrl = s.Rtrl(model, skip_silent_rows=False)
+    x = np.linspace(-1.0, 1.0, 8)
+    g = np.linspace(-0.5, 0.5, 64)
+    errors = []
+
+    def hammer():
+        for _ in range(60):
+            try:
+                rtrl.step(x)
+                rtrl.accumulate_gradient(g)
+            except RuntimeError as e:
+                errors.append(str(e))
+
+    workers = [threading.Thread(target=hammer) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert all(ONE_THREAD in e and e.startswith("sparse_rtrl.Rtrl.") for e in errors), errors[:3]
+    # Replay serially the steps that ran (gradients do not change the state or the influence).
+    steps = rtrl.steps
+    assert steps + len(errors) >= 120
+    serial_model = s.Model.torch_like(64, 8, seed=3, events=False)
+    serial = s.Rtrl(serial_model, skip_silent_rows=False)
+    for _ in range(steps):
+        serial.step(x)
+    assert np.array_equal(rtrl.influence(), serial.influence())
+    assert np.array_equal(rtrl.state(), serial.state())
+
+
+def test_model_update_while_its_learner_steps_raises():
+    """A model must not be updated while its learners step: an optimizer step on it meanwhile
+    raises RuntimeError (the model is unchanged by the refused call)."""
+    rtrl = dense_rtrl()
+    model = rtrl.model
+    grad = rtrl.gradient()
+    adam = s.Adam(learning_rate=1e-3)
+    done = threading.Event()
+
+    def stepper():
+        for _ in range(6):
+            rtrl.step(np.ones(8))
+        done.set()
+
+    thread = threading.Thread(target=stepper)
+    thread.start()
+    refused = 0
+    while not done.is_set():
+        try:
+            adam.step(model, grad)
+        except RuntimeError as e:
+            assert "a model must not be updated while its learners step" in str(e)
+            refused += 1
+        time.sleep(0.001)
+    thread.join()
+    assert refused >= 1
+    adam.step(model, grad)  # idle again: accepted
+
+
+def test_two_learners_of_one_model_step_in_parallel():
+    """Learners only read their model while stepping: several of them may step at once."""
+    model = s.Model.torch_like(32, 6, seed=4, threshold=0.1)
+    X = [s.uniform_random(30 + k, (200, 6), -2.0, 2.0) for k in range(2)]
+    G = [s.uniform_random(40 + k, (200, 32), -1.0, 1.0) for k in range(2)]
+    sequential = [s.Rtrl(model) for _ in range(2)]
+    for r, x, g in zip(sequential, X, G):
+        run_learner(r, x, g)
+    parallel = [s.Rtrl(model) for _ in range(2)]
+    workers = [threading.Thread(target=run_learner, args=a) for a in zip(parallel, X, G)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    for a, b in zip(sequential, parallel):
+        assert b.steps == 200
+        assert np.array_equal(a.gradient_columns(), b.gradient_columns())
+
+
+def test_checkpoint_load_into_a_model_whose_learner_steps_raises(tmp_path):
+    """A checkpoint load writes the model: refused while a learner of it steps on another thread."""
+    rtrl = dense_rtrl()
+    model = rtrl.model
+    path = str(tmp_path / "m.npz")
+    ck = s.Checkpoint().add(model)
+    ck.save(path)
+    done = threading.Event()
+    step_errors = []
+
+    def stepper():
+        try:
+            for _ in range(6):
+                try:
+                    rtrl.step(np.ones(8))
+                except RuntimeError as e:  # a step that began while a load wrote the model
+                    step_errors.append(str(e))
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=stepper)
+    thread.start()
+    refused = 0
+    while not done.is_set():
+        try:
+            ck.load(path)
+        except RuntimeError as e:
+            assert "a model must not be updated while its learners step" in str(e)
+            refused += 1
+        time.sleep(0.001)
+    thread.join()
+    assert refused >= 1
+    assert all("its model is being written by another thread" in e for e in step_errors), step_errors
+    ck.load(path)  # idle again: accepted

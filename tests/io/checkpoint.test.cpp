@@ -549,3 +549,32 @@ TEST_CASE("load_model builds the saved model", "[io][checkpoint]") {
   REQUIRE_THROWS_WITH(io::load_model<double>(dir.file("m.npz")),
                       Catch::Contains("entry 'weight_ih_l0': expected <f8 (float64) of shape (21, 3), found <f4"));
 }
+
+TEMPLATE_TEST_CASE("A load writes into the model's existing parameter storage", "[io][checkpoint]", float, double) {
+  // Pointers into the parameters (and the Python bindings' NumPy views) must stay valid across a
+  // load: it used to move-assign each layer's cell, freeing the buffers they pointed at.
+  using S = TestType;
+  iotest::TempDir dir;
+  const std::string path = dir.file("m.npz");
+  Model<S> saved = make_model<S>(2, 5, false);
+  io::Checkpoint().add(saved).save(path);
+  Model<S> live = make_model<S>(2, 9, true);
+  std::vector<const S*> before;
+  for (Index k = 0; k < 2; ++k) {
+    const auto& p = live.parameters(k);
+    for (const S* ptr : {p.W.data(), p.R.data(), p.bW.data(), p.bR.data(), p.theta.data()}) before.push_back(ptr);
+  }
+  io::Checkpoint().add(live).load(path);
+  std::size_t i = 0;
+  for (Index k = 0; k < 2; ++k) {
+    const auto& p = live.parameters(k);
+    for (const S* ptr : {p.W.data(), p.R.data(), p.bW.data(), p.bR.data(), p.theta.data()}) CHECK(ptr == before[i++]);
+    CHECK(same_bits(p.W, saved.parameters(k).W));
+    CHECK(same_bits(p.R, saved.parameters(k).R));
+    CHECK(same_bits(p.bW, saved.parameters(k).bW));
+    CHECK(same_bits(p.bR, saved.parameters(k).bR));
+    CHECK(same_bits(p.theta, saved.parameters(k).theta));
+    CHECK(live.mask(k) == saved.mask(k));
+    CHECK(live.surrogate(k).eps() == saved.surrogate(k).eps());  // the surrogate is loaded too
+  }
+}

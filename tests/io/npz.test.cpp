@@ -1,6 +1,8 @@
 // The .npz reader-writer: CRC-32 known answers; files written by NumPy (tests/data/npz, made by
 // make_npz.py) read back with the values their script wrote; NumPy reading what we write (with
-// and without Zip64 records); what is refused and how; atomic writes; names.
+// and without Zip64 records); what is refused and how (an empty entry name too); atomic writes;
+// names; control characters of names escaped in messages; a save keeps the replaced file's
+// permissions, writes through symbolic links and removes killed saves' temporary files.
 #include "io/io_support.hpp"
 
 #include <sparse_rtrl/detail/crc32.hpp>
@@ -9,6 +11,12 @@
 #include <cmath>
 #include <cstdint>
 #include <random>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#endif
 
 using namespace sparse_rtrl;
 using iotest::same_bits;
@@ -34,6 +42,31 @@ std::string what_of(const std::function<void()>& f) {
     return e.what();
   }
   return "(no std::invalid_argument)";
+}
+
+/// A zip of one stored entry written by hand (the library's writer refuses the names these tests
+/// need): local header, data, central directory record, end record. @p method 8 claims deflate.
+std::string one_entry_zip(const std::string& name, const std::string& data, unsigned method = 0) {
+  auto u16 = [](std::string& o, unsigned v) { o.push_back(char(v & 0xFF)); o.push_back(char((v >> 8) & 0xFF)); };
+  auto u32 = [&](std::string& o, std::uint32_t v) { u16(o, v & 0xFFFF); u16(o, v >> 16); };
+  const std::uint32_t crc = detail::crc32(data.data(), data.size()), size = std::uint32_t(data.size());
+  std::string z;
+  u32(z, 0x04034b50); u16(z, 20); u16(z, 0); u16(z, method); u16(z, 0); u16(z, 0x21);
+  u32(z, crc); u32(z, size); u32(z, size); u16(z, unsigned(name.size())); u16(z, 0);
+  z += name + data;
+  const std::uint32_t cd_offset = std::uint32_t(z.size());
+  u32(z, 0x02014b50); u16(z, 20); u16(z, 20); u16(z, 0); u16(z, method); u16(z, 0); u16(z, 0x21);
+  u32(z, crc); u32(z, size); u32(z, size); u16(z, unsigned(name.size())); u16(z, 0); u16(z, 0);
+  u16(z, 0); u16(z, 0); u32(z, 0); u32(z, 0);
+  z += name;
+  const std::uint32_t cd_size = std::uint32_t(z.size()) - cd_offset;
+  u32(z, 0x06054b50); u16(z, 0); u16(z, 0); u16(z, 1); u16(z, 1); u32(z, cd_size); u32(z, cd_offset); u16(z, 0);
+  return z;
+}
+
+/// True when @p text holds no ASCII control character (a message that cannot forge a line).
+bool no_control_characters(const std::string& text) {
+  return std::none_of(text.begin(), text.end(), [](char c) { return (unsigned char)c < 0x20 || c == 0x7F; });
 }
 
 }  // namespace
@@ -393,3 +426,143 @@ TEST_CASE("NpzWriter: names, atomic replacement, nothing left behind", "[io][npz
   }
   REQUIRE(iotest::read_bytes(dir.file("b.npz")) == iotest::read_bytes(path));
 }
+
+TEST_CASE("An entry with an empty name is refused, naming the record", "[io][npz][errors]") {
+  // It used to reach memcmp(NULL, ..., 0) (undefined behaviour, flagged by UBSan) and be accepted.
+  iotest::TempDir dir;
+  iotest::write_bytes(dir.file("empty_name.npz"), one_entry_zip("", "abc"));
+  CHECK_THAT(what_of([&] { io::NpzReader r(dir.file("empty_name.npz")); }),
+             Catch::Contains("central directory record 0 has an empty entry name"));
+  // The builder is right: the same file with a name is read.
+  iotest::write_bytes(dir.file("named.npz"), one_entry_zip("x", "abc"));
+  io::NpzReader ok(dir.file("named.npz"));
+  CHECK(ok.path() == dir.file("named.npz"));
+}
+
+TEST_CASE("Error messages escape control characters of file and entry names", "[io][npz][errors]") {
+  iotest::TempDir dir;
+  // An entry name from a file.
+  iotest::write_bytes(dir.file("c.npz"), one_entry_zip("a\nb\x01.npy", "abc", 8));
+  const std::string entry = what_of([&] { io::NpzReader r(dir.file("c.npz")); });
+  CHECK_THAT(entry, Catch::Contains("entry 'a\\nb\\x01.npy' is compressed"));
+  CHECK(no_control_characters(entry));
+  // A file name given by the user (content and operating-system errors).
+  const std::string odd = dir.file("bad\nname\x01.npz");
+  iotest::write_bytes(odd, "not a zip file at all, but long enough to look for one");
+  const std::string content = what_of([&] { io::NpzReader r(odd); });
+  CHECK_THAT(content, Catch::Contains("bad\\nname\\x01.npz: no zip end-of-central-directory record"));
+  CHECK(no_control_characters(content));
+  std::string system;
+  try {
+    io::NpzReader r(dir.file("missing\n\x01.npz"));
+  } catch (const std::runtime_error& e) {
+    system = e.what();
+  }
+  CHECK_THAT(system, Catch::Contains("missing\\n\\x01.npz: cannot open for reading"));
+  CHECK(no_control_characters(system));
+  // An entry name given to the writer, and a checkpoint item's name.
+  io::NpzWriter w(dir.file("w.npz"));
+  const std::string written = what_of([&] { w.add_scalar("x\ny\x01", 1.0); });
+  CHECK_THAT(written, Catch::Contains("entry name 'x\\ny\\x01' must be printable ASCII"));
+  CHECK(no_control_characters(written));
+  double value = 1;
+  io::Checkpoint c;
+  c.add("v\n\x01", value);
+  const std::string taken = what_of([&] { c.add("v\n\x01", value); });
+  CHECK_THAT(taken, Catch::Contains("the name 'v\\n\\x01' is taken"));
+  CHECK(no_control_characters(taken));
+  // Valid UTF-8 stays as it is; a lone invalid byte, DEL and a C1 control are escaped.
+  CHECK(detail::printable("caf\xc3\xa9 \xe2\x82\xac") == "caf\xc3\xa9 \xe2\x82\xac");
+  CHECK(detail::printable("a\xff" "b\x7f" "c\xc2\x85" "d\t\r") == "a\\xffb\\x7fc\\xc2\\x85d\\t\\r");
+  CHECK(detail::printable(detail::printable("a\n\x01")) == detail::printable("a\n\x01"));  // idempotent
+}
+
+#if defined(__unix__) || defined(__APPLE__)
+TEST_CASE("NpzWriter keeps the replaced file's permissions and writes through symbolic links", "[io][npz]") {
+  iotest::TempDir dir;
+  auto save = [](const std::string& path, double x) {
+    io::NpzWriter w(path);
+    w.add_scalar("x", x);
+    w.commit();
+  };
+  auto mode_of = [](const std::string& path) {
+    struct stat st;
+    REQUIRE(::stat(path.c_str(), &st) == 0);
+    return int(st.st_mode & 07777);
+  };
+  // Permissions: kept exactly (0640 would become 0644 under umask 022 if the umask decided).
+  const std::string secret = dir.file("secret.npz");
+  save(secret, 1.0);
+  for (int mode : {0600, 0640, 0604}) {
+    REQUIRE(::chmod(secret.c_str(), mode_t(mode)) == 0);
+    save(secret, 2.0);
+    CHECK(mode_of(secret) == mode);
+  }
+  const mode_t mask = ::umask(022);
+  ::umask(mask);
+  save(dir.file("new.npz"), 1.0);  // a new file: the usual default
+  CHECK(mode_of(dir.file("new.npz")) == int(0666 & ~mask));
+
+  // A relative symbolic link into a subdirectory: the target is replaced, the link stays.
+  namespace fs = std::filesystem;
+  fs::create_directory(dir.file("sub"));
+  save(dir.file("sub/real.npz"), 1.0);
+  fs::create_symlink("sub/real.npz", dir.file("link.npz"));
+  save(dir.file("link.npz"), 3.0);
+  CHECK(fs::is_symlink(dir.file("link.npz")));
+  CHECK(io::NpzReader(dir.file("sub/real.npz")).read_scalar<double>("x") == 3.0);
+  // A link to a link, and a dangling link (the save creates its target).
+  fs::create_symlink("link.npz", dir.file("link2.npz"));
+  save(dir.file("link2.npz"), 4.0);
+  CHECK(fs::is_symlink(dir.file("link2.npz")));
+  CHECK(io::NpzReader(dir.file("sub/real.npz")).read_scalar<double>("x") == 4.0);
+  fs::create_symlink("sub/later.npz", dir.file("dangling.npz"));
+  save(dir.file("dangling.npz"), 5.0);
+  CHECK(fs::is_symlink(dir.file("dangling.npz")));
+  CHECK(io::NpzReader(dir.file("sub/later.npz")).read_scalar<double>("x") == 5.0);
+  // No temporary file anywhere.
+  CHECK(dir.listing() == std::vector<std::string>{"dangling.npz", "link.npz", "link2.npz", "new.npz", "secret.npz", "sub"});
+  std::vector<std::string> in_sub;
+  for (const auto& e : fs::directory_iterator(dir.file("sub"))) in_sub.push_back(e.path().filename().string());
+  std::sort(in_sub.begin(), in_sub.end());
+  CHECK(in_sub == std::vector<std::string>{"later.npz", "real.npz"});
+  // A loop of links is refused.
+  fs::create_symlink("loop_b.npz", dir.file("loop_a.npz"));
+  fs::create_symlink("loop_a.npz", dir.file("loop_b.npz"));
+  REQUIRE_THROWS_WITH(save(dir.file("loop_a.npz"), 1.0), Catch::Contains("too many levels of symbolic links"));
+}
+
+TEST_CASE("NpzWriter removes the temporary files of killed saves of the same target, only those", "[io][npz]") {
+  iotest::TempDir dir;
+  // A pid that names no process: a child that has exited and been reaped.
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  REQUIRE(child > 0);
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  const std::string dead = std::to_string(child), me = std::to_string(::getpid());
+  const std::vector<std::string> stale = {"run.npz.tmp-" + dead + "-0", "run.npz.tmp-" + dead + "-17"};
+  const std::vector<std::string> kept = {
+      "run.npz.tmp-1-0",                // pid 1 is alive
+      "run.npz.tmp-" + me + "-999",     // this process: another of its writers may be busy
+      "other.npz.tmp-" + dead + "-0",   // another target
+      "run.npz.tmp-" + dead + "-0x",    // not our exact pattern
+      "run.npz.tmp-" + dead + "-",
+      "run.npz.tmp-" + dead,
+      "xrun.npz.tmp-" + dead + "-0",
+      "run.npz.tmp-" + dead + "-0.bak",
+      "run.npz.tmp-" + std::string(30, '9') + "-0",  // no pid: too long (and must not overflow)
+  };
+  for (const auto& f : stale) iotest::write_bytes(dir.file(f), "left by a killed save");
+  for (const auto& f : kept) iotest::write_bytes(dir.file(f), "not ours to remove");
+  {
+    io::NpzWriter w(dir.file("run.npz"));
+    w.add_scalar("x", 1.0);
+    w.commit();
+  }
+  std::vector<std::string> expected = kept;
+  expected.push_back("run.npz");
+  std::sort(expected.begin(), expected.end());
+  CHECK(dir.listing() == expected);
+}
+#endif

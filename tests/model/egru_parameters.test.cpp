@@ -58,3 +58,20 @@ TEMPLATE_TEST_CASE("EgruParameters::operator+= rejects other shapes and changes 
   p += init_torch_like<S>(3, 2, {1, S(0.3)});
   CHECK(p.W == S(2) * before.W);
 }
+
+TEMPLATE_TEST_CASE("Sizes whose stacked products overflow are refused before anything is allocated", "[parameters][errors]", float, double) {
+  // 3 * n (and 3n * n, 3n * d) used to overflow Index: undefined behaviour (UBSan flags it), in
+  // practice a wrapped size and a bad_alloc or a corrupt object.
+  using S = TestType;
+  using Catch::Matchers::Contains;
+  const Index huge = Index(1) << 62, big = Index(1) << 31, wide = Index(1) << 40;
+  REQUIRE_THROWS_WITH(EgruParameters<S>(huge, 1), Contains("sparse_rtrl::EgruParameters::EgruParameters()") &&
+                                                      Contains("3 * n_units = 3 * 4611686018427387904") &&
+                                                      Contains("does not fit"));
+  REQUIRE_THROWS_WITH(EgruParameters<S>(big, wide), Contains("3 * n_units * n_units = 6442450944 * 2147483648"));
+  REQUIRE_THROWS_WITH(EgruParameters<S>(1, Index(1) << 62), Contains("3 * n_units * n_inputs = 3 * 4611686018427387904"));
+  REQUIRE_THROWS_WITH(init_torch_like<S>(huge, 1), Contains("sparse_rtrl::init_torch_like()") && Contains("3 * n_units"));
+  REQUIRE_THROWS_AS(init_torch_like<S>(big, wide), std::invalid_argument);
+  CHECK(detail::checked_product("f", "a * b", Index(3), Index(5)) == 15);
+  CHECK(detail::checked_product("f", "a * b", Index(0), huge) == 0);
+}

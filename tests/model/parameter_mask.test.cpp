@@ -220,3 +220,17 @@ TEMPLATE_TEST_CASE("RTRL with a gate-shared mask equals BPTT, with fewer couplin
     CHECK(rtrl.total_work().active_rows > 0);
   }
 }
+
+TEST_CASE("Mask sizes whose stacked products overflow are refused", "[mask][errors]") {
+  // ParameterMask::dense(2^62, 1) used to wrap 3n to a negative size (undefined behaviour); from
+  // Python it returned a corrupt mask whose repr() crashed.
+  using Catch::Matchers::Contains;
+  const Index huge = Index(1) << 62, big = Index(1) << 31, wide = Index(1) << 40;
+  REQUIRE_THROWS_WITH(ParameterMask::dense(huge, 1),
+                      Contains("sparse_rtrl::ParameterMask::dense()") && Contains("3 * n_units = 3 * 4611686018427387904"));
+  REQUIRE_THROWS_WITH(ParameterMask::dense(big, wide), Contains("3 * n_units * n_units"));
+  REQUIRE_THROWS_WITH(ParameterMask::random(huge, 1, 0.5, 0.5),
+                      Contains("sparse_rtrl::ParameterMask::random()") && Contains("3 * n_units"));
+  REQUIRE_THROWS_AS(ParameterMask::random(big, wide, 0.5, 0.5), std::invalid_argument);
+  REQUIRE_THROWS_AS(ParameterMask::random(huge, 1, 0.5, 0.5, 0, MaskSharing::gate_shared), std::invalid_argument);
+}

@@ -4,7 +4,12 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
 #include <set>
+#include <string>
+#include <system_error>
 #include <thread>
 
 using sparse_rtrl::parallel::ThreadPool;
@@ -72,4 +77,50 @@ TEST_CASE("ThreadPool copies own their own threads, bad sizes are rejected", "[p
   CHECK(worker_a != worker_b);
   REQUIRE_THROWS_AS(ThreadPool(0), std::invalid_argument);
   REQUIRE_THROWS_WITH(ThreadPool(-3), Catch::Matchers::Contains("threads must be >= 1, received -3"));
+}
+
+TEST_CASE("ThreadPool throws, joining its started workers, when the system refuses a thread", "[parallel][errors]") {
+  namespace pd = sparse_rtrl::parallel::detail;
+  // The 4th worker start fails (as under `ulimit -u`). The construction runs on a helper thread
+  // so that a hang (the old behaviour) fails this test after a timeout instead of blocking ctest.
+  struct Outcome {
+    std::mutex mutex;
+    std::condition_variable done_cv;
+    bool done = false;
+    std::string error;
+    bool system_error = false;
+  };
+  auto outcome = std::make_shared<Outcome>();
+  pd::fail_thread_start_countdown = 3;
+  std::thread([outcome] {
+    std::string error;
+    bool system_error = false;
+    try {
+      ThreadPool pool(8);
+    } catch (const std::system_error& e) {
+      system_error = e.code() == std::errc::resource_unavailable_try_again;
+      error = e.what();
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    std::lock_guard<std::mutex> lock(outcome->mutex);
+    outcome->done = true;
+    outcome->error = error;
+    outcome->system_error = system_error;
+    outcome->done_cv.notify_all();
+  }).detach();
+  std::unique_lock<std::mutex> lock(outcome->mutex);
+  const bool finished =
+      outcome->done_cv.wait_for(lock, std::chrono::seconds(20), [&] { return outcome->done; });
+  pd::fail_thread_start_countdown = -1;
+  REQUIRE(finished);
+  CHECK(outcome->system_error);
+  CHECK_THAT(outcome->error, Catch::Matchers::Contains("asked for 8 threads") &&
+                                 Catch::Matchers::Contains("started 3 workers") &&
+                                 Catch::Matchers::Contains("injected thread-start failure"));
+  // Nothing is left behind: a pool built afterwards works.
+  ThreadPool pool(3);
+  std::atomic<int> ran{0};
+  pool.run(3, [&](int) { ++ran; });
+  CHECK(ran == 3);
 }

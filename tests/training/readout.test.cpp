@@ -143,3 +143,23 @@ TEST_CASE("Readout rejects bad input with std::invalid_argument naming the funct
   CHECK(readout.gradient().V.isZero(0));
   CHECK(readout.gradient().b.isZero(0));
 }
+
+TEMPLATE_TEST_CASE("ReadoutParameters += refuses different shapes, naming both, and changes nothing", "[readout][errors]", float, double) {
+  using S = TestType;
+  ReadoutParameters<S> a(3, 5), b(2, 2), c(3, 4);
+  a.V.setConstant(S(1));
+  b.V.setConstant(S(2));
+  const ReadoutParameters<S> before = a;
+  // Was a heap-buffer-overflow (Eigen's size check is compiled out under NDEBUG).
+  REQUIRE_THROWS_AS(a += b, std::invalid_argument);
+  REQUIRE_THROWS_WITH(a += b, Catch::Matchers::Contains("ReadoutParameters::operator+=()") &&
+                                  Catch::Matchers::Contains("this: V 3 x 5, b 3") &&
+                                  Catch::Matchers::Contains("other: V 2 x 2, b 2"));
+  REQUIRE_THROWS_AS(a += c, std::invalid_argument);  // same rows and b, different columns
+  CHECK(a.V == before.V);
+  CHECK(a.b == before.b);
+  ReadoutParameters<S> d(3, 5);
+  d.V.setConstant(S(0.5));
+  a += d;
+  CHECK(a.V.isConstant(S(1.5), 0));
+}

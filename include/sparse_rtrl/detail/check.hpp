@@ -10,6 +10,7 @@
 
 #include <cassert>
 #include <cmath>
+#include <limits>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -30,8 +31,67 @@ namespace detail {
 
 using Index = Eigen::Index;
 
+/// @p text (a message, or the file or entry name going into one) made safe to print: ASCII
+/// control characters, DEL, C1 controls (U+0080-U+009F) and bytes that are not valid UTF-8
+/// become escapes (\n, \r, \t, \xNN), so a name read from a file or given by a user cannot
+/// forge lines or terminal control sequences in a log. Valid UTF-8 text is kept, and a backslash
+/// is not escaped, which makes the function idempotent: a message may pass through it twice
+/// (a name, then the whole message at a choke point such as detail::file_error()).
+inline std::string printable(const std::string& text) {
+  static const char* const hex = "0123456789abcdef";
+  std::string out;
+  out.reserve(text.size());
+  auto escape = [&](unsigned char c) {
+    if (c == '\n') out += "\\n";
+    else if (c == '\r') out += "\\r";
+    else if (c == '\t') out += "\\t";
+    else {
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  };
+  const std::size_t size = text.size();
+  for (std::size_t i = 0; i < size;) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x20 && c < 0x7F) {
+      out += char(c);
+      ++i;
+      continue;
+    }
+    // Length of a well-formed UTF-8 sequence starting here (Unicode 15, table 3-7), else 0.
+    std::size_t len = 0;
+    unsigned char lo = 0x80, hi = 0xBF;  // range of the second byte
+    if (c >= 0xC2 && c <= 0xDF) len = 2;
+    else if (c >= 0xE0 && c <= 0xEF) {
+      len = 3;
+      if (c == 0xE0) lo = 0xA0;
+      if (c == 0xED) hi = 0x9F;  // no UTF-16 surrogates
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      len = 4;
+      if (c == 0xF0) lo = 0x90;
+      if (c == 0xF4) hi = 0x8F;
+    }
+    bool ok = len > 0 && i + len <= size;
+    for (std::size_t k = 1; ok && k < len; ++k) {
+      const auto b = static_cast<unsigned char>(text[i + k]);
+      ok = k == 1 ? (b >= lo && b <= hi) : (b >= 0x80 && b <= 0xBF);
+    }
+    if (ok && c == 0xC2 && static_cast<unsigned char>(text[i + 1]) <= 0x9F) ok = false;  // C1
+    if (ok) {
+      out.append(text, i, len);
+      i += len;
+    } else {
+      escape(c);  // a control character, or one byte of an invalid or C1 sequence
+      ++i;
+    }
+  }
+  return out;
+}
+
+/// Throws std::invalid_argument "<where>: <what>", made printable() (@p what may hold names).
 [[noreturn]] inline void fail(const char* where, const std::string& what) {
-  throw std::invalid_argument(std::string(where) + ": " + what);
+  throw std::invalid_argument(printable(std::string(where) + ": " + what));
 }
 
 inline std::string shape_string(Index rows, Index cols) {
@@ -73,6 +133,25 @@ void require_finite(const char* where, const char* name, const Eigen::DenseBase<
 inline void require_positive_size(const char* where, const char* name, Index value) {
   if (value <= 0)
     fail(where, std::string(name) + " must be > 0, received " + std::to_string(value));
+}
+
+/// a * b for sizes a, b >= 0, or std::invalid_argument naming @p where and the product (@p what,
+/// e.g. "3 * n_units") when it does not fit in Index. Sizes are signed, so an overflowing product
+/// is undefined behaviour, and in practice it wraps to a small or negative size: an object whose
+/// shape and storage disagree (ParameterMask::dense(2^62, 1) was one, its printing crashed).
+inline Index checked_product(const char* where, const char* what, Index a, Index b) {
+  if (a < 0 || b < 0 || (b != 0 && a > std::numeric_limits<Index>::max() / b))
+    fail(where, std::string("sizes too large: ") + what + " = " + std::to_string(a) + " * " +
+                    std::to_string(b) + " does not fit in Eigen::Index (max " +
+                    std::to_string(std::numeric_limits<Index>::max()) + ")");
+  return a * b;
+}
+
+/// Checks that one layer's stacked sizes (3n rows, 3n x n and 3n x d entries) fit in Index.
+inline void require_layer_sizes(const char* where, Index n_units, Index n_inputs) {
+  const Index rows = checked_product(where, "3 * n_units", 3, n_units);
+  checked_product(where, "3 * n_units * n_units", rows, n_units);
+  checked_product(where, "3 * n_units * n_inputs", rows, n_inputs);
 }
 
 }  // namespace detail

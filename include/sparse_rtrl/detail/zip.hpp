@@ -20,6 +20,7 @@
 #error "sparse_rtrl/detail/* is internal: include <sparse_rtrl/sparse_rtrl.hpp> instead."
 #endif
 
+#include <sparse_rtrl/detail/check.hpp>
 #include <sparse_rtrl/detail/crc32.hpp>
 
 #include <algorithm>
@@ -38,8 +39,11 @@
 #include <vector>
 
 #if defined(__unix__) || defined(__APPLE__)
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <unistd.h>
 #define SPARSE_RTRL_POSIX_IO 1
 #endif
@@ -73,14 +77,18 @@ inline std::string hex32(std::uint32_t v) {
   return s.str();
 }
 
+// Both error kinds pass the whole message through printable(): it carries file and entry names,
+// which come from users and from files and may hold control characters.
+
 /// Content error: std::invalid_argument "<where>: <path>: <what>".
 [[noreturn]] inline void file_error(const std::string& where, const std::string& path, const std::string& what) {
-  throw std::invalid_argument(where + ": " + path + ": " + what);
+  throw std::invalid_argument(printable(where + ": " + path + ": " + what));
 }
 /// Operating-system error: std::runtime_error "<where>: <path>: <what>: <strerror(errno)>".
 [[noreturn]] inline void system_error(const std::string& where, const std::string& path, const std::string& what,
                                       int error) {
-  throw std::runtime_error(where + ": " + path + ": " + what + (error ? ": " + std::string(std::strerror(error)) : ""));
+  throw std::runtime_error(
+      printable(where + ": " + path + ": " + what + (error ? ": " + std::string(std::strerror(error)) : "")));
 }
 
 /// @brief A binary file with 64-bit offsets, on std::FILE (a 1 MiB buffer; large reads and
@@ -125,9 +133,28 @@ class BinaryFile {
   }
   /// Creates a new file for writing; fails if it exists (no file is ever overwritten in place),
   /// or, with @p exists given, sets *exists and returns a closed BinaryFile in that case.
-  static BinaryFile create_new(const std::string& path, const std::string& where, bool* exists = nullptr) {
+  /// @p mode >= 0 (POSIX): the file gets exactly these permission bits (those of the file it will
+  /// replace), and is never readable by more users than they allow, not even while it is
+  /// written; -1: the usual 0666 minus the umask.
+  static BinaryFile create_new(const std::string& path, const std::string& where, bool* exists = nullptr,
+                               int mode = -1) {
     BinaryFile b(path, where);
+#if defined(SPARSE_RTRL_POSIX_IO)
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+                          mode >= 0 ? mode_t(mode) & 0666 : mode_t(0666));
+    if (fd >= 0) {
+      // The umask may have removed bits the old file had: set exactly its bits.
+      if ((mode >= 0 && ::fchmod(fd, mode_t(mode)) != 0) || !(b.f_ = ::fdopen(fd, "wb"))) {
+        const int error = errno;
+        ::close(fd);
+        ::unlink(path.c_str());
+        system_error(where, path, "cannot set up the new file", error);
+      }
+    }
+#else
+    (void)mode;
     b.f_ = std::fopen(path.c_str(), "wbx");
+#endif
     if (!b.f_) {
       const int error = errno;
       if (exists && error == EEXIST) {
@@ -244,6 +271,87 @@ class BinaryFile {
   std::vector<unsigned char> window_;  // reading: bytes [window_offset_, + size()) of the file
   std::uint64_t window_offset_ = 0;
 };
+
+/// The file a save to @p path must replace: @p path with its symbolic links followed (a
+/// relative link is relative to the link's directory), so a save writes through a link instead
+/// of replacing the link by a regular file. A link to a missing file gives the missing file's
+/// path (the save creates it). Throws std::runtime_error after 40 links (a loop).
+inline std::string resolve_symlinks(std::string path, const std::string& where) {
+#if defined(SPARSE_RTRL_POSIX_IO)
+  for (int hops = 0; hops < 40; ++hops) {
+    struct stat st;
+    if (::lstat(path.c_str(), &st) != 0 || !S_ISLNK(st.st_mode)) return path;
+    std::vector<char> buf(std::size_t(st.st_size > 0 ? st.st_size : 4095) + 1);
+    const ssize_t n = ::readlink(path.c_str(), buf.data(), buf.size());
+    if (n <= 0 || std::size_t(n) >= buf.size()) system_error(where, path, "cannot read the symbolic link", errno);
+    std::string link(buf.data(), std::size_t(n));
+    const std::size_t slash = path.find_last_of('/');
+    if (link[0] != '/' && slash != std::string::npos) link = path.substr(0, slash + 1) + link;
+    path = std::move(link);
+  }
+  system_error(where, path, "too many levels of symbolic links", ELOOP);
+#else
+  (void)where;
+  return path;
+#endif
+}
+
+/// Permission bits of an existing @p path (following links), or -1 when there is none (or not
+/// POSIX).
+inline int existing_mode(const std::string& path) {
+#if defined(SPARSE_RTRL_POSIX_IO)
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode)) return int(st.st_mode & 07777);
+#else
+  (void)path;
+#endif
+  return -1;
+}
+
+/// Removes the temporary files that saves to @p target by processes that no longer exist left
+/// behind (a process killed while saving: its destructor never ran). Only regular files named
+/// exactly "<target's name>.tmp-<pid>-<counter>" (decimal numbers) in the target's directory,
+/// whose pid is not this process and names no live process, are removed; best effort (errors
+/// are ignored). A pid is judged on this machine: do not save to one file from several
+/// machines, or PID namespaces, at once.
+inline void remove_stale_temporaries(const std::string& target) {
+#if defined(SPARSE_RTRL_POSIX_IO)
+  const std::size_t slash = target.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : target.substr(0, slash));
+  const std::string prefix = (slash == std::string::npos ? target : target.substr(slash + 1)) + ".tmp-";
+  // Reads a decimal number of 1-10 digits (what pids and our counter take) at name[p],
+  // advancing p past all digits; -1 if there is none or it is longer.
+  auto number = [](const std::string& name, std::size_t& p) -> long long {
+    long long v = 0;
+    std::size_t digits = 0;
+    for (; p < name.size() && name[p] >= '0' && name[p] <= '9'; ++p, ++digits)
+      if (digits < 10) v = v * 10 + (name[p] - '0');
+    return digits >= 1 && digits <= 10 ? v : -1;
+  };
+  std::vector<std::string> stale;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (const dirent* e = ::readdir(d)) {
+      const std::string name = e->d_name;
+      if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+      std::size_t p = prefix.size();
+      const long long pid = number(name, p);
+      if (pid <= 0 || pid > std::numeric_limits<pid_t>::max() || p >= name.size() || name[p] != '-') continue;
+      ++p;
+      if (number(name, p) < 0 || p != name.size()) continue;
+      if (pid == ::getpid()) continue;  // ours: another writer of this process may be busy
+      if (::kill(pid_t(pid), 0) == 0 || errno != ESRCH) continue;  // alive (EPERM: someone else's)
+      stale.push_back(dir + "/" + name);
+    }
+    ::closedir(d);
+  }
+  for (const std::string& f : stale) {
+    struct stat st;
+    if (::lstat(f.c_str(), &st) == 0 && S_ISREG(st.st_mode)) (void)::unlink(f.c_str());
+  }
+#else
+  (void)target;
+#endif
+}
 
 /// A broken promise of our own code (not of a file): std::logic_error.
 inline void zip_require(bool ok, const char* what) {
@@ -552,6 +660,9 @@ class ZipReader {
     const std::size_t nlen = get_u16(h + 28), xlen = get_u16(h + 30), clen = get_u16(h + 32);
     if (cd.size() - p - kCentralHeaderSize < nlen + xlen + clen) fail(which + " runs past the central directory");
     ZipEntry z;
+    // An empty name is no array numpy could name (and it would reach memcmp with a null
+    // pointer when the local header is compared below).
+    if (nlen == 0) fail(which + " has an empty entry name (not a .npz entry)");
     z.name.assign(reinterpret_cast<const char*>(h + kCentralHeaderSize), nlen);
     const std::string entry = "entry '" + z.name + "'";
     if (flags & 0x0001u) fail(entry + " is encrypted: not supported");

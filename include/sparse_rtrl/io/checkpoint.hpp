@@ -439,7 +439,9 @@ class ModelItem : public CheckpointItem {
     std::vector<ParameterMask> masks;
     void commit() noexcept override {
       for (std::size_t k = 0; k < cells.size(); ++k) {
-        model->cell(Index(k)) = std::move(cells[k]);
+        // Into the existing buffers (the cells were staged for the live n and d, so this
+        // cannot fail): pointers and NumPy views of the parameters stay valid across a load.
+        model->cell(Index(k)).assign_in_place(cells[k]);
         if (!(masks[k] == model->mask(Index(k)))) model->set_mask(std::move(masks[k]), Index(k));
       }
       model->enforce_mask();
@@ -515,7 +517,8 @@ class StreamsItem : public CheckpointItem {
  private:
   void require_streams() const {
     if (streams_->streams() == 0)
-      throw std::logic_error("sparse_rtrl::io::Checkpoint: '" + name() + "' is a moved-from RtrlStreams");
+      throw std::logic_error(
+          detail::printable("sparse_rtrl::io::Checkpoint: '" + name() + "' is a moved-from RtrlStreams"));
   }
   RtrlStreams<S, Sur>* streams_;
 };
@@ -603,8 +606,9 @@ class SnapItem : public CheckpointItem {
  private:
   void require_followed(const Snap<S, Sur>& s, const char* where) const {
     if (!s.mask_followed())
-      throw std::logic_error(std::string(where) + ": '" + name() +
-                             "': the model's masks changed since this Snap was built (its pattern is stale)");
+      throw std::logic_error(detail::printable(
+          std::string(where) + ": '" + name() +
+          "': the model's masks changed since this Snap was built (its pattern is stale)"));
   }
   Snap<S, Sur>* snap_;
 };
@@ -1014,7 +1018,8 @@ class Checkpoint {
   }
 
   /// @brief Writes every object to @p path atomically (a temporary file in the same directory,
-  /// fsync, rename): an existing file at @p path is replaced only by a complete new one.
+  /// fsync, rename): an existing file at @p path is replaced only by a complete new one, with its
+  /// permission bits kept; a symbolic link is written through (io::NpzWriter).
   void save(const std::string& path, NpzWriterOptions options = {}) const {
     const char* where = "sparse_rtrl::io::Checkpoint::save()";
     check_learners(where);
@@ -1026,7 +1031,8 @@ class Checkpoint {
   }
 
   /// @brief Restores every object from @p path, all or nothing (see the file comment). Entries
-  /// of the file that no object asks for are ignored (their CRC-32 is still checked).
+  /// of the file that no object asks for are ignored (their CRC-32 is still checked). The
+  /// model's parameters are written into their existing storage: pointers to them stay valid.
   void load(const std::string& path) {
     const char* where = "sparse_rtrl::io::Checkpoint::load()";
     check_learners(where);
@@ -1053,8 +1059,8 @@ class Checkpoint {
   Checkpoint& push(std::unique_ptr<detail::CheckpointItem> item) {
     for (const auto& other : items_)
       if (other->name() == item->name())
-        throw std::invalid_argument("sparse_rtrl::io::Checkpoint::add(): the name '" + item->name() +
-                                    "' is taken");
+        throw std::invalid_argument(
+            detail::printable("sparse_rtrl::io::Checkpoint::add(): the name '" + item->name() + "' is taken"));
     if (item->name().empty())
       throw std::invalid_argument("sparse_rtrl::io::Checkpoint::add(): objects other than the model need a name");
     items_.push_back(std::move(item));
@@ -1064,8 +1070,8 @@ class Checkpoint {
   void check_learners(const char* where) const {
     for (const auto& item : items_)
       if (item->model() && item->model() != model_address_)
-        throw std::invalid_argument(std::string(where) + ": '" + item->name() +
-                                    "' learns a model that is not in this checkpoint: add(model) too");
+        throw std::invalid_argument(detail::printable(
+            std::string(where) + ": '" + item->name() + "' learns a model that is not in this checkpoint: add(model) too"));
   }
 
   const std::vector<ParameterMask>& model_masks(const detail::CheckpointItem::Staged& s) const { return masks_of_(s); }

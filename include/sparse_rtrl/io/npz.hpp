@@ -21,6 +21,11 @@
 /// flushes it to disk (fsync), renames it over the target and syncs the directory, so a crash
 /// leaves either the old file or the complete new one, never a half-written file. A writer that
 /// is destroyed without commit() (an exception while saving) removes its temporary file.
+/// Replacing a file keeps its permission bits (a new file gets 0666 minus the umask); the owner
+/// becomes the saving user. A symbolic link is written through: its target is replaced (the
+/// temporary file and the rename are in the target's directory) and the link stays. A writer
+/// also removes the temporary files of the same target that killed processes left behind
+/// ("<name>.tmp-<pid>-<n>" whose pid is no live process; see detail::remove_stale_temporaries).
 ///
 /// Reading checks everything before trusting it (see detail/zip.hpp): an entry is accepted only
 /// when its CRC-32 matches, and a header's shape must account for exactly the entry's bytes.
@@ -354,12 +359,15 @@ class NpzWriter {
   explicit NpzWriter(std::string path, NpzWriterOptions options = {},
                      std::string where = "sparse_rtrl::io::NpzWriter")
       : path_(std::move(path)), where_(std::move(where)) {
-    if (path_.empty()) throw std::invalid_argument(where_ + ": the path is empty");
+    if (path_.empty()) throw std::invalid_argument(detail::printable(where_ + ": the path is empty"));
+    target_ = detail::resolve_symlinks(path_, where_);
+    const int mode = detail::existing_mode(target_);
+    detail::remove_stale_temporaries(target_);
     static std::atomic<unsigned> counter{0};
     for (int attempt = 0; !file_.is_open(); ++attempt) {  // a killed process may have left the name
-      temp_ = path_ + ".tmp-" + std::to_string(process_id()) + "-" + std::to_string(counter++);
+      temp_ = target_ + ".tmp-" + std::to_string(process_id()) + "-" + std::to_string(counter++);
       bool exists = false;
-      file_ = detail::BinaryFile::create_new(temp_, where_, attempt < 16 ? &exists : nullptr);
+      file_ = detail::BinaryFile::create_new(temp_, where_, attempt < 16 ? &exists : nullptr, mode);
     }
     zip_ = std::make_unique<detail::ZipWriter>(file_, options.force_zip64);
     sync_ = options.sync;
@@ -390,8 +398,8 @@ class NpzWriter {
     info.shape = shape;
     std::uint64_t bytes = 0;
     if (!detail::data_bytes(info, bytes))
-      throw std::invalid_argument(where_ + ": entry '" + name + "': shape " + ArrayInfo::shape_string(shape) +
-                                  " overflows 64 bits");
+      throw std::invalid_argument(detail::printable(where_ + ": entry '" + name + "': shape " +
+                                                    ArrayInfo::shape_string(shape) + " overflows 64 bits"));
     const std::string header = detail::npy_header(dtype, shape);
     zip_->begin(name + ".npy", header.size() + bytes);
     zip_->write(header.data(), header.size());
@@ -430,8 +438,9 @@ class NpzWriter {
     zip_->finish();
     if (sync_) file_.sync();
     file_.close();
-    if (std::rename(temp_.c_str(), path_.c_str()) != 0)
-      detail::system_error(where_, path_, "cannot rename " + temp_ + " to it", errno);
+    if (std::rename(temp_.c_str(), target_.c_str()) != 0)
+      detail::system_error(where_, path_, "cannot rename " + temp_ + " to " + (target_ == path_ ? "it" : target_),
+                           errno);
     committed_ = true;
     if (sync_) sync_directory();
   }
@@ -472,7 +481,7 @@ class NpzWriter {
   }
 
   void require_open() const {
-    if (committed_) throw std::logic_error(where_ + ": " + path_ + ": already committed");
+    if (committed_) throw std::logic_error(detail::printable(where_ + ": " + path_ + ": already committed"));
   }
 
   void check_name(const std::string& name) {
@@ -491,14 +500,14 @@ class NpzWriter {
       }
     }
     if (why.empty() && !names_.emplace(name).second) why = "was added twice";
-    if (!why.empty()) throw std::invalid_argument(where_ + ": entry name '" + name + "' " + why);
+    if (!why.empty()) throw std::invalid_argument(detail::printable(where_ + ": entry name '" + name + "' " + why));
   }
 
   void sync_directory() const {
 #if defined(SPARSE_RTRL_POSIX_IO)
     // Makes the rename durable. Best effort: some file systems refuse to sync a directory.
-    const std::size_t slash = path_.find_last_of('/');
-    const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path_.substr(0, slash));
+    const std::size_t slash = target_.find_last_of('/');
+    const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : target_.substr(0, slash));
     const int fd = ::open(dir.c_str(), O_RDONLY);
     if (fd >= 0) {
       (void)::fsync(fd);
@@ -507,7 +516,7 @@ class NpzWriter {
 #endif
   }
 
-  std::string path_, where_, temp_;
+  std::string path_, where_, target_, temp_;  // target_: path_ with symbolic links followed
   detail::BinaryFile file_;
   std::unique_ptr<detail::ZipWriter> zip_;
   std::unordered_set<std::string> names_;

@@ -139,7 +139,7 @@ std::vector<EgruParameters<S>> read_torch_gru(const std::string& path) {
 template <typename S, typename Sur>
 void load_torch_gru(const std::string& path, Model<S, Sur>& model) {
   std::vector<EgruParameters<S>> layers = read_torch_gru<S>(path);
-  const std::string where = "sparse_rtrl::io::load_torch_gru(): " + path + ": ";
+  const std::string where = "sparse_rtrl::io::load_torch_gru(): " + detail::printable(path) + ": ";
   if (Index(layers.size()) != model.layers())
     throw std::invalid_argument(where + "the file has " + std::to_string(layers.size()) + " layers, the model " +
                                 std::to_string(model.layers()));

@@ -102,6 +102,25 @@ class EgruCell {
   /// Mutable access, e.g. for an optimizer. Keep shapes; values must stay finite.
   Parameters& parameters() { return params_; }
 
+  /// @brief Takes @p other's parameter values, options and surrogate into this cell's existing
+  /// storage, so pointers into its parameters (and NumPy views of them) stay valid, where a
+  /// move-assignment would free them. Needs the same n and d (else std::invalid_argument and
+  /// nothing changes); then it allocates nothing (a checkpoint load commits this way).
+  void assign_in_place(const EgruCell& other) {
+    if (!params_.has_shape(other.units(), other.inputs()) || !other.params_.has_shape(units(), inputs()))
+      detail::fail("sparse_rtrl::EgruCell::assign_in_place()",
+                   "shapes must agree, received this: " + params_.shape_string() + " and other: " +
+                       other.params_.shape_string());
+    // Same sizes: Eigen's assignment copies into the existing buffers.
+    params_.W = other.params_.W;
+    params_.R = other.params_.R;
+    params_.bW = other.params_.bW;
+    params_.bR = other.params_.bR;
+    params_.theta = other.params_.theta;
+    options_ = other.options_;
+    surrogate_ = other.surrogate_;
+  }
+
   /// Event quantities of a state c: o = H(c - theta), y = o c, psi, s = o + c psi.
   /// In GRU mode o = s = 1, y = c, psi = 0.
   template <typename C, typename O, typename Y, typename P, typename S>

@@ -43,6 +43,7 @@ struct EgruParameters {
     const char* where = "sparse_rtrl::EgruParameters::EgruParameters()";
     detail::require_positive_size(where, "n_units", n_units);
     detail::require_positive_size(where, "n_inputs", n_inputs);
+    detail::require_layer_sizes(where, n_units, n_inputs);
     W.setZero(3 * n_units, n_inputs);
     R.setZero(3 * n_units, n_units);
     bW.setZero(3 * n_units);
@@ -143,6 +144,7 @@ EgruParameters<Scalar> init_torch_like(Index n_units, Index n_inputs,
   const char* where = "sparse_rtrl::init_torch_like()";
   detail::require_positive_size(where, "n_units", n_units);
   detail::require_positive_size(where, "n_inputs", n_inputs);
+  detail::require_layer_sizes(where, n_units, n_inputs);
   if (!std::isfinite(static_cast<double>(options.threshold))) {
     std::ostringstream s;
     s << "options.threshold must be finite, received " << options.threshold;

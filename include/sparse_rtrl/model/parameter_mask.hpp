@@ -72,6 +72,7 @@ class ParameterMask {
     const char* where = "sparse_rtrl::ParameterMask::dense()";
     detail::require_positive_size(where, "n_units", n_units);
     detail::require_positive_size(where, "n_inputs", n_inputs);
+    detail::require_layer_sizes(where, n_units, n_inputs);
     return ParameterMask(BoolMatrix::Constant(3 * n_units, n_inputs, true),
                          BoolMatrix::Constant(3 * n_units, n_units, true));
   }
@@ -86,6 +87,7 @@ class ParameterMask {
     const char* where = "sparse_rtrl::ParameterMask::random()";
     detail::require_positive_size(where, "n_units", n_units);
     detail::require_positive_size(where, "n_inputs", n_inputs);
+    detail::require_layer_sizes(where, n_units, n_inputs);
     require_density(where, "density_W", density_W);
     require_density(where, "density_R", density_R);
     require_sharing(where, sharing);

@@ -23,6 +23,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -42,6 +43,18 @@ inline void cpu_relax() {
   __asm__ __volatile__("yield");
 #endif
 }
+
+/// Failure injection for the library's tests, never set by users: while >= 0 it counts down once
+/// per worker a pool starts, and at zero that start throws std::system_error(EAGAIN) as
+/// std::thread does when the OS refuses a thread (`ulimit -u`), so the partial-start path can be
+/// tested deterministically. One relaxed load per thread start when unused.
+inline std::atomic<int> fail_thread_start_countdown{-1};
+inline void before_thread_start() {
+  if (fail_thread_start_countdown.load(std::memory_order_relaxed) >= 0 &&
+      fail_thread_start_countdown.fetch_sub(1) == 0)
+    throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again),
+                            "injected thread-start failure");
+}
 }  // namespace detail
 
 /// @brief Fork-join team of `threads` threads (the caller plus threads - 1 workers).
@@ -51,6 +64,10 @@ inline void cpu_relax() {
 /// new team of the same size (so a copied learner owns its threads); one pool must not be run
 /// from two threads at once (as any learner must not be stepped from two threads at once).
 /// Idle workers spin briefly (about 50 us) for the next job, then sleep.
+///
+/// If the system refuses to start a worker (e.g. `ulimit -u`), the constructor joins the workers
+/// it had started and throws std::system_error (the OS error code kept) whose message names the
+/// threads asked for and the workers started.
 class ThreadPool {
  public:
   /// @param threads >= 1; 1 runs everything on the calling thread and starts no thread.
@@ -95,9 +112,33 @@ class ThreadPool {
 
     explicit State(int threads) : team(threads) {
       workers.reserve(std::size_t(threads - 1));
-      for (int w = 1; w < threads; ++w) workers.emplace_back([this, w] { work(w); });
+      try {
+        for (int w = 1; w < threads; ++w) {
+          detail::before_thread_start();
+          workers.emplace_back([this, w] { work(w); });
+        }
+      } catch (...) {
+        // The destructor does not run for a half-built State: its members would be destroyed
+        // under the started workers (destroying the condition variable they sleep on hung, a
+        // joinable std::thread terminates). Stop and join the workers that did start.
+        const std::size_t started = workers.size();
+        stop_and_join();
+        const std::string what = "sparse_rtrl::parallel::ThreadPool: asked for " +
+                                 std::to_string(threads) + " threads (the caller and " +
+                                 std::to_string(threads - 1) + " workers), the system started " +
+                                 std::to_string(started) + " workers before refusing: ";
+        try {
+          throw;
+        } catch (const std::system_error& e) {
+          throw std::system_error(e.code(), what + e.what());
+        } catch (const std::exception& e) {
+          throw std::runtime_error(what + e.what());
+        }
+      }
     }
-    ~State() {
+    ~State() { stop_and_join(); }
+
+    void stop_and_join() {
       {
         std::lock_guard<std::mutex> lock(mutex);
         stop = true;

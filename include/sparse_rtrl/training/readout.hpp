@@ -17,6 +17,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <string>
 #include <type_traits>
 #include <utility>
 
@@ -64,7 +65,16 @@ struct ReadoutParameters {
     detail::require_finite(where, "b", b);
   }
 
+  /// Element-wise sum; both operands must have the same shapes (else std::invalid_argument
+  /// naming both, and *this is unchanged: Eigen's own check is compiled out under NDEBUG, and a
+  /// mismatch would write past V's end).
   ReadoutParameters& operator+=(const ReadoutParameters& other) {
+    if (V.rows() != other.V.rows() || V.cols() != other.V.cols() || b.size() != other.b.size())
+      detail::fail("sparse_rtrl::ReadoutParameters::operator+=()",
+                   "shapes must agree, received this: V " + detail::shape_string(V.rows(), V.cols()) +
+                       ", b " + std::to_string(b.size()) + " and other: V " +
+                       detail::shape_string(other.V.rows(), other.V.cols()) + ", b " +
+                       std::to_string(other.b.size()));
     V += other.V;
     b += other.b;
     return *this;
