@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 
 #include <cstdint>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -110,5 +111,22 @@ inline Mat<double> load_text_matrix(const std::string& path) {
 }
 
 inline std::string data_dir() { return SPARSE_RTRL_TEST_DATA_DIR; }
+
+/// Same shape and the same bits (NaN equals NaN of the same payload): "unchanged" for a state
+/// that a refused call must not touch.
+template <typename A, typename B>
+bool same_bits(const Eigen::MatrixBase<A>& a, const Eigen::MatrixBase<B>& b) {
+  using S = typename A::Scalar;
+  const Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic> x = a, y = b;
+  return x.rows() == y.rows() && x.cols() == y.cols() &&
+         (x.size() == 0 || std::memcmp(x.data(), y.data(), sizeof(S) * std::size_t(x.size())) == 0);
+}
+template <typename S>
+bool same_bits(const sparse_rtrl::EgruStepCache<S>& a, const sparse_rtrl::EgruStepCache<S>& b) {
+  const auto fa = sparse_rtrl::detail::cache_field_list(a), fb = sparse_rtrl::detail::cache_field_list(b);
+  for (std::size_t k = 0; k < fa.size(); ++k)
+    if (!same_bits(*fa[k].second, *fb[k].second)) return false;
+  return true;
+}
 
 }  // namespace test

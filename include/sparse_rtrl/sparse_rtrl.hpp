@@ -24,6 +24,7 @@
 #include <sparse_rtrl/training/loss.hpp>
 #include <sparse_rtrl/training/optimizer.hpp>
 #include <sparse_rtrl/training/pruning.hpp>
+#include <sparse_rtrl/training/threshold_constraint.hpp>
 #include <sparse_rtrl/io/npz.hpp>
 #include <sparse_rtrl/io/checkpoint.hpp>
 #include <sparse_rtrl/io/torch_gru.hpp>

@@ -346,7 +346,7 @@ void bind_model(py::module_& m) {
       .def_property_readonly("inputs", &PyModel::inputs)
       .def("events", &PyModel::events, py::arg("layer") = 0, "Events mode of layer k (False: GRU mode).")
       .def("surrogate", &PyModel::surrogate, py::arg("layer") = 0)
-      .def("parameters", py::overload_cast<Index>(&PyModel::parameters), py::arg("layer") = 0,
+      .def("parameters", [](PyModel& m, Index layer) -> auto& { return m.parameters(layer); }, py::arg("layer") = 0,
            py::return_value_policy::reference_internal,
            "Layer k's parameters: an EgruParameters whose arrays are writable views into the model.")
       .def("mask", [](const PyModel& m, Index layer) { return m.mask(layer); }, py::arg("layer") = 0,

@@ -431,6 +431,37 @@ TEST_CASE("Bad checkpoints are refused naming the entry, and nothing is loaded",
          return true;
        },
        "entry 'bias_hh_l0': element (1, 0) is not finite"},
+      // Issue 20, items 4 and 14: values no learner can hold, with a valid CRC.
+      {"a NaN influence entry",
+       [](const std::string& n, io::ArrayInfo&, std::string& d) {
+         if (n == "streams/s1/l1/influence") d.replace(12, 4, bytes_of(std::numeric_limits<float>::quiet_NaN()));
+         return true;
+       },
+       "streams/s1/l1/influence must be finite, received nan at (0, 3)"},
+      {"an infinite accumulated gradient",
+       [](const std::string& n, io::ArrayInfo&, std::string& d) {
+         if (n == "streams/s0/gradient") d.replace(0, 4, bytes_of(std::numeric_limits<float>::infinity()));
+         return true;
+       },
+       "streams/s0/gradient must be finite, received inf"},
+      {"a NaN in a step cache",
+       [](const std::string& n, io::ArrayInfo&, std::string& d) {
+         if (n == "streams/s0/l1/cache/y") d.replace(4, 4, bytes_of(std::numeric_limits<float>::quiet_NaN()));
+         return true;
+       },
+       "streams/s0/l1/cache/y must be finite, received nan"},
+      {"a learner's step count near INT64_MAX",
+       [](const std::string& n, io::ArrayInfo&, std::string& d) {
+         if (n == "streams/s0/steps") d = bytes_of(std::numeric_limits<std::int64_t>::max());
+         return true;
+       },
+       "entry 'streams/s0/steps': expected a value in [0, 9007199254740992], found 9223372036854775807"},
+      {"an optimizer's step count near INT64_MAX",
+       [](const std::string& n, io::ArrayInfo&, std::string& d) {
+         if (n == "adam0/steps") d = bytes_of(std::numeric_limits<std::int64_t>::max() - 1);
+         return true;
+       },
+       "entry 'adam0/steps': expected a value in [0, 9007199254740992]"},
       {"a bool that is not 0 or 1",
        [](const std::string& n, io::ArrayInfo&, std::string& d) {
          if (n == "mask_weight_hh_l0") d[3] = 2;

@@ -619,3 +619,35 @@ TEST_CASE("Stacked BPTT rejects bad input", "[bptt][stack][errors]") {
   CHECK(b.forward(X).cols() == 2);
   CHECK(b.backward(std::vector<Mat<double>>{G0, G1, Mat<double>::Zero(T, 2)}).size() == 3);
 }
+
+TEMPLATE_TEST_CASE("Bptt refuses a non-finite parameter, naming it", "[bptt][errors]", float, double) {
+  // Issue 20, item 11: forward() used to return NaN outputs silently.
+  using S = TestType;
+  Model<S> model(EgruCell<S>(test::firing_parameters<S>(4, 3, 31)));
+  Bptt<S> bptt(model);
+  const Mat<S> X = test::random_matrix<S>(6, 3, 32);
+  model.parameters().bR(5) = std::numeric_limits<S>::quiet_NaN();
+  REQUIRE_THROWS_WITH(bptt.forward(X), Catch::Matchers::Contains("sparse_rtrl::Bptt::forward()") &&
+                                           Catch::Matchers::Contains("bR must be finite"));
+  CHECK(bptt.length() == 0);
+  REQUIRE_THROWS_AS(bptt.backward(Mat<S>::Zero(6, 4)), std::logic_error);  // no half-run sequence
+  model.parameters().bR(5) = S(0);
+  CHECK(bptt.forward(X).allFinite());
+}
+
+TEMPLATE_TEST_CASE("A moved-from Bptt throws std::logic_error on use", "[bptt][errors]", float, double) {
+  // Issue 20, item 16.
+  using S = TestType;
+  using Catch::Matchers::Contains;
+  Model<S> model(EgruCell<S>(test::firing_parameters<S>(4, 2, 33)));
+  Bptt<S> a(model);
+  Bptt<S> b(std::move(a));
+  const Mat<S> X = test::random_matrix<S>(3, 2, 34);
+  CHECK_THROWS_WITH(a.forward(X), Contains("used after move"));
+  CHECK_THROWS_WITH(a.outputs(), Contains("used after move"));
+  CHECK_THROWS_WITH(a.units(), Contains("used after move"));
+  CHECK_THROWS_WITH(a.model(), Contains("used after move"));
+  CHECK_THROWS_WITH(a.backward(Mat<S>::Zero(3, 4)), Contains("used after move"));
+  CHECK_THROWS_WITH(a.step_cache(0), Contains("used after move"));
+  CHECK(b.forward(X).rows() == 3);
+}

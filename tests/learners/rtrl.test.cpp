@@ -254,8 +254,9 @@ TEMPLATE_TEST_CASE("Parameters made non-finite through cell() are refused before
   CHECK(rtrl.state() == state);
   CHECK(test::Mat<S>(rtrl.influence()) == M);
   CHECK(rtrl.steps() == steps);
-  // The failed step's outputs are not a loss's to read.
-  REQUIRE_THROWS_AS(rtrl.accumulate_gradient(test::Vec<S>::Ones(n)), std::logic_error);
+  // The refused step is invisible: the last successful step's outputs may still take a loss.
+  CHECK(rtrl.last_step_valid());
+  rtrl.accumulate_gradient(test::Vec<S>::Ones(n));
   rtrl.cell().parameters().W(4, 1) = S(0.1);
   rtrl.step(x);
   rtrl.accumulate_gradient(test::Vec<S>::Ones(n));
@@ -317,4 +318,141 @@ TEMPLATE_TEST_CASE("A state staged with its influence unset must be written in o
   // A zeroed staging needs no writes.
   rtrl.restore_state(rtrl.stage_state({model.mask()}));
   CHECK(rtrl.influence().isZero(0));
+}
+
+TEMPLATE_TEST_CASE("A refused step leaves the learner bitwise unchanged: outputs, events, step cache, validity",
+                   "[rtrl][errors]", float, double) {
+  // Issue 20, item 9: the refusal used to leave NaN in output(), events() and the step cache and
+  // last_step_valid() false.
+  using S = TestType;
+  const Index n = 6, d = 3;
+  Model<S> model(EgruCell<S>(test::firing_parameters<S>(n, d, 61)), ParameterMask::random(n, d, 0.7, 0.7, 62));
+  Rtrl<S> rtrl(model);
+  const Mat<S> X = test::random_matrix<S>(4, d, 63);
+  for (Index t = 0; t < 3; ++t) rtrl.step(X.row(t));
+  const EgruStepCache<S> cache = rtrl.last_step_cache();
+  const test::Vec<S> y = rtrl.output(), o = rtrl.events(), c = rtrl.state();
+  const Mat<S> M = rtrl.influence();
+  model.parameters().bW(n) = std::numeric_limits<S>::quiet_NaN();  // unit 0's update gate: reaches c_0
+  REQUIRE_THROWS_WITH(rtrl.step(X.row(3)), Catch::Matchers::Contains("bW must be finite"));
+  CHECK(test::same_bits(rtrl.last_step_cache(), cache));
+  CHECK(test::same_bits(rtrl.output(), y));
+  CHECK(test::same_bits(rtrl.events(), o));
+  CHECK(test::same_bits(rtrl.state(), c));
+  CHECK(test::same_bits(rtrl.influence(), M));
+  CHECK(rtrl.last_step_valid());
+  CHECK(rtrl.steps() == 3);
+  model.parameters().bW(n) = S(0.25);
+  rtrl.step(X.row(3));
+  CHECK(rtrl.output().allFinite());
+}
+
+TEMPLATE_TEST_CASE("A moved-from Rtrl throws std::logic_error on every use", "[rtrl][errors]", float, double) {
+  // Issue 20, item 16: it used to read an empty vector of layers.
+  using S = TestType;
+  using Catch::Matchers::Contains;
+  Model<S> model(EgruCell<S>(test::firing_parameters<S>(4, 2, 71)));
+  Rtrl<S> a(model);
+  const test::Vec<S> x = test::Vec<S>::Constant(2, S(0.5));
+  a.step(x);
+  Rtrl<S> b(std::move(a));
+  const auto moved = Contains("used after move");
+  CHECK_THROWS_WITH(a.step(x), moved);
+  CHECK_THROWS_WITH(a.output(), moved);
+  CHECK_THROWS_WITH(a.events(), moved);
+  CHECK_THROWS_WITH(a.state(), moved);
+  CHECK_THROWS_WITH(a.units(), moved);
+  CHECK_THROWS_WITH(a.inputs(), moved);
+  CHECK_THROWS_WITH(a.columns(), moved);
+  CHECK_THROWS_WITH(a.last_step_cache(), moved);
+  CHECK_THROWS_WITH(a.accumulate_gradient(test::Vec<S>::Ones(4)), moved);
+  CHECK_THROWS_WITH(a.gradient(), moved);
+  CHECK_THROWS_WITH(a.influence(), moved);
+  CHECK_THROWS_WITH(a.layout(), moved);
+  CHECK_THROWS_WITH(a.reset(), moved);
+  CHECK_THROWS_WITH(a.zero_gradient(), moved);
+  CHECK_THROWS_WITH(a.follow_mask(), moved);
+  CHECK_THROWS_AS(a.step(x), std::logic_error);
+  b.step(x);  // the moved-to learner carries on
+  CHECK(b.steps() == 2);
+}
+
+TEMPLATE_TEST_CASE("restore_state refuses non-finite values and absurd step counts, naming the entry",
+                   "[rtrl][checkpoint][errors]", float, double) {
+  // Issue 20, items 4 and 14: a state with NaN/Inf (or steps near INT64_MAX) used to be accepted.
+  using S = TestType;
+  using Catch::Matchers::Contains;
+  const Index n = 5, d = 2;
+  Model<S> model(EgruCell<S>(test::firing_parameters<S>(n, d, 81)));
+  Rtrl<S> rtrl(model);
+  const Mat<S> X = test::random_matrix<S>(3, d, 82);
+  for (Index t = 0; t < 3; ++t) rtrl.step(X.row(t));
+  rtrl.accumulate_gradient(test::Vec<S>::Ones(n));
+  const Mat<S> M = rtrl.influence();
+  const test::Vec<S> g = rtrl.gradient_columns();
+  const S nan = std::numeric_limits<S>::quiet_NaN(), inf = std::numeric_limits<S>::infinity();
+  auto check_unchanged = [&] {
+    CHECK(test::same_bits(rtrl.influence(), M));
+    CHECK(test::same_bits(rtrl.gradient_columns(), g));
+    CHECK(rtrl.steps() == 3);
+  };
+  {
+    auto st = rtrl.stage_state({model.mask()});
+    st.gradient()(2) = nan;
+    CHECK_THROWS_WITH(rtrl.restore_state(std::move(st)), Contains("Rtrl::restore_state()") && Contains("gradient must be finite"));
+    check_unchanged();
+  }
+  {
+    auto st = rtrl.stage_state({model.mask()});
+    const S v = inf;
+    st.write_influence(0, 7, &v, 1);
+    CHECK_THROWS_WITH(rtrl.restore_state(std::move(st)), Contains("l0/influence must be finite") && Contains("inf"));
+    check_unchanged();
+  }
+  {
+    auto st = rtrl.stage_state({model.mask()});
+    st.step_cache(0).y(1) = nan;
+    CHECK_THROWS_WITH(rtrl.restore_state(std::move(st)), Contains("l0/cache/y must be finite"));
+    check_unchanged();
+  }
+  {
+    auto st = rtrl.stage_state({model.mask()});
+    st.state(0)(0) = -inf;
+    CHECK_THROWS_WITH(rtrl.restore_state(std::move(st)), Contains("l0/state must be finite"));
+    check_unchanged();
+  }
+  {
+    auto st = rtrl.stage_state({model.mask()});
+    st.steps = std::numeric_limits<Index>::max();
+    CHECK_THROWS_WITH(rtrl.restore_state(std::move(st)), Contains("steps must be in [0, 2^53"));
+    check_unchanged();
+  }
+  auto st = rtrl.stage_state({model.mask()});
+  st.steps = Index(1) << 53;  // the largest accepted
+  rtrl.restore_state(std::move(st));
+  CHECK(rtrl.steps() == (Index(1) << 53));
+}
+
+TEMPLATE_TEST_CASE("A gradient that overflows in accumulate_gradient is reported there with the likely cause",
+                   "[rtrl][errors]", float, double) {
+  // Issue 20, the soak: M overflowed to inf with no report until an optimizer refused the
+  // gradient. The check after each read-out catches it (here: the largest finite M times 10).
+  using S = TestType;
+  using Catch::Matchers::Contains;
+  const Index n = 4, d = 2;
+  Model<S> model(EgruCell<S>(test::firing_parameters<S>(n, d, 91)));
+  Rtrl<S> rtrl(model);
+  model.parameters().theta(2) = S(-0.25);
+  auto big = rtrl.stage_state({model.mask()});
+  const Index cols = big.influence_columns(0);
+  std::vector<S> values(std::size_t(n * cols), S(0));
+  values[std::size_t(1 * cols + 3)] = std::numeric_limits<S>::max();
+  big.write_influence(0, 0, values.data(), values.size());
+  big.step_cache(0).s.setOnes();  // every row is read out
+  big.steps = 1;
+  rtrl.restore_state(std::move(big));
+  REQUIRE_THROWS_AS(rtrl.accumulate_gradient(test::Vec<S>::Constant(n, S(10))), std::overflow_error);
+  CHECK_THROWS_WITH(rtrl.accumulate_gradient(test::Vec<S>::Constant(n, S(10))),
+                    Contains("Rtrl::accumulate_gradient()") && Contains("accumulated gradient is not finite") &&
+                        Contains("theta[2] of layer 0 = -0.25") && Contains("clamp_thresholds"));
 }

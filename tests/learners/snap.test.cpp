@@ -95,3 +95,89 @@ TEMPLATE_TEST_CASE("SnAp of any order is cheap: the reach set stops growing at t
   const auto g_unbounded = test::rtrl_gradient(unbounded, X, G);
   CHECK(test::relative_error(g_unbounded, g_full) == 0.0);
 }
+
+TEMPLATE_TEST_CASE("A refused Snap step leaves the learner bitwise unchanged", "[snap][errors]", float, double) {
+  // Issue 20, item 9: the refusal used to leave NaN in output(), events() and the step cache.
+  using S = TestType;
+  const Index n = 5, d = 3;
+  Model<S> model(EgruCell<S>(test::firing_parameters<S>(n, d, 41)));
+  Snap<S> snap(model, 2);
+  const Mat<S> X = test::random_matrix<S>(4, d, 42);
+  for (Index t = 0; t < 3; ++t) snap.step(X.row(t));
+  const auto before = snap.stage_state();
+  const test::Vec<S> y = snap.output(), o = snap.events();
+  model.parameters().W(0, 0) = std::numeric_limits<S>::quiet_NaN();
+  REQUIRE_THROWS_WITH(snap.step(X.row(3)), Catch::Matchers::Contains("W must be finite"));
+  const auto after = snap.stage_state();
+  CHECK(test::same_bits(after.cache[0], before.cache[0]));
+  CHECK(test::same_bits(after.state[0], before.state[0]));
+  CHECK(test::same_bits(after.kept[0], before.kept[0]));
+  CHECK(test::same_bits(snap.output(), y));
+  CHECK(test::same_bits(snap.events(), o));
+  CHECK(after.steps_valid);
+  CHECK(after.steps == 3);
+  snap.accumulate_gradient(test::Vec<S>::Ones(n));  // the last successful step still takes a loss
+}
+
+TEMPLATE_TEST_CASE("Snap refuses, before allocating, kept entries that exceed the machine's memory",
+                   "[snap][errors]", float, double) {
+  // Issue 20, item 6: SnAp-1000 of n = 3000 was OOM-killed at 24 GB. The memory is stood in for
+  // by a small limit (detail::memory_limit_for_tests): dense SnAp-n at a covering order keeps
+  // n x P entries, 24 x 2040 here (196 kB in float), SnAp-1 only P.
+  using S = TestType;
+  using Catch::Matchers::Contains;
+  struct Restore {
+    ~Restore() { detail::memory_limit_for_tests() = 0; }
+  } restore;
+  Model<S> model(EgruCell<S>(test::firing_parameters<S>(24, 2, 43)));
+  detail::memory_limit_for_tests() = 100000;
+  REQUIRE_THROWS_AS(Snap<S>(model, 30), std::length_error);
+  CHECK_THROWS_WITH(Snap<S>(model, 30), Contains("sparse_rtrl::Snap::Snap()") && Contains("SnAp-30") &&
+                                            Contains("24 units") && Contains("order 30") && Contains("GB"));
+  // The same limit, through the same check, for exact RTRL (n x P, as large).
+  CHECK_THROWS_AS(Rtrl<S>(model), std::length_error);
+  Snap<S> small(model, 1);  // 1 row per parameter: fits
+  small.step(test::Vec<S>::Constant(2, S(0.5)));
+  detail::memory_limit_for_tests() = 0;
+  Snap<S> full(model, 30);  // the real machine holds it
+  CHECK(full.kept_entries() == 24 * full.columns());
+}
+
+TEMPLATE_TEST_CASE("Snap::restore_state refuses non-finite values and absurd step counts, naming the entry",
+                   "[snap][checkpoint][errors]", float, double) {
+  // Issue 20, items 4 and 14.
+  using S = TestType;
+  using Catch::Matchers::Contains;
+  Model<S> model(EgruCell<S>(test::firing_parameters<S>(4, 2, 44)));
+  Snap<S> snap(model, 2);
+  snap.step(test::Vec<S>::Constant(2, S(0.5)));
+  const auto before = snap.stage_state();
+  const S nan = std::numeric_limits<S>::quiet_NaN();
+  auto refused = [&](auto edit, const char* entry) {
+    auto st = snap.stage_state();
+    edit(st);
+    CHECK_THROWS_WITH(snap.restore_state(std::move(st)), Contains("Snap::restore_state()") && Contains(entry));
+    const auto now = snap.stage_state();
+    CHECK(test::same_bits(now.kept[0], before.kept[0]));
+    CHECK(test::same_bits(now.gradient, before.gradient));
+    CHECK(now.steps == before.steps);
+  };
+  refused([&](auto& st) { st.kept[0](3) = nan; }, "l0/kept must be finite");
+  refused([&](auto& st) { st.cache[0].decay(1) = nan; }, "l0/cache/decay must be finite");
+  refused([&](auto& st) { st.state[0](0) = nan; }, "l0/state must be finite");
+  refused([&](auto& st) { st.gradient(0) = nan; }, "gradient must be finite");
+  refused([&](auto& st) { st.steps = std::numeric_limits<Index>::max(); }, "steps must be in [0, 2^53");
+}
+
+TEMPLATE_TEST_CASE("A moved-from Snap throws std::logic_error on use", "[snap][errors]", float, double) {
+  using S = TestType;
+  using Catch::Matchers::Contains;
+  Model<S> model(EgruCell<S>(test::firing_parameters<S>(4, 2, 45)));
+  Snap<S> a(model, 1);
+  Snap<S> b(std::move(a));
+  CHECK_THROWS_WITH(a.step(test::Vec<S>::Constant(2, S(0.5))), Contains("used after move"));
+  CHECK_THROWS_WITH(a.output(), Contains("used after move"));
+  CHECK_THROWS_WITH(a.gradient(), Contains("used after move"));
+  CHECK_THROWS_WITH(a.reset(), Contains("used after move"));
+  b.step(test::Vec<S>::Constant(2, S(0.5)));
+}

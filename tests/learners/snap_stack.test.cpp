@@ -607,7 +607,8 @@ TEST_CASE("SnAp on a stack: errors name what was expected and received", "[snap]
   model.parameters(1).bW(0) = std::numeric_limits<double>::quiet_NaN();
   REQUIRE_THROWS_AS(snap.step(Vec<double>::Constant(3, 0.5)), std::invalid_argument);
   CHECK(snap.state(0) == before);
-  REQUIRE_THROWS_WITH(snap.accumulate_gradient(Vec<double>::Zero(4)), Contains("the last step() failed"));
+  // The refused step changed nothing (issue 20, item 9): the last successful step takes a loss.
+  snap.accumulate_gradient(Vec<double>::Zero(4));
   model.parameters(1).bW(0) = 0.0;
   // A mask change is not followed: refused until a new Snap is built.
   model.set_mask(ParameterMask::random(4, 5, 0.5, 0.5, 9), 1);

@@ -218,3 +218,73 @@ TEMPLATE_TEST_CASE("Inference of a stack runs every layer: outputs equal Rtrl's,
   CHECK(eval.output() == rtrl.output(2));
   CHECK(eval.steps() == 5);
 }
+
+namespace {
+// Whether m.cell() / m.parameters() is callable on an M (a reference type: an lvalue; a plain
+// type: a temporary).
+template <typename M, typename = void>
+struct cell_callable : std::false_type {};
+template <typename M>
+struct cell_callable<M, std::void_t<decltype(std::declval<M>().cell())>> : std::true_type {};
+template <typename M, typename = void>
+struct parameters_callable : std::false_type {};
+template <typename M>
+struct parameters_callable<M, std::void_t<decltype(std::declval<M>().parameters())>> : std::true_type {};
+}  // namespace
+
+TEMPLATE_TEST_CASE("A temporary model's cell cannot be bound: Inference i(make_model().cell()) does not compile",
+                   "[inference][model]", float, double) {
+  // Issue 20, item 18: make_model().cell() returned a Cell& into a dying model, which the
+  // Inference (or anything else) then kept.
+  using S = TestType;
+  STATIC_REQUIRE(cell_callable<Model<S>&>::value);
+  STATIC_REQUIRE(cell_callable<const Model<S>&>::value);
+  STATIC_REQUIRE(!cell_callable<Model<S>>::value);
+  STATIC_REQUIRE(!cell_callable<Model<S>&&>::value);
+  STATIC_REQUIRE(!cell_callable<const Model<S>&&>::value);
+  STATIC_REQUIRE(parameters_callable<Model<S>&>::value);
+  STATIC_REQUIRE(!parameters_callable<Model<S>>::value);
+  // And every runner of a model refuses a temporary one.
+  STATIC_REQUIRE(!std::is_constructible<Inference<S>, Model<S>&&>::value);
+  STATIC_REQUIRE(!std::is_constructible<Rtrl<S>, Model<S>&&>::value);
+  STATIC_REQUIRE(!std::is_constructible<Bptt<S>, Model<S>&&>::value);
+  STATIC_REQUIRE(!std::is_constructible<Snap<S>, Model<S>&&, int>::value);
+  STATIC_REQUIRE(!std::is_constructible<RtrlStreams<S>, Model<S>&&, Index>::value);
+}
+
+TEMPLATE_TEST_CASE("Inference refuses a non-finite parameter, naming it, and stays unchanged", "[inference][errors]",
+                   float, double) {
+  // Issue 20, item 11: it used to return NaN silently.
+  using S = TestType;
+  const Index n = 5, d = 3;
+  Model<S> model(EgruCell<S>(test::firing_parameters<S>(n, d, 21)));
+  Inference<S> inference(model);
+  const Mat<S> X = test::random_matrix<S>(4, d, 22);
+  for (Index t = 0; t < 3; ++t) inference.step(X.row(t));
+  const EgruStepCache<S> cache = inference.last_step_cache();
+  const Vec<S> state = inference.state();
+  model.parameters().R(2, 1) = std::numeric_limits<S>::infinity();
+  model.parameters().W(0, 0) = std::numeric_limits<S>::quiet_NaN();
+  REQUIRE_THROWS_WITH(inference.step(X.row(3)), Catch::Matchers::Contains("sparse_rtrl::Inference::step()") &&
+                                                    Catch::Matchers::Contains("W must be finite"));
+  CHECK(test::same_bits(inference.last_step_cache(), cache));
+  CHECK(test::same_bits(inference.state(), state));
+  CHECK(inference.steps() == 3);
+}
+
+TEMPLATE_TEST_CASE("A moved-from Inference throws std::logic_error on use", "[inference][errors]", float, double) {
+  // Issue 20, item 16.
+  using S = TestType;
+  using Catch::Matchers::Contains;
+  Model<S> model(EgruCell<S>(test::firing_parameters<S>(4, 2, 23)));
+  Inference<S> a(model);
+  Inference<S> b(std::move(a));
+  CHECK_THROWS_WITH(a.step(Vec<S>::Zero(2)), Contains("used after move"));
+  CHECK_THROWS_WITH(a.output(), Contains("used after move"));
+  CHECK_THROWS_WITH(a.state(), Contains("used after move"));
+  CHECK_THROWS_WITH(a.units(), Contains("used after move"));
+  CHECK_THROWS_WITH(a.cell(), Contains("used after move"));
+  CHECK_THROWS_WITH(a.reset(), Contains("used after move"));
+  b.step(Vec<S>::Zero(2));
+  CHECK(b.steps() == 1);
+}

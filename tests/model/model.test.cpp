@@ -243,6 +243,6 @@ TEST_CASE("RtrlStreams accumulates for the streams with a loss only, and names a
   REQUIRE_THROWS_WITH(streams.accumulate_gradient(G), Contains("call step() first") && Contains("(stream 1)"));
 
   RtrlStreams<double> moved(std::move(streams));
-  REQUIRE_THROWS_WITH(streams.step(Mat<double>::Zero(3, d)), Contains("moved from"));
+  REQUIRE_THROWS_WITH(streams.step(Mat<double>::Zero(3, d)), Contains("used after move"));
   CHECK(moved.streams() == 3);
 }

@@ -204,7 +204,40 @@ TEST_CASE("RtrlStreams rejects bad input and leaves every stream unchanged", "[s
   REQUIRE_THROWS_WITH(streams.step(X), Contains("sparse_rtrl::RtrlStreams::step()") && Contains("bW"));
   CHECK(streams.stream(0).state() == state0);
   CHECK(streams.stream(2).steps() == 1);
-  REQUIRE_THROWS_AS(streams.accumulate_gradient(Mat<float>::Ones(3, n)), std::logic_error);
+  // The refused step is invisible (issue 20, item 9): outputs, events, caches and validity are
+  // those of the last successful step, which may still take a loss.
+  for (Index b = 0; b < 3; ++b) {
+    CHECK(streams.stream(b).last_step_valid());
+    CHECK(streams.stream(b).output().allFinite());
+    CHECK(streams.stream(b).last_step_cache().c.allFinite());
+  }
+  CHECK(streams.outputs().allFinite());
+  streams.accumulate_gradient(Mat<float>::Ones(3, n));
+}
+
+TEMPLATE_TEST_CASE("A refused RtrlStreams step leaves every stream bitwise unchanged", "[streams][errors]", float, double) {
+  using S = TestType;
+  const Index n = 5, d = 3;
+  Model<S> model(EgruCell<S>(test::firing_parameters<S>(n, d, 51)));
+  RtrlStreams<S> streams(model, 3);
+  for (Index t = 0; t < 3; ++t) streams.step(test::random_matrix<S>(3, d, 52 + std::uint64_t(t)));
+  std::vector<EgruStepCache<S>> caches;
+  std::vector<Mat<S>> M;
+  for (Index b = 0; b < 3; ++b) {
+    caches.push_back(streams.stream(b).last_step_cache());
+    M.push_back(streams.stream(b).influence());
+  }
+  const Mat<S> Y = streams.outputs(), O = streams.events();
+  model.parameters().W(0, 0) = std::numeric_limits<S>::quiet_NaN();
+  REQUIRE_THROWS_WITH(streams.step(test::random_matrix<S>(3, d, 60)), Catch::Matchers::Contains("W must be finite"));
+  for (Index b = 0; b < 3; ++b) {
+    CHECK(test::same_bits(streams.stream(b).last_step_cache(), caches[std::size_t(b)]));
+    CHECK(test::same_bits(streams.stream(b).influence(), M[std::size_t(b)]));
+    CHECK(streams.stream(b).last_step_valid());
+    CHECK(streams.stream(b).steps() == 3);
+  }
+  CHECK(test::same_bits(streams.outputs(), Y));
+  CHECK(test::same_bits(streams.events(), O));
 }
 
 TEST_CASE("RtrlStreams refuses influence matrices larger than the machine, with the size", "[streams][errors]") {

@@ -422,3 +422,98 @@ TEST_CASE("Optimizer steps reject bad input and leave parameters and state uncha
   REQUIRE_THROWS_WITH(clip_gradient_norm(1.0, c, gn), Contains("grad.bR must be finite, received inf"));
   CHECK(c.V(0, 1) == 4.0);  // untouched
 }
+
+TEMPLATE_TEST_CASE("Clipping a gradient whose squared norm overflows scales it instead of zeroing it",
+                   "[optimizer][clip]", float, double) {
+  // Issue 20, item 12: with one entry 1e200 (double) the sum of squares was inf and the scale 0.
+  using S = TestType;
+  // float: the squares are summed in double and never overflowed; the largest norm a float holds.
+  const S huge = std::is_same<S, double>::value ? S(1e200) : std::numeric_limits<S>::max() / S(4);
+  EgruParameters<S> g(2, 1);
+  g.W(0, 0) = huge;
+  g.R(1, 1) = S(1);
+  ReadoutParameters<S> gr(1, 2);
+  gr.V(0, 0) = -huge;
+  const S norm = clip_gradient_norm(S(1), g, gr);
+  CHECK(std::isfinite(norm));
+  CHECK(std::abs(double(norm) / (std::sqrt(2.0) * double(huge)) - 1.0) <= 1e-6);
+  CHECK(std::abs(double(g.W(0, 0)) - std::sqrt(0.5)) <= 1e-6);
+  CHECK(std::abs(double(gr.V(0, 0)) + std::sqrt(0.5)) <= 1e-6);
+  CHECK(g.R(1, 1) > S(0));  // scaled, not zeroed (it may underflow to a tiny value in float)
+  CHECK(g.W.allFinite());
+  CHECK(g.R.allFinite());
+  // A norm beyond the largest double cannot be returned: inf, and every entry still finite.
+  if (std::is_same<S, double>::value) {
+    EgruParameters<S> h(2, 1);
+    h.W.setConstant(std::numeric_limits<S>::max());
+    CHECK(std::isinf(clip_gradient_norm(S(1), h)));
+    CHECK(h.W.allFinite());
+  }
+}
+
+TEMPLATE_TEST_CASE("An optimizer refuses an update that would make a parameter non-finite, changing nothing",
+                   "[optimizer][errors]", float, double) {
+  // Issue 20, item 13: Adam(lr = 1e308) and Sgd(lr = 1e300) wrote inf/NaN into the model.
+  using S = TestType;
+  using Catch::Matchers::Contains;
+  const S big = std::numeric_limits<S>::max() / S(4);
+  Model<S> model(EgruCell<S>(init_torch_like<S>(3, 2, {1, 0.3})));
+  const EgruParameters<S> p0 = model.parameters();
+  EgruParameters<S> g(3, 2);
+  g.R.setConstant(S(1));
+  Sgd<S> sgd(SgdOptions<S>{big});
+  g.R(2, 1) = S(8);  // lr * 8 overflows
+  REQUIRE_THROWS_WITH(sgd.step(model, g), Contains("sparse_rtrl::Sgd::step()") && Contains("R(2, 1) non-finite") &&
+                                              Contains("nothing was changed"));
+  CHECK(test::relative_error(model.parameters(), p0) == 0);
+  CHECK(sgd.steps() == 0);
+  CHECK(sgd.state_tensors() == 0);
+  // Adam: lr / (1 - beta1^t) overflows for lr near the largest value (Adam(lr = 1e308)).
+  Adam<S> adam(AdamOptions<S>{S(1e-3)});
+  adam.step(model, g);
+  REQUIRE(adam.steps() == 1);
+  const EgruParameters<S> p1 = model.parameters();
+  const auto m1 = Mat<S>(adam.first_moment(1)), v1 = Mat<S>(adam.second_moment(1));
+  adam.set_learning_rate(std::numeric_limits<S>::max() / S(2));
+  REQUIRE_THROWS_WITH(adam.step(model, g), Contains("sparse_rtrl::Adam::step()") && Contains("non-finite"));
+  CHECK(test::relative_error(model.parameters(), p1) == 0);
+  CHECK(adam.steps() == 1);
+  CHECK(Mat<S>(adam.first_moment(1)) == m1);
+  CHECK(Mat<S>(adam.second_moment(1)) == v1);
+  Adam<S> fresh(AdamOptions<S>{std::numeric_limits<S>::max() / S(2)});
+  REQUIRE_THROWS_AS(fresh.step(model, g), std::invalid_argument);
+  CHECK(fresh.state_tensors() == 0);  // no state created by a refused first step
+  CHECK(test::relative_error(model.parameters(), p1) == 0);
+  // With the layer named on a stack's layer step.
+  Model<S> stack({EgruCell<S>(init_torch_like<S>(3, 2, {1, 0.3})), EgruCell<S>(init_torch_like<S>(2, 3, {2, 0.3}))});
+  Sgd<S> per_layer(SgdOptions<S>{big});
+  EgruParameters<S> g1(2, 3);
+  g1.theta(1) = S(8);
+  REQUIRE_THROWS_WITH(per_layer.step(stack, g1, 1), Contains("theta(1, 0) non-finite") && Contains("(layer 1)"));
+  // A gradient whose square overflows makes Adam's second moment inf: refused too.
+  if (std::is_same<S, double>::value) {
+    Adam<S> adam2;
+    EgruParameters<S> g2(3, 2);
+    g2.bW(0) = S(1e200);
+    REQUIRE_THROWS_WITH(adam2.step(model, g2), Contains("the second moment of bW(0, 0) non-finite"));
+    CHECK(adam2.steps() == 0);
+  }
+}
+
+TEST_CASE("Optimizer restore_state refuses step counts above 2^53", "[optimizer][checkpoint][errors]") {
+  // Issue 20, item 14: a count near INT64_MAX overflowed at the next step.
+  using Catch::Matchers::Contains;
+  Adam<double> adam;
+  EgruParameters<double> p = init_torch_like<double>(2, 1), g(2, 1);
+  adam.step(p, g);
+  std::vector<Mat<double>> first, second;
+  for (Index k = 0; k < 5; ++k) {
+    first.push_back(adam.first_moment(k));
+    second.push_back(adam.second_moment(k));
+  }
+  REQUIRE_THROWS_WITH(adam.restore_state("EgruParameters", first, second, std::numeric_limits<Index>::max()),
+                      Contains("steps must be in [0, 2^53"));
+  CHECK(adam.steps() == 1);
+  adam.restore_state("EgruParameters", first, second, Index(1) << 53);
+  CHECK(adam.steps() == (Index(1) << 53));
+}

@@ -199,3 +199,28 @@ TEST_CASE("Pruning rejects bad input", "[pruning][errors]") {
   REQUIRE_THROWS_AS(pruner.next_mask(ParameterMask::dense(3, 2), p), std::logic_error);
   REQUIRE_THROWS_WITH(pruner.next_mask(ParameterMask::dense(3, 2), p), Contains("all 1 pruning events are done"));
 }
+
+namespace {
+/// A learner whose set_mask() refuses (as RtrlStreams does, out of memory, with std::length_error).
+template <typename S>
+struct RefusingLearner {
+  Model<S>* model;
+  const ParameterMask& mask() const { return model->mask(); }
+  EgruCell<S>& cell() { return model->cell(); }
+  void set_mask(const ParameterMask&) { throw std::length_error("no memory for the new layout"); }
+};
+}  // namespace
+
+TEMPLATE_TEST_CASE("An event the learner rejects is not counted", "[pruning][errors]", float, double) {
+  // Issue 20, item 10: prune() counted the event before set_mask() refused it.
+  using S = TestType;
+  Model<S> model(EgruCell<S>(init_torch_like<S>(4, 2)));
+  MagnitudePruner pruner(PruningSchedule{0.5, 0.5, 2});
+  RefusingLearner<S> refusing{&model};
+  REQUIRE_THROWS_AS(pruner.prune(refusing), std::length_error);
+  CHECK(pruner.events_done() == 0);
+  CHECK(model.mask() == ParameterMask::dense(4, 2));
+  pruner.prune(model);  // the same event, accepted
+  CHECK(pruner.events_done() == 1);
+  CHECK(model.mask().kept_R() < 3 * 4 * 4);
+}

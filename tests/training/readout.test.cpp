@@ -163,3 +163,18 @@ TEMPLATE_TEST_CASE("ReadoutParameters += refuses different shapes, naming both, 
   a += d;
   CHECK(a.V.isConstant(S(1.5), 0));
 }
+
+TEMPLATE_TEST_CASE("LinearReadout::forward refuses non-finite parameters, naming them", "[readout][errors]", float, double) {
+  // Issue 20, item 11: the logits used to come out NaN silently.
+  using S = TestType;
+  using Catch::Matchers::Contains;
+  LinearReadout<S> readout(2, 3);
+  const Vec<S> y = Vec<S>::Constant(3, S(0.5));
+  readout.parameters().V(1, 2) = std::numeric_limits<S>::quiet_NaN();
+  REQUIRE_THROWS_WITH(readout.forward(y), Contains("sparse_rtrl::LinearReadout::forward()") && Contains("V must be finite"));
+  readout.parameters().V(1, 2) = S(0);
+  readout.parameters().b(0) = std::numeric_limits<S>::infinity();
+  REQUIRE_THROWS_WITH(readout.forward(y), Contains("b must be finite"));
+  readout.parameters().b(0) = S(0);
+  CHECK(readout.forward(y).allFinite());
+}

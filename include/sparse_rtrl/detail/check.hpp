@@ -10,6 +10,7 @@
 
 #include <cassert>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <sstream>
 #include <stdexcept>
@@ -128,6 +129,63 @@ void require_finite(const char* where, const char* name, const Eigen::DenseBase<
           << ")";
         fail(where, s.str());
       }
+}
+
+/// Any use of a moved-from learner or runner (Rtrl, RtrlStreams, Snap, Bptt, Inference): its
+/// layers went with the move, so it fails loudly instead of reading an empty vector.
+[[noreturn]] inline void fail_moved_from(const char* where) {
+  throw std::logic_error(std::string(where) + ": used after move (this object was moved from; assign it a new one)");
+}
+/// The top (bottom) layer of @p layers, a learner's per-layer state, empty only when moved from.
+template <typename Layers>
+auto& live_back(Layers& layers, const char* where) {
+  if (layers.empty()) fail_moved_from(where);
+  return layers.back();
+}
+template <typename Layers>
+auto& live_front(Layers& layers, const char* where) {
+  if (layers.empty()) fail_moved_from(where);
+  return layers.front();
+}
+
+/// The model pointer of a learner: copied by a copy, taken by a move (the source is left null),
+/// and every dereference of a null one is fail_moved_from(@p Where) instead of a crash.
+template <typename T>
+class ModelPointer {
+ public:
+  ModelPointer(T* p, const char* owner) : p_(p), owner_(owner) {}
+  ModelPointer(const ModelPointer&) = default;
+  ModelPointer& operator=(const ModelPointer&) = default;
+  ModelPointer(ModelPointer&& o) noexcept : p_(o.p_), owner_(o.owner_) { o.p_ = nullptr; }
+  ModelPointer& operator=(ModelPointer&& o) noexcept {
+    if (this != &o) {
+      p_ = o.p_;
+      owner_ = o.owner_;
+      o.p_ = nullptr;
+    }
+    return *this;
+  }
+  T* operator->() const { return &get(); }
+  T& operator*() const { return get(); }
+  T& get() const {
+    if (!p_) fail_moved_from(owner_);
+    return *p_;
+  }
+
+ private:
+  T* p_;
+  const char* owner_;
+};
+
+/// The largest step count a restored state may carry: 2^53 (every count up to it is exact in a
+/// double, as Adam's bias correction computes with t). At a billion steps a second that is 104
+/// days of stepping, and far from INT64_MAX, so the next ++steps cannot overflow.
+constexpr std::int64_t kMaxStepCount = std::int64_t(1) << 53;
+
+inline void require_step_count(const char* where, const std::string& name, std::int64_t steps) {
+  if (steps < 0 || steps > kMaxStepCount)
+    fail(where, name + " must be in [0, 2^53 = " + std::to_string(kMaxStepCount) + "], received " +
+                    std::to_string(steps));
 }
 
 inline void require_positive_size(const char* where, const char* name, Index value) {

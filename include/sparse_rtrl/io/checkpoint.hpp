@@ -275,7 +275,7 @@ void save_stream(io::NpzWriter& w, const std::string& p, const Rtrl<S, Sur>& r) 
 /// Reads one stream saved by save_stream() into a state staged for the file's masks.
 template <typename S, typename Sur>
 void load_stream(io::NpzReader& r, const std::string& p, typename Rtrl<S, Sur>::StagedState& st) {
-  st.steps = Index(read_count(r, p + "/steps", 0, std::numeric_limits<std::int64_t>::max()));
+  st.steps = Index(read_count(r, p + "/steps", 0, sparse_rtrl::detail::kMaxStepCount));
   st.steps_valid = r.read_scalar<bool>(p + "/last_step_valid");
   r.read_into(p + "/gradient", st.gradient());
   st.last_work = read_work(r, p + "/work_last");
@@ -296,6 +296,13 @@ void load_stream(io::NpzReader& r, const std::string& p, typename Rtrl<S, Sur>::
     st.layer_last_work[std::size_t(k)] = read_work(r, l + "/work_last");
     st.layer_total_work[std::size_t(k)] = read_work(r, l + "/work_total");
     for (const auto& f : cache_fields<S>(st.step_cache(k))) r.read_into(l + "/cache/" + f.first, *f.second);
+  }
+  // Non-finite values pass the CRC when they were saved (or crafted) so: refused here, while
+  // staging, so that nothing is committed (restore_state() runs the same check again).
+  try {
+    st.validate_values("learner state", p + "/");
+  } catch (const std::invalid_argument& e) {
+    r.fail(e.what());
   }
 }
 
@@ -582,7 +589,7 @@ class SnapItem : public CheckpointItem {
                "') differ from those this Snap's pattern was built for: construct the model with the saved "
                "masks (or load it with load_model()), then the Snap, then load");
     auto st = std::make_shared<typename Snap<S, Sur>::StagedState>(s.stage_state());
-    st->steps = Index(read_count(r, p + "/steps", 0, std::numeric_limits<std::int64_t>::max()));
+    st->steps = Index(read_count(r, p + "/steps", 0, sparse_rtrl::detail::kMaxStepCount));
     st->steps_valid = r.read_scalar<bool>(p + "/last_step_valid");
     r.read_into(p + "/gradient", st->gradient);
     require_finite_entry(r, p + "/gradient", st->gradient);
@@ -598,6 +605,12 @@ class SnapItem : public CheckpointItem {
       st->layer_last_work[q] = read_work(r, l + "/work_last");
       st->layer_total_work[q] = read_work(r, l + "/work_total");
       for (const auto& f : cache_fields<S>(st->cache[q])) r.read_into(l + "/cache/" + f.first, *f.second);
+    }
+    // The same checks restore_state() runs, here while staging: nothing is committed on a throw.
+    try {
+      s.validate_state(*st, "learner state", p + "/");
+    } catch (const std::invalid_argument& e) {
+      r.fail(e.what());
     }
     Snap<S, Sur>* snap = snap_;
     return staged([snap, st]() { snap->restore_state(std::move(*st)); });
@@ -645,7 +658,7 @@ template <typename S, typename Optimizer>
 void load_optimizer_state(io::NpzReader& r, const std::string& p, Optimizer& staged, const char* first_name,
                           const char* second_name) {
   using Matrix = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
-  const std::int64_t steps = read_count(r, p + "/steps", 0, std::numeric_limits<std::int64_t>::max());
+  const std::int64_t steps = read_count(r, p + "/steps", 0, sparse_rtrl::detail::kMaxStepCount);
   const std::int64_t code = read_count(r, p + "/parameter_set", 0, 2);
   std::vector<Matrix> first, second;
   for (const auto& t : optimizer_tensors(code)) {

@@ -72,7 +72,7 @@ class Bptt {
   /// address, model.hpp). Pruned weights of the model's masks are zero in every forward() and
   /// their gradient entries are reported as zero (a pruned weight has no gradient).
   explicit Bptt(Model& model, BpttOptions options = {})
-      : model_(&model), options_(options), layers_(std::size_t(model.layers())) {}
+      : model_(&model, "sparse_rtrl::Bptt"), options_(options), layers_(std::size_t(model.layers())) {}
   /// A temporary model would be destroyed while referenced: refused at compile time.
   Bptt(Model&& model, BpttOptions options = {}) = delete;
 
@@ -134,7 +134,7 @@ class Bptt {
   }
 
   /// Outputs y_t of the top layer in the last forward(), T x n_top.
-  const Matrix& outputs() const { return layers_.back().Y; }
+  const Matrix& outputs() const { return detail::live_back(layers_, "sparse_rtrl::Bptt").Y; }
   /// Outputs y^k_t of layer k in the last forward(), T x n_k (std::out_of_range for a layer
   /// outside [0, L)).
   const Matrix& outputs(Index layer) const { return layers_[checked_layer("outputs()", layer)].Y; }
@@ -249,6 +249,7 @@ class Bptt {
   }
 
   std::size_t checked_layer(const char* what, Index layer) const {
+    if (layers_.empty()) detail::fail_moved_from("sparse_rtrl::Bptt");
     if (layer < 0 || layer >= Index(layers_.size()))
       throw std::out_of_range(std::string("sparse_rtrl::Bptt::") + what + ": layer must be in [0, " +
                               std::to_string(layers_.size()) + "), received " + std::to_string(layer));
@@ -289,6 +290,13 @@ class Bptt {
             sparse ? std::uint64_t((cache.y_prev.array() != Scalar(0)).count()) : std::uint64_t(n);
         work_.forward_fma += n3 * (std::uint64_t(d) + events);
         work_.dense_forward_fma += n3 * std::uint64_t(d + n);
+        if (!cache.c.allFinite()) {
+          // A non-finite parameter (written through the model) is named; length() stays 0.
+          for (Index m = 0; m < layers(); ++m) model_->parameters(m).validate("sparse_rtrl::Bptt::forward()");
+          detail::fail("sparse_rtrl::Bptt::forward()",
+                       "the state c_t became non-finite at step " + std::to_string(t) +
+                           " (inputs and parameters are finite: the parameters are too large?)");
+        }
         c = cache.c;
         layer.Y.row(t) = cache.y.transpose();
       }
@@ -463,7 +471,7 @@ class Bptt {
     }
   }
 
-  Model* model_;
+  detail::ModelPointer<Model> model_;  ///< null in a moved-from Bptt: every use throws
   BpttOptions options_;
   BpttWork work_;
   std::vector<LayerState> layers_;

@@ -18,6 +18,7 @@
 #include <Eigen/Core>
 
 #include <algorithm>
+#include <string>
 #include <vector>
 
 namespace sparse_rtrl {
@@ -106,6 +107,23 @@ class InfluenceLayout {
     return group_begin(rr % n_, int(rr / n_)) + w_count(rr) + r_count(rr);
   }
   Index column_of_bR(Index rr) const { return column_of_bW(rr) + 1; }
+
+  /// The parameter that owns column @p column, as text ("R[17, 4]", "bW[5]", "theta[3]"), for
+  /// error messages (a linear search: not for hot paths). "?" outside [0, columns()).
+  std::string parameter_name(Index column) const {
+    if (column < 0 || column >= columns_) return "?";
+    if (column >= theta_begin_) return "theta[" + std::to_string(column - theta_begin_) + "]";
+    for (Index rr = 0; rr < 3 * n_; ++rr) {
+      Index c = column - group_begin(rr % n_, int(rr / n_));
+      if (c < 0 || c >= w_count(rr) + r_count(rr) + 2) continue;
+      const std::string row = std::to_string(rr);
+      if (c < w_count(rr)) return "W[" + row + ", " + std::to_string(w_inputs(rr)[c]) + "]";
+      c -= w_count(rr);
+      if (c < r_count(rr)) return "R[" + row + ", " + std::to_string(r_inputs(rr)[c]) + "]";
+      return (c == r_count(rr) ? "bW[" : "bR[") + row + "]";
+    }
+    return "?";
+  }
 
   /// Writes per-column values (size P_kept) into parameter layout; pruned entries (and theta in
   /// GRU mode) become zero. `out` is reshaped to (n, d) when any of its five tensors has another

@@ -21,6 +21,7 @@
 #include <sparse_rtrl/detail/check.hpp>
 #include <sparse_rtrl/detail/immediate_jacobian.hpp>
 #include <sparse_rtrl/detail/influence_storage.hpp>
+#include <sparse_rtrl/detail/learner_state.hpp>
 #include <sparse_rtrl/detail/propagate.hpp>
 #include <sparse_rtrl/parallel/thread_pool.hpp>
 #include <sparse_rtrl/model/egru_cell.hpp>
@@ -32,6 +33,7 @@
 #include <Eigen/Core>
 
 #include <algorithm>
+#include <cmath>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -99,6 +101,7 @@ class Rtrl {
       max_units = std::max(max_units, l.n);
       l.cache.resize(l.n, l.d);
       l.cache.set_zero();  // defined values before the first step (a checkpoint saves them)
+      l.next.resize(l.n, l.d);
       l.state.setZero(l.n);
       l.initial_state.setZero(l.n);
       l.dL_dc.setZero(l.n);
@@ -107,6 +110,17 @@ class Rtrl {
     }
     std::vector<InfluenceLayout> layouts;
     for (Index k = 0; k < L; ++k) layouts.emplace_back(model.mask(k), layers_[std::size_t(k)].events);
+    // Refused before M is allocated and zeroed when it cannot fit (as RtrlStreams and Snap).
+    double bytes = 0;
+    Index width = 0;
+    for (Index k = 0; k < L; ++k) {
+      width += layouts[std::size_t(k)].columns();
+      bytes += detail::InfluenceStorage<Scalar>::bytes_for(layers_[std::size_t(k)].n, width);
+    }
+    detail::require_memory("sparse_rtrl::Rtrl::Rtrl()", "the influence matrices", bytes,
+                           std::to_string(L) + " layer(s), top n = " + std::to_string(units()) + ", P_kept = " +
+                               std::to_string(width),
+                           "use fewer units or a sparser mask");
     install(std::move(layouts), nullptr);
     scratch_stride_ = detail::propagation_scratch_size<Scalar>(max_units);
     scratch_.resize(std::size_t(pool_.threads()) * std::size_t(scratch_stride_));
@@ -120,10 +134,10 @@ class Rtrl {
   /// Layers of the model (1 for a single cell).
   Index layers() const { return Index(layers_.size()); }
   /// Units of the output layer (the top of a stack).
-  Index units() const { return layers_.back().n; }
+  Index units() const { return detail::live_back(layers_, "sparse_rtrl::Rtrl").n; }
   /// Units of layer k.
   Index units(Index layer) const { return at(layer).n; }
-  Index inputs() const { return layers_.front().d; }
+  Index inputs() const { return detail::live_front(layers_, "sparse_rtrl::Rtrl").d; }
   /// The model this learner reads (and an optimizer updates).
   Model& model() { return *model_; }
   const Model& model() const { return *model_; }
@@ -140,7 +154,7 @@ class Rtrl {
   /// First column of layer k's parameters in gradient_columns() and in the influence blocks.
   Index column_offset(Index layer) const { return at(layer).offset; }
   /// Columns over all layers (the size of gradient_columns()).
-  Index columns() const { return layers_.back().width; }
+  Index columns() const { return detail::live_back(layers_, "sparse_rtrl::Rtrl").width; }
   const RtrlOptions& options() const { return options_; }
 
   /// @brief Changes which weights of layer k exist, at any step (e.g. pruning during training):
@@ -165,6 +179,7 @@ class Rtrl {
   /// learner last looked (step() does this itself). Allocates only when they changed; on a
   /// throw (a reshaped model: std::invalid_argument; no memory) the learner is unchanged.
   void follow_mask() {
+    if (layers_.empty()) detail::fail_moved_from("sparse_rtrl::Rtrl::follow_mask()");
     if (mask_version_ == model_->mask_version()) return;
     require_parameter_shapes("sparse_rtrl::Rtrl::follow_mask()");
     std::vector<InfluenceLayout> next;
@@ -176,6 +191,7 @@ class Rtrl {
   /// Starts a new sequence from c_0 = 0 in every layer: clears M and the step's cache. Keeps the
   /// gradient.
   void reset() {
+    if (layers_.empty()) detail::fail_moved_from("sparse_rtrl::Rtrl::reset()");
     for (auto& l : layers_) l.initial_state.setZero();
     restart();
   }
@@ -202,6 +218,7 @@ class Rtrl {
     model_->enforce_mask();
     detail::SubnormalGuard flush(options_.flush_subnormals);
     if (!forward(x)) fail_non_finite_state(where);
+    commit_forward();
     propagate_single();
   }
 
@@ -231,6 +248,7 @@ class Rtrl {
     set_output_gradient(l, dL_dy);
     detail::SubnormalGuard flush(options_.flush_subnormals);
     read_out(std::size_t(layer));
+    require_finite_gradient(where, std::size_t(layer));
   }
   /// A loss on layer k's output and events.
   template <typename G, typename GO>
@@ -243,6 +261,7 @@ class Rtrl {
     set_output_gradient(l, dL_dy, dL_do);
     detail::SubnormalGuard flush(options_.flush_subnormals);
     read_out(std::size_t(layer));
+    require_finite_gradient(where, std::size_t(layer));
   }
 
   /// The accumulated gradient of a one-layer model, in parameter layout (pruned entries are
@@ -274,22 +293,25 @@ class Rtrl {
   }
   /// The accumulated gradient per influence column (size columns(), all layers).
   const Vector& gradient_columns() const { return grad_; }
-  void zero_gradient() { grad_.setZero(); }
+  void zero_gradient() {
+    if (layers_.empty()) detail::fail_moved_from("sparse_rtrl::Rtrl::zero_gradient()");
+    grad_.setZero();
+  }
 
   /// c_t of the output layer (of layer k), the carried (pre-reset) state.
-  const Vector& state() const { return layers_.back().state; }
+  const Vector& state() const { return detail::live_back(layers_, "sparse_rtrl::Rtrl").state; }
   const Vector& state(Index layer) const { return at(layer).state; }
   /// y_t = o_t c_t of the last step (GRU mode: c_t), of the output layer (of layer k).
-  const Vector& output() const { return layers_.back().cache.y; }
+  const Vector& output() const { return detail::live_back(layers_, "sparse_rtrl::Rtrl").cache.y; }
   const Vector& output(Index layer) const { return at(layer).cache.y; }
   /// o_t of the last step.
-  const Vector& events() const { return layers_.back().cache.o; }
+  const Vector& events() const { return detail::live_back(layers_, "sparse_rtrl::Rtrl").cache.o; }
   const Vector& events(Index layer) const { return at(layer).cache.o; }
   /// s_t = dy_t/dc_t of the last step.
-  const Vector& output_derivative() const { return layers_.back().cache.s; }
+  const Vector& output_derivative() const { return detail::live_back(layers_, "sparse_rtrl::Rtrl").cache.s; }
   const Vector& output_derivative(Index layer) const { return at(layer).cache.s; }
   /// Everything the last step computed (gates, local derivatives).
-  const EgruStepCache<Scalar>& last_step_cache() const { return layers_.back().cache; }
+  const EgruStepCache<Scalar>& last_step_cache() const { return detail::live_back(layers_, "sparse_rtrl::Rtrl").cache; }
   const EgruStepCache<Scalar>& last_step_cache(Index layer) const { return at(layer).cache; }
   Index steps() const { return steps_; }
 
@@ -335,8 +357,9 @@ class Rtrl {
     for (auto& w : total_layer_) w = WorkCounters{};
   }
 
-  /// False after a step() that failed (non-finite state) until the next successful one: then
-  /// accumulate_gradient() throws std::logic_error.
+  /// False only for a state restored so (a checkpoint of an older version saved after a failed
+  /// step): then accumulate_gradient() throws std::logic_error until the next successful step.
+  /// A refused step() changes nothing, this flag included.
   bool last_step_valid() const { return steps_valid_; }
   /// True when the columns are laid out for the model's current masks; false after a change of
   /// the model's masks that this learner follows only at its next step (or follow_mask()).
@@ -386,6 +409,7 @@ class Rtrl {
       l.events = from.events;
       l.cache.resize(l.n, l.d);
       l.cache.set_zero();
+      l.next.resize(l.n, l.d);
       for (Vector* v : {&l.state, &l.initial_state, &l.dL_dc, &l.theta_direct, &l.c_psi}) v->setZero(l.n);
       layouts.emplace_back(masks[k], l.events);
       keep_W.push_back(&masks[k].W());
@@ -419,6 +443,9 @@ class Rtrl {
     Index offset = 0;  ///< first global column of this layer's parameters
     Index width = 0;   ///< columns of M^k: offset + layout.columns()
     EgruStepCache<Scalar> cache;
+    /// The step being computed: forward() writes here and commit_forward() swaps it with cache,
+    /// so a refused step leaves cache (output(), events(), the read-out) as it was.
+    EgruStepCache<Scalar> next;
     Vector state, initial_state, dL_dc, theta_direct, c_psi;
     detail::InfluenceStorage<Scalar> M;
     detail::Coupling<Scalar> coupling;  ///< A_t diag(s_{t-1}) on the active rows
@@ -474,6 +501,32 @@ class Rtrl {
     Vector& gradient() { return grad_; }
     /// The masks the state is laid out for.
     const std::vector<ParameterMask>& masks() const { return masks_; }
+    /// @brief Refuses values no learner can hold (std::invalid_argument naming the entry, as a
+    /// checkpoint names it after @p prefix: "gradient", "l0/state", "l0/influence",
+    /// "l0/cache/y", "steps"): a non-finite value, or steps outside [0, 2^53]. restore_state()
+    /// calls it; a loader calls it early to fail before anything is committed. O(n P).
+    void validate_values(const char* where, const std::string& prefix = "") const {
+      detail::require_step_count(where, prefix + "steps", std::int64_t(steps));
+      if (!grad_.allFinite()) detail::require_finite(where, (prefix + "gradient").c_str(), grad_);
+      for (std::size_t k = 0; k < layers_.size(); ++k) {
+        const Layer& l = layers_[k];
+        const std::string p = prefix + "l" + std::to_string(k) + "/";
+        if (!l.state.allFinite()) detail::require_finite(where, (p + "state").c_str(), l.state);
+        detail::require_finite_cache(where, p, l.cache);
+        const std::size_t set = k < written_.size() ? written_[k] : 0;
+        std::size_t at = 0;
+        for (Index i = 0; i < l.n; ++i)
+          l.M.for_each_row_segment(i, [&](const Scalar* v, Index count) {
+            for (Index e = 0; e < count; ++e, ++at)
+              if (at < set && !std::isfinite(static_cast<double>(v[e]))) {
+                std::ostringstream s;
+                s << p << "influence must be finite, received " << v[e] << " at (" << i << ", "
+                  << at - std::size_t(i) * std::size_t(l.width) << ")";
+                detail::fail(where, s.str());
+              }
+          });
+      }
+    }
 
     Index steps = 0;            ///< steps() since the last reset
     bool steps_valid = true;    ///< last_step_valid()
@@ -519,7 +572,7 @@ class Rtrl {
     }
     if (staged.layer_last_work.size() != layers_.size() || staged.layer_total_work.size() != layers_.size())
       detail::fail(where, "layer_last_work and layer_total_work must have one entry per layer");
-    if (staged.steps < 0) detail::fail(where, "steps must be >= 0, received " + std::to_string(staged.steps));
+    staged.validate_values(where);
   }
 
   /// Swaps a checked state in; cannot fail.
@@ -539,12 +592,14 @@ class Rtrl {
   Layer& at(Index layer) { return layers_[std::size_t(check_layer(layer))]; }
   const Layer& at(Index layer) const { return layers_[std::size_t(check_layer(layer))]; }
   Index check_layer(Index layer) const {
+    if (layers_.empty()) detail::fail_moved_from("sparse_rtrl::Rtrl");
     if (layer < 0 || layer >= layers())
       throw std::out_of_range("sparse_rtrl::Rtrl: layer must be in [0, " + std::to_string(layers()) +
                               "), received " + std::to_string(layer));
     return layer;
   }
   void require_single_layer(const char* where) const {
+    if (layers_.empty()) detail::fail_moved_from(where);
     if (layers() != 1)
       throw std::logic_error(std::string(where) + ": the model is a stack of " + std::to_string(layers()) +
                              " layers: pass the layer (e.g. gradient(k), influence(k))");
@@ -560,33 +615,26 @@ class Rtrl {
     follow_mask();
   }
 
-  /// Every layer's c_t and local derivatives into its cache (x already checked), layer k reading
-  /// y^{k-1}_t. Reads the model only. False, with nothing but the caches changed, when a c_t is
-  /// not finite.
+  /// Every layer's c_t and local derivatives into its next cache (x already checked), layer k
+  /// reading y^{k-1}_t there. Reads the model only and writes nothing else: false when a c_t is
+  /// not finite, and then the learner is as before the call (the refused step is invisible).
   template <typename X>
   bool forward(const Eigen::MatrixBase<X>& x) {
-    steps_valid_ = false;
-    for (std::size_t k = 0; k < layers_.size(); ++k) {
-      Layer& l = layers_[k];
-      const Cell& cell = model_->cell(Index(k));
-      if (k == 0)
-        cell.forward(l.state, x, l.cache, /*event_sparse=*/options_.skip_silent_rows);
-      else
-        cell.forward(l.state, layers_[k - 1].cache.y, l.cache, /*event_sparse=*/options_.skip_silent_rows);
-      if (!l.cache.c.allFinite()) return false;
-    }
+    return detail::forward_into_next(layers_, *model_, x, /*event_sparse=*/options_.skip_silent_rows);
+  }
+
+  /// Makes a successful forward() the last step's cache: swaps of Eigen's buffers, no
+  /// allocation, no throw.
+  void commit_forward() noexcept {
+    detail::commit_next(layers_);
     steps_valid_ = true;
-    return true;
   }
 
   /// A non-finite parameter (written through the model) shows in c_t: the step is refused before
-  /// M or the state change. O(n) per step; the full O(P) parameter scan runs only to name the
+  /// anything of the learner changes. O(n) per step; the full O(P) parameter scan runs only to name the
   /// culprit.
-  [[noreturn]] void fail_non_finite_state(const char* where) const {
-    for (Index k = 0; k < layers(); ++k) model_->parameters(k).validate(where);
-    detail::fail(where, "the state c_t became non-finite (inputs and parameters are finite: the "
-                        "parameters are too large?)");
-  }
+  [[noreturn]] void fail_non_finite_state(const char* where) const { detail::fail_non_finite_state(where, *model_); }
+
 
   /// M_{t-1} -> M_t and c_{t-1} -> c_t of every layer, bottom up, after a successful forward(),
   /// the products' columns split over @p pool's threads (scratch: pool.threads() *
@@ -776,6 +824,7 @@ class Rtrl {
   /// The model's parameters may be replaced through cell(): a changed shape or mode would make
   /// every buffer here the wrong size. O(L) per step.
   void require_parameter_shapes(const char* where) const {
+    if (layers_.empty()) detail::fail_moved_from(where);
     if (model_->layers() != layers())
       detail::fail(where, "the model has " + std::to_string(model_->layers()) + " layers, this learner was built for " +
                               std::to_string(layers()) + " (construct a new learner)");
@@ -829,6 +878,63 @@ class Rtrl {
   void require_output_gradient(const char* where, const char* name, const Eigen::MatrixBase<G>& g, Index n) const {
     detail::require_vector(where, name, g, n);
     detail::require_finite(where, name, g);
+  }
+
+  /// After a read-out of layer k: the gradient columns it touched are finite. O(width_k), against
+  /// the read-out's O(rows x width_k). An influence matrix that overflowed (model.md, "Thresholds
+  /// and the bound on c") shows here first; the cold path names the entry.
+  void require_finite_gradient(const char* where, std::size_t k) const {
+    const Layer& l = layers_[k];
+    if (grad_.head(l.width).allFinite()) return;
+    fail_non_finite_influence(where);
+  }
+
+  /// Names the first non-finite influence entry (layer, row, the parameter owning the column)
+  /// and the likely cause; std::overflow_error. The gradient accumulated so far is not finite:
+  /// zero_gradient() and reset() before going on.
+  [[noreturn]] void fail_non_finite_influence(const char* where) const {
+    std::ostringstream s;
+    s << where << ": ";
+    bool found = false;
+    for (std::size_t k = 0; k < layers_.size() && !found; ++k) {
+      const Layer& l = layers_[k];
+      for (Index i = 0; i < l.n && !found; ++i) {
+        Index c = 0;
+        l.M.for_each_row_segment(i, [&](const Scalar* v, Index count) {
+          for (Index e = 0; e < count && !found; ++e, ++c)
+            if (!std::isfinite(static_cast<double>(v[e]))) {
+              found = true;
+              // Column c belongs to the layer m whose column range holds it.
+              std::size_t m = 0;
+              while (m + 1 <= k && layers_[m + 1].offset <= c) ++m;
+              s << "the influence matrix of layer " << k << " is not finite: M(" << i << ", " << c << ") = " << v[e]
+                << ", the influence of layer " << m << "'s parameter "
+                << layers_[m].layout.parameter_name(c - layers_[m].offset) << " on unit " << i;
+            }
+        });
+      }
+    }
+    if (!found) s << "the accumulated gradient is not finite (the influence matrix is finite: the loss gradients were too large)";
+    // The likely cause: a negative threshold lets |c| grow without bound when the update gate
+    // saturates, and M with it.
+    double lowest = 0;
+    Index at_layer = -1, at_unit = -1;
+    for (Index k = 0; k < layers(); ++k) {
+      const auto& theta = model_->parameters(k).theta;
+      for (Index j = 0; j < theta.size(); ++j)
+        if (double(theta(j)) < lowest) {
+          lowest = double(theta(j));
+          at_layer = k;
+          at_unit = j;
+        }
+    }
+    if (at_layer >= 0)
+      s << "; likely cause: negative thresholds (theta[" << at_unit << "] of layer " << at_layer << " = " << lowest
+        << "), under which |c| grows without bound; keep theta >= 0 with clamp_thresholds() after each optimizer step";
+    else
+      s << "; likely cause: states or parameters too large (thresholds are all >= 0)";
+    s << ". The gradient is not finite: call zero_gradient() and reset()";
+    throw std::overflow_error(s.str());
   }
 
   /// gradient[0 : width_k) += (dL/dc^k_t)^T M^k_t over rows with dL/dc != 0, plus theta^k's

@@ -44,6 +44,7 @@
 #include <sparse_rtrl/config.hpp>
 #include <sparse_rtrl/detail/check.hpp>
 #include <sparse_rtrl/detail/immediate_jacobian.hpp>
+#include <sparse_rtrl/detail/learner_state.hpp>
 #include <sparse_rtrl/model/egru_cell.hpp>
 #include <sparse_rtrl/learners/influence_layout.hpp>
 #include <sparse_rtrl/model/model.hpp>
@@ -55,6 +56,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -120,6 +122,8 @@ class Snap {
       columns += l.layout.columns();
       rows += l.n;
       l.cache.resize(l.n, l.d);
+      l.cache.set_zero();  // defined values before the first step (a checkpoint saves them)
+      l.next.resize(l.n, l.d);
       l.state.setZero(l.n);
       l.dL_dc.setZero(l.n);
       l.theta_direct.setZero(l.n);
@@ -144,10 +148,10 @@ class Snap {
   /// Layers of the model (1 for a single cell).
   Index layers() const { return Index(layers_.size()); }
   /// Units of the output layer (the top of a stack).
-  Index units() const { return layers_.back().n; }
+  Index units() const { return detail::live_back(layers_, "sparse_rtrl::Snap").n; }
   /// Units of layer k.
   Index units(Index layer) const { return at(layer).n; }
-  Index inputs() const { return layers_.front().d; }
+  Index inputs() const { return detail::live_front(layers_, "sparse_rtrl::Snap").d; }
   int order() const { return options_.order; }
   const SnapOptions& options() const { return options_; }
   Model& model() { return *model_; }
@@ -196,6 +200,7 @@ class Snap {
   /// Starts a new sequence from c_0 = 0 in every layer: clears the kept influence entries. Keeps
   /// the gradient.
   void reset() {
+    if (layers_.empty()) detail::fail_moved_from("sparse_rtrl::Snap::reset()");
     for (auto& l : layers_) l.state.setZero();
     for (auto& b : blocks_) b.M.setZero();
     steps_ = 0;
@@ -204,8 +209,8 @@ class Snap {
 
   /// @brief Advances every layer's state and kept influence entries for input x_t (size d,
   /// finite). A changed shape or mode of the model, or a non-finite state, throws
-  /// std::invalid_argument before anything of the learner but its step caches changes; a mask
-  /// changed since construction throws std::logic_error.
+  /// std::invalid_argument before anything of the learner changes; a mask changed since
+  /// construction throws std::logic_error.
   template <typename X>
   void step(const Eigen::MatrixBase<X>& x) {
     const char* where = "sparse_rtrl::Snap::step()";
@@ -216,19 +221,10 @@ class Snap {
                              "SnAp's pattern follows the mask: construct a new Snap");
     require_parameter_shapes(where);
     model_->enforce_mask();
-    steps_valid_ = false;
-    for (std::size_t k = 0; k < layers_.size(); ++k) {
-      Layer& l = layers_[k];
-      if (k == 0)
-        model_->cell(Index(k)).forward(l.state, x, l.cache);
-      else
-        model_->cell(Index(k)).forward(l.state, layers_[k - 1].cache.y, l.cache);
-      if (!l.cache.c.allFinite()) {
-        for (Index m = 0; m < layers(); ++m) model_->parameters(m).validate(where);
-        detail::fail(where, "the state c_t became non-finite (inputs and parameters are finite: the "
-                            "parameters are too large?)");
-      }
-    }
+    // Into the next caches first: a refused step leaves the learner exactly as it was.
+    if (!detail::forward_into_next(layers_, *model_, x, /*event_sparse=*/false))
+      detail::fail_non_finite_state(where, *model_);
+    detail::commit_next(layers_);
     steps_valid_ = true;
     for (std::size_t k = 0; k < layers_.size(); ++k) build_jacobians(k);
     std::vector<WorkCounters>& w = last_layer_;
@@ -339,13 +335,13 @@ class Snap {
   void zero_gradient() { grad_.setZero(); }
 
   /// c_t of the output layer (of layer k).
-  const Vector& state() const { return layers_.back().state; }
+  const Vector& state() const { return detail::live_back(layers_, "sparse_rtrl::Snap").state; }
   const Vector& state(Index layer) const { return at(layer).state; }
   /// y_t of the last step, of the output layer (of layer k).
-  const Vector& output() const { return layers_.back().cache.y; }
+  const Vector& output() const { return detail::live_back(layers_, "sparse_rtrl::Snap").cache.y; }
   const Vector& output(Index layer) const { return at(layer).cache.y; }
   /// o_t of the last step.
-  const Vector& events() const { return layers_.back().cache.o; }
+  const Vector& events() const { return detail::live_back(layers_, "sparse_rtrl::Snap").cache.o; }
   const Vector& events(Index layer) const { return at(layer).cache.o; }
   Index steps() const { return steps_; }
 
@@ -409,12 +405,10 @@ class Snap {
     st.layer_total_work = total_layer_;
     return st;
   }
-  /// @brief Installs @p st, all or nothing: every size is checked against this learner's
-  /// pattern first (std::invalid_argument, nothing changed), then swapped / copied in place
-  /// (no allocation). The pattern stays this learner's: the model's masks must be the ones it
-  /// was built for.
-  void restore_state(StagedState&& st) {
-    const char* where = "sparse_rtrl::Snap::restore_state()";
+  /// @brief The checks of restore_state() (std::invalid_argument naming the entry as a
+  /// checkpoint names it after @p prefix): sizes for this learner's pattern, every value finite,
+  /// steps in [0, 2^53]. A loader calls it while staging, before anything is committed.
+  void validate_state(const StagedState& st, const char* where, const std::string& prefix = "") const {
     const auto n_layers = std::size_t(layers());
     if (st.state.size() != n_layers || st.cache.size() != n_layers || st.kept.size() != n_layers ||
         st.layer_last_work.size() != n_layers || st.layer_total_work.size() != n_layers)
@@ -423,7 +417,8 @@ class Snap {
     if (st.gradient.size() != columns_)
       detail::fail(where, "the gradient has " + std::to_string(st.gradient.size()) + " columns, expected " +
                               std::to_string(columns_));
-    if (st.steps < 0) detail::fail(where, "steps must be >= 0, received " + std::to_string(st.steps));
+    detail::require_step_count(where, prefix + "steps", std::int64_t(st.steps));
+    if (!st.gradient.allFinite()) detail::require_finite(where, (prefix + "gradient").c_str(), st.gradient);
     for (Index k = 0; k < layers(); ++k) {
       const Layer& l = layers_[std::size_t(k)];
       const std::size_t q = std::size_t(k);
@@ -437,7 +432,20 @@ class Snap {
       if (!cache_has_shape(st.cache[q], l.n, l.d))
         detail::fail(where, layer + "the step cache has another shape than n = " + std::to_string(l.n) +
                                 ", d = " + std::to_string(l.d));
+      // Values no learner can hold, named as a checkpoint names the entry (after prefix).
+      const std::string p = prefix + "l" + std::to_string(k) + "/";
+      if (!st.state[q].allFinite()) detail::require_finite(where, (p + "state").c_str(), st.state[q]);
+      if (!st.kept[q].allFinite()) detail::require_finite(where, (p + "kept").c_str(), st.kept[q]);
+      detail::require_finite_cache(where, p, st.cache[q]);
     }
+  }
+
+  /// @brief Installs @p st, all or nothing: every size is checked against this learner's
+  /// pattern first (std::invalid_argument, nothing changed), then swapped / copied in place
+  /// (no allocation). The pattern stays this learner's: the model's masks must be the ones it
+  /// was built for.
+  void restore_state(StagedState&& st) {
+    validate_state(st, "sparse_rtrl::Snap::restore_state()");
     for (Index k = 0; k < layers(); ++k) {
       Layer& l = layers_[std::size_t(k)];
       const std::size_t q = std::size_t(k);
@@ -468,6 +476,7 @@ class Snap {
     InfluenceLayout layout;
     Index column_offset = 0, row_offset = 0;
     EgruStepCache<Scalar> cache;
+    EgruStepCache<Scalar> next;  ///< the step being computed (detail::forward_into_next)
     Vector state, dL_dc, theta_direct;
     /// A_t = dc_t/dy_{t-1} and J_t = diag(decay) + A_t diag(s_{t-1}), n x n, written on R's
     /// coupling pattern only (zero elsewhere from construction on). Row-major: written row by row.
@@ -500,6 +509,7 @@ class Snap {
   Layer& at(Index layer) { return layers_[std::size_t(check_layer(layer))]; }
   const Layer& at(Index layer) const { return layers_[std::size_t(check_layer(layer))]; }
   Index check_layer(Index layer) const {
+    if (layers_.empty()) detail::fail_moved_from("sparse_rtrl::Snap");
     if (layer < 0 || layer >= layers())
       throw std::out_of_range("sparse_rtrl::Snap: layer must be in [0, " + std::to_string(layers()) +
                               "), received " + std::to_string(layer));
@@ -513,6 +523,7 @@ class Snap {
     return blocks_[std::size_t(l.row_offset + unit)];
   }
   void require_single_layer(const char* where) const {
+    if (layers_.empty()) detail::fail_moved_from(where);
     if (layers() != 1)
       throw std::logic_error(std::string(where) + ": the model is a stack of " + std::to_string(layers()) +
                              " layers: pass the layer (e.g. gradient(k), kept_rows(k, unit))");
@@ -526,6 +537,7 @@ class Snap {
   /// The model's parameters may be replaced through cell(): refuse other layer counts, modes or
   /// shapes than this learner's buffers have.
   void require_parameter_shapes(const char* where) const {
+    if (layers_.empty()) detail::fail_moved_from(where);
     if (model_->layers() != layers())
       detail::fail(where, "the model has " + std::to_string(model_->layers()) + " layers, this learner was built for " +
                               std::to_string(layers()) + " (construct a new learner)");
@@ -742,11 +754,25 @@ class Snap {
     std::sort(reached.begin(), reached.end());
   }
 
+  /// The patterns of every owner, counted before anything large is allocated: SnAp-n of a
+  /// dense n = 3000 layer keeps n x P entries, as many as exact RTRL (300 GB), and would be
+  /// ended by the OOM killer while zeroing them. The count stops as soon as it passes the
+  /// machine's memory (detail::require_memory, as Rtrl and RtrlStreams do), so the refusal
+  /// costs a few searches, not all of them.
   void build_patterns() {
+    const char* where = "sparse_rtrl::Snap::Snap()";
     build_graph();
     blocks_.resize(std::size_t(rows_));
     std::vector<Index> depth(std::size_t(rows_), -1), queue;
     Index widest = 1, largest = 1;
+    // The n x n Jacobians A, J (and B) per layer, allocated by the constructor, count too.
+    double bytes = 0;
+    for (const Layer& l : layers_) bytes += double(sizeof(Scalar)) * double(l.n) * double(2 * l.n + l.d);
+    const double limit = detail::memory_limit_bytes();
+    const auto sizes = [&] {
+      return std::to_string(rows_) + " units in " + std::to_string(layers()) + " layer(s), " +
+             std::to_string(columns_) + " parameter columns, order " + std::to_string(options_.order);
+    };
     for (Index m = 0; m < layers(); ++m) {
       const Layer& l = layers_[std::size_t(m)];
       for (Index u = 0; u < l.n; ++u) {
@@ -762,14 +788,27 @@ class Snap {
         }
         b.parameters = l.layout.unit_end(u) - l.layout.unit_begin(u);
         b.theta = l.layout.tracks_theta();
+        bytes += double(sizeof(Scalar)) * double(b.rows.size()) * double(b.parameters + (b.theta ? 1 : 0));
+        if (bytes > limit)
+          detail::require_memory(where, "SnAp-" + std::to_string(options_.order) + "'s kept influence entries", bytes,
+                                 sizes(), "use a lower order, fewer units or a sparser mask", /*at_least=*/true);
+      }
+    }
+    try {
+      for (OwnerBlock& b : blocks_) {
         b.M.setZero(Index(b.rows.size()), b.parameters + (b.theta ? 1 : 0));
         widest = std::max(widest, b.M.cols());
         for (std::size_t q = 0; q + 1 < b.begin.size(); ++q) largest = std::max(largest, b.begin[q + 1] - b.begin[q]);
       }
+      Jsub_.setZero(largest, largest);
+      Bsub_.setZero(largest, largest);
+      tmp_.setZero(largest, widest);
+    } catch (const std::bad_alloc&) {
+      // Under the machine's memory but over what the process may take (ulimit -v).
+      throw std::length_error(std::string(where) + ": cannot allocate SnAp's kept influence entries of " +
+                              std::to_string(bytes / 1e9) + " GB (" + sizes() +
+                              "); use a lower order, fewer units or a sparser mask");
     }
-    Jsub_.setZero(largest, largest);
-    Bsub_.setZero(largest, largest);
-    tmp_.setZero(largest, widest);
   }
 
   Model* model_;

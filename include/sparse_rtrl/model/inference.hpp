@@ -42,7 +42,8 @@ struct InferenceOptions {
 /// at the same step, as in the learners; output() is the top layer's, output(k) layer k's.
 ///
 /// Conventions as the learners: step(x) checks x (size d, finite) and allocates nothing; bad
-/// input throws std::invalid_argument naming the function and leaves the object unchanged.
+/// input throws std::invalid_argument naming the function and leaves the object unchanged, and
+/// so does a non-finite parameter of a referenced cell (named in the message).
 /// @tparam Scalar float or double.
 /// @tparam Surrogate the cells' surrogate policy (the surrogate does not change the forward
 ///         pass; it is part of the cell's type).
@@ -73,9 +74,9 @@ class Inference {
   const Cell& cell(Index layer = 0) const { return *at(layer).cell; }
   const InferenceOptions& options() const { return options_; }
   /// Sizes fixed at construction: units() of the top layer, inputs() of layer 0.
-  Index units() const { return layers_.back().n; }
+  Index units() const { return detail::live_back(layers_, "sparse_rtrl::Inference").n; }
   Index units(Index layer) const { return at(layer).n; }
-  Index inputs() const { return layers_.front().d; }
+  Index inputs() const { return detail::live_front(layers_, "sparse_rtrl::Inference").d; }
 
   /// Starts a new sequence from c_0 = 0 in every layer.
   void reset() {
@@ -107,36 +108,46 @@ class Inference {
     require_cells(where);
     detail::require_vector(where, "x", x, inputs());
     detail::require_finite(where, "x", x);
+    // Into the next caches, committed only when every c_t is finite: a non-finite parameter
+    // (written through the model) throws, naming it, with the Inference unchanged.
     for (std::size_t k = 0; k < layers_.size(); ++k) {
       Layer& l = layers_[k];
       if (k == 0)
-        l.cell->forward(l.state, x, l.cache, options_.event_sparse);
+        l.cell->forward(l.state, x, l.next, options_.event_sparse);
       else
-        l.cell->forward(l.state, layers_[k - 1].cache.y, l.cache, options_.event_sparse);
+        l.cell->forward(l.state, layers_[k - 1].next.y, l.next, options_.event_sparse);
+      if (!l.next.c.allFinite()) {
+        for (const Layer& m : layers_) m.cell->parameters().validate(where);
+        detail::fail(where, "the state c_t became non-finite (inputs and parameters are finite: the "
+                            "parameters are too large?)");
+      }
+    }
+    for (Layer& l : layers_) {
+      std::swap(l.cache, l.next);
       l.state = l.cache.c;
     }
     ++steps_;
   }
 
   /// y_t = o_t c_t of the top layer's current state (GRU mode: c_t); after reset(), y_0 of c_0.
-  const Vector& output() const { return layers_.back().cache.y; }
+  const Vector& output() const { return detail::live_back(layers_, "sparse_rtrl::Inference").cache.y; }
   const Vector& output(Index layer) const { return at(layer).cache.y; }
   /// o_t = H(c_t - theta) of the current state (GRU mode: ones).
-  const Vector& events() const { return layers_.back().cache.o; }
+  const Vector& events() const { return detail::live_back(layers_, "sparse_rtrl::Inference").cache.o; }
   const Vector& events(Index layer) const { return at(layer).cache.o; }
   /// s_t = dy_t/dc_t of the current state (zero where a unit is silent and outside the
   /// surrogate's window: the rows sparse RTRL skips).
-  const Vector& output_derivative() const { return layers_.back().cache.s; }
+  const Vector& output_derivative() const { return detail::live_back(layers_, "sparse_rtrl::Inference").cache.s; }
   const Vector& output_derivative(Index layer) const { return at(layer).cache.s; }
   /// c_t, the carried (pre-reset) state.
-  const Vector& state() const { return layers_.back().state; }
+  const Vector& state() const { return detail::live_back(layers_, "sparse_rtrl::Inference").state; }
   const Vector& state(Index layer) const { return at(layer).state; }
   /// Steps since the last reset().
   Index steps() const { return steps_; }
   /// Everything the last step of layer @p layer (default: the top) computed (gates, local
   /// derivatives); zero before the first step, except the event quantities of c_0 (c, o, y,
   /// psi, s).
-  const EgruStepCache<Scalar>& last_step_cache() const { return layers_.back().cache; }
+  const EgruStepCache<Scalar>& last_step_cache() const { return detail::live_back(layers_, "sparse_rtrl::Inference").cache; }
   const EgruStepCache<Scalar>& last_step_cache(Index layer) const { return at(layer).cache; }
 
  private:
@@ -144,6 +155,7 @@ class Inference {
     const Cell* cell;
     Index n, d;
     EgruStepCache<Scalar> cache;
+    EgruStepCache<Scalar> next;  ///< the step being computed, swapped in on success
     Vector state, initial_state;
   };
 
@@ -164,6 +176,7 @@ class Inference {
     for (auto& l : layers_) {
       l.cache.resize(l.n, l.d);
       l.cache.set_zero();
+      l.next.resize(l.n, l.d);
       l.state.setZero(l.n);
       l.initial_state.setZero(l.n);
     }
@@ -171,6 +184,7 @@ class Inference {
   }
 
   const Layer& at(Index layer) const {
+    if (layers_.empty()) detail::fail_moved_from("sparse_rtrl::Inference");
     if (layer < 0 || layer >= layers())
       throw std::out_of_range("sparse_rtrl::Inference: layer must be in [0, " + std::to_string(layers()) + "), got " +
                               std::to_string(layer));
@@ -178,6 +192,7 @@ class Inference {
   }
 
   void require_cells(const char* where) const {
+    if (layers_.empty()) detail::fail_moved_from(where);
     for (std::size_t k = 0; k < layers_.size(); ++k) {
       const Layer& l = layers_[k];
       const auto& p = l.cell->parameters();

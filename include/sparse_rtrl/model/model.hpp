@@ -85,12 +85,18 @@ class Model {
   bool events(Index layer = 0) const { return cells_[checked(layer)].events(); }
   const Surrogate& surrogate(Index layer = 0) const { return cells_[checked(layer)].surrogate(); }
 
-  const Cell& cell(Index layer = 0) const { return cells_[checked(layer)]; }
+  const Cell& cell(Index layer = 0) const& { return cells_[checked(layer)]; }
   /// Mutable cell of layer k (its parameters), e.g. for an optimizer: see the class comment.
-  Cell& cell(Index layer = 0) { return cells_[checked(layer)]; }
-  const Parameters& parameters(Index layer = 0) const { return cell(layer).parameters(); }
+  Cell& cell(Index layer = 0) & { return cells_[checked(layer)]; }
+  /// A temporary model's cell dies with it at the end of the statement: `Inference
+  /// i(make_model().cell());` would keep a dangling reference, so it does not compile. Copy the
+  /// cell (`Cell c = make_model().cell(0);` does not compile either: name the model first).
+  const Cell& cell(Index layer = 0) const&& = delete;
+  const Parameters& parameters(Index layer = 0) const& { return cell(layer).parameters(); }
   /// Mutable parameters of layer k, e.g. for an optimizer: see the class comment.
-  Parameters& parameters(Index layer = 0) { return cell(layer).parameters(); }
+  Parameters& parameters(Index layer = 0) & { return cell(layer).parameters(); }
+  /// The same for a temporary model's parameters: refused at compile time.
+  const Parameters& parameters(Index layer = 0) const&& = delete;
 
   const ParameterMask& mask(Index layer = 0) const { return masks_[checked(layer)]; }
   /// @brief Changes which weights of layer k exist (pruning, reviving): newly pruned weights

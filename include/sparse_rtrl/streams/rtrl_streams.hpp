@@ -22,6 +22,7 @@
 #include <sparse_rtrl/model/model.hpp>
 #include <sparse_rtrl/parallel/thread_pool.hpp>
 #include <sparse_rtrl/learners/rtrl.hpp>
+#include <sparse_rtrl/detail/learner_state.hpp>
 
 #include <Eigen/Core>
 
@@ -32,23 +33,7 @@
 #include <string>
 #include <vector>
 
-#if defined(__unix__) || defined(__APPLE__)
-#include <unistd.h>
-#endif
-
 namespace sparse_rtrl {
-
-namespace detail {
-/// Physical memory of this machine in bytes, or 0 where unknown.
-inline std::size_t physical_memory_bytes() {
-#if defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
-  const long pages = sysconf(_SC_PHYS_PAGES);
-  const long page = sysconf(_SC_PAGESIZE);
-  if (pages > 0 && page > 0) return std::size_t(pages) * std::size_t(page);
-#endif
-  return 0;
-}
-}  // namespace detail
 
 /// @brief B streams over one Model, advanced together (exact RTRL per stream).
 ///
@@ -89,6 +74,7 @@ class RtrlStreams {
       scratch_stride_ = detail::propagation_scratch_size<Scalar>(max_units);
       scratch_.resize(std::size_t(pool_.threads()) * std::size_t(scratch_stride_));
       outputs_.setZero(streams, n_);
+      forward_ok_.assign(std::size_t(streams), 0);
       events_.setZero(streams, n_);
     } catch (const std::bad_alloc&) {
       detail::allocation_failure(where, "the streams' influence matrices", std::size_t(bytes));
@@ -134,17 +120,16 @@ class RtrlStreams {
     for (auto& s : streams_) s.prepare_step(where);
     model_->enforce_mask();
     const Index B = streams();
-    // Phase 1: every stream's forward pass (reads the model only).
+    // Phase 1: every stream's forward pass into its next cache (reads the model only, changes
+    // no stream), then committed in all streams or refused in all.
     pool_.run(teams(), [&](int t) {
       detail::SubnormalGuard guard(options_.flush_subnormals);
       for (Index b = block_begin(t); b < block_begin(t + 1); ++b)
-        streams_[std::size_t(b)].forward(X_batch.row(b));
+        forward_ok_[std::size_t(b)] = streams_[std::size_t(b)].forward(X_batch.row(b));
     });
     for (Index b = 0; b < B; ++b)
-      if (!streams_[std::size_t(b)].steps_valid_) {
-        for (auto& s : streams_) s.steps_valid_ = false;
-        streams_[std::size_t(b)].fail_non_finite_state(where);
-      }
+      if (!forward_ok_[std::size_t(b)]) streams_[std::size_t(b)].fail_non_finite_state(where);
+    for (auto& s : streams_) s.commit_forward();
     // Phase 2: influence matrices and states.
     if (B >= pool_.threads()) {
       pool_.run(teams(), [&](int t) {
@@ -178,6 +163,7 @@ class RtrlStreams {
         s.accumulate_output_unchecked(G_batch.row(b));
       }
     });
+    require_finite_gradients(where);
   }
   /// The same with a loss on the events too: row b of @p G_o (B x n) is dL/do_t of stream b.
   template <typename G, typename GO>
@@ -196,6 +182,7 @@ class RtrlStreams {
         s.accumulate_output_unchecked(G_batch.row(b), G_events.row(b));
       }
     });
+    require_finite_gradients(where);
   }
 
   /// Sum over streams (in stream order) of the accumulated gradients of a one-layer model, in
@@ -339,16 +326,26 @@ class RtrlStreams {
     }
     const Index columns = width;
     const double total = per_stream * double(streams);
-    const std::size_t physical = detail::physical_memory_bytes();
-    if (total > double(std::numeric_limits<std::size_t>::max() / 2) || (physical > 0 && total > double(physical))) {
-      std::string msg = std::string(where) + ": " + std::to_string(streams) + " streams need " +
-                        std::to_string(total / 1e9) + " GB of influence matrices (" +
-                        std::to_string(per_stream / 1e9) + " GB each: " + std::to_string(model.layers()) +
-                        " layer(s), top n = " + std::to_string(n) + ", P_kept = " + std::to_string(columns) + ")";
-      if (physical > 0) msg += ", more than this machine's " + std::to_string(double(physical) / 1e9) + " GB";
-      throw std::length_error(msg + "; use fewer streams, fewer units or a sparser mask");
-    }
+    detail::require_memory(where, std::to_string(streams) + " streams", total,
+                           "of influence matrices, " + std::to_string(per_stream / 1e9) + " GB each: " +
+                               std::to_string(model.layers()) + " layer(s), top n = " + std::to_string(n) +
+                               ", P_kept = " + std::to_string(columns),
+                           "use fewer streams, fewer units or a sparser mask");
     return total;
+  }
+
+  /// After the read-outs (on the calling thread: the pool's tasks must not throw): every stream's
+  /// gradient finite, else the first overflowed influence entry is named (Rtrl).
+  void require_finite_gradients(const char* where) const {
+    for (Index b = 0; b < streams(); ++b) {
+      const Learner& s = streams_[std::size_t(b)];
+      if (s.grad_.allFinite()) continue;
+      try {
+        s.fail_non_finite_influence(where);
+      } catch (const std::overflow_error& e) {
+        throw std::overflow_error(std::string(e.what()) + " (stream " + std::to_string(b) + ")");
+      }
+    }
   }
 
   void require_single_layer(const char* what) const {
@@ -358,8 +355,7 @@ class RtrlStreams {
   }
 
   void require_streams(const char* what) const {
-    if (streams_.empty())
-      throw std::logic_error("sparse_rtrl::RtrlStreams::" + std::string(what) + ": this object was moved from");
+    if (streams_.empty()) detail::fail_moved_from(("sparse_rtrl::RtrlStreams::" + std::string(what)).c_str());
   }
 
   void require_stepped(const char* where, Index b) const {
@@ -409,6 +405,7 @@ class RtrlStreams {
   std::vector<Scalar> scratch_;
   Index scratch_stride_ = 0;
   Matrix outputs_, events_;
+  std::vector<char> forward_ok_;  ///< per stream, phase 1 of step(): its c_t is finite
   Vector sum_;
   Index n_ = 0, d_ = 0;
 };

@@ -52,6 +52,7 @@
 
 #include <Eigen/Core>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstring>
@@ -189,6 +190,7 @@ class OptimizerState {
     } else if (!parameter_set.empty()) {
       fail(where, "parameter_set must be EgruParameters, ReadoutParameters or empty, received '" + parameter_set + "'");
     }
+    require_step_count(where, "steps", std::int64_t(steps));
     if (steps < 0 || (name == nullptr) != (steps == 0))
       fail(where, "steps must be > 0 with a state and 0 without, received " + std::to_string(steps) + " for '" +
                       parameter_set + "'");
@@ -270,14 +272,8 @@ class OptimizerState {
       const Eigen::Map<const Matrix> gk(gv[k].data, gv[k].rows, gv[k].cols);
       if (!gk.allFinite()) require_finite(where, (std::string("grad.") + gv[k].name).c_str(), gk);
     }
-    if (first_.empty()) {
-      for (std::size_t k = 0; k < Traits::count; ++k) {
-        shapes_.emplace_back(pv[k].rows, pv[k].cols);
-        first_.push_back(Vector::Zero(pv[k].size()));
-        if (two_moments_) second_.push_back(Vector::Zero(pv[k].size()));
-      }
-      set_name_ = Traits::name;
-    } else {
+    const bool fresh = first_.empty();
+    if (!fresh) {
       if (std::strcmp(set_name_, Traits::name) != 0)
         fail(where, std::string("this optimizer holds the state of ") + set_name_ + ", received " +
                         Traits::name + ": use one optimizer per parameter set, or call reset() first");
@@ -287,6 +283,36 @@ class OptimizerState {
                           shape_string(shapes_[k].first, shapes_[k].second) + ", received " +
                           shape_string(pv[k].rows, pv[k].cols) +
                           ": use one optimizer per parameter set, or call reset() first");
+    }
+    // Compute, check, then commit: a first pass applies the rule to copies and refuses an update
+    // that would leave a parameter or a moment non-finite (too large a learning rate, a gradient
+    // whose square overflows), with nothing written; the second pass repeats the same
+    // arithmetic in place. O(P) twice, no allocation.
+    for (std::size_t k = 0; k < Traits::count; ++k) {
+      const bool* kept = keep[k];
+      for (Index i = 0; i < pv[k].size(); ++i) {
+        if (kept && !kept[i]) continue;
+        Scalar p = pv[k].data[i];
+        Scalar m = fresh ? Scalar(0) : first_[k][i];
+        Scalar v = (fresh || !two_moments_) ? Scalar(0) : second_[k][i];
+        rule(p, gv[k].data[i], m, v, pv[k].is_weight);
+        if (std::isfinite(p) && std::isfinite(m) && std::isfinite(v)) continue;
+        std::ostringstream s;
+        s << "the update would make " << (std::isfinite(p) ? (std::isfinite(m) ? "the second moment of " : "the first moment of ") : "")
+          << pv[k].name << "(" << i % pv[k].rows << ", " << i / pv[k].rows << ") non-finite ("
+          << (std::isfinite(p) ? (std::isfinite(m) ? v : m) : p) << ", from " << pv[k].data[i]
+          << " with gradient " << gv[k].data[i]
+          << "): the learning rate or the gradient is too large; nothing was changed";
+        fail(where, s.str());
+      }
+    }
+    if (fresh) {
+      for (std::size_t k = 0; k < Traits::count; ++k) {
+        shapes_.emplace_back(pv[k].rows, pv[k].cols);
+        first_.push_back(Vector::Zero(pv[k].size()));
+        if (two_moments_) second_.push_back(Vector::Zero(pv[k].size()));
+      }
+      set_name_ = Traits::name;
     }
     ++steps_;
     for (std::size_t k = 0; k < Traits::count; ++k) {
@@ -309,7 +335,6 @@ class OptimizerState {
       }
     }
   }
-
   template <typename Set>
   static std::array<const bool*, ParameterSetTraits<Set>::count> no_mask() {
     std::array<const bool*, ParameterSetTraits<Set>::count> keep{};
@@ -406,7 +431,12 @@ class Sgd : public detail::OptimizerState<Scalar> {
   template <typename Surrogate>
   void step(Model<Scalar, Surrogate>& model, const EgruParameters<Scalar>& grad, Index layer) {
     detail::require_layer_index(model.layers(), layer, "sparse_rtrl::Sgd::step()");
-    step(model.parameters(layer), grad, model.mask(layer));
+    try {
+      step(model.parameters(layer), grad, model.mask(layer));
+    } catch (const std::invalid_argument& e) {
+      // The set-level message cannot know which layer it was (a cold path: it allocates).
+      throw std::invalid_argument(std::string(e.what()) + " (layer " + std::to_string(layer) + ")");
+    }
   }
   /// @brief Updates a readout from its accumulated gradient (does not zero the gradient).
   void step(LinearReadout<Scalar>& readout) { step(readout.parameters(), readout.gradient()); }
@@ -519,7 +549,12 @@ class AdamType : public detail::OptimizerState<Scalar> {
   template <typename Surrogate>
   void step(Model<Scalar, Surrogate>& model, const EgruParameters<Scalar>& grad, Index layer) {
     detail::require_layer_index(model.layers(), layer, where());
-    step(model.parameters(layer), grad, model.mask(layer));
+    try {
+      step(model.parameters(layer), grad, model.mask(layer));
+    } catch (const std::invalid_argument& e) {
+      // The set-level message cannot know which layer it was (a cold path: it allocates).
+      throw std::invalid_argument(std::string(e.what()) + " (layer " + std::to_string(layer) + ")");
+    }
   }
   /// @brief Updates a readout from its accumulated gradient (does not zero the gradient).
   void step(LinearReadout<Scalar>& readout) { step(readout.parameters(), readout.gradient()); }
@@ -600,7 +635,28 @@ typename detail::ParameterSetTraits<First>::Scalar clip_gradient_norm(
   };
   accumulate(grad);
   (accumulate(more), ...);
-  const double norm = std::sqrt(sum);
+  double norm = std::sqrt(sum);
+  if (!std::isfinite(norm)) {
+    // A double entry above ~1e154 overflows its square: the norm came out inf and the scale 0,
+    // zeroing the whole gradient. Again with every entry divided by the largest magnitude first
+    // (as LAPACK's nrm2 and Eigen's stableNorm): the squares are then <= 1. Only on overflow, so
+    // every finite-norm result keeps its bits.
+    double largest = 0.0;
+    auto find_largest = [&](auto& set) {
+      for (const auto& view : detail::ParameterSetTraits<std::remove_const_t<std::remove_reference_t<decltype(set)>>>::views(set))
+        largest = std::max(largest, Eigen::Map<const Matrix>(view.data, view.rows, view.cols).template cast<double>().cwiseAbs().maxCoeff());
+    };
+    find_largest(grad);
+    (find_largest(more), ...);
+    double scaled = 0.0;
+    auto accumulate_scaled = [&](auto& set) {
+      for (const auto& view : detail::ParameterSetTraits<std::remove_const_t<std::remove_reference_t<decltype(set)>>>::views(set))
+        scaled += (Eigen::Map<const Matrix>(view.data, view.rows, view.cols).template cast<double>() / largest).squaredNorm();
+    };
+    accumulate_scaled(grad);
+    (accumulate_scaled(more), ...);
+    norm = largest * std::sqrt(scaled);  // inf only if the true norm exceeds DBL_MAX
+  }
   if (norm > double(max_norm)) {
     const Scalar scale = Scalar(double(max_norm) / norm);
     auto rescale = [&](auto& set) {

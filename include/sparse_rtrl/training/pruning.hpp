@@ -113,26 +113,37 @@ class MagnitudePruner {
     if (finished())
       throw std::logic_error(std::string(where) + ": all " + std::to_string(schedule_.events) +
                              " pruning events are done (check finished())");
-    params.validate(where);
-    current.require_matches(params, where);
-    const Index k = done_ + 1;
-    ParameterMask next(prune_matrix(params.W, current.W(), density_W(k)),
-                       prune_matrix(params.R, current.R(), density_R(k)));
+    ParameterMask next = compute_next(where, current, params);
     ++done_;
     return next;
   }
 
   /// @brief One event applied to a Model or a learner (Rtrl, RtrlStreams, or any type with
   /// mask(), cell().parameters() and set_mask()): computes next_mask() from its weights and
-  /// mask and sets it.
+  /// mask and sets it. The event counts only once set_mask() accepted the mask: when it throws
+  /// (e.g. std::length_error from a learner out of memory), events_done() is unchanged.
   /// @return the learner's new mask.
   template <typename Learner>
   const ParameterMask& prune(Learner& learner) {
-    learner.set_mask(next_mask(learner.mask(), learner.cell().parameters()));
+    const char* where = "sparse_rtrl::MagnitudePruner::prune()";
+    if (finished())
+      throw std::logic_error(std::string(where) + ": all " + std::to_string(schedule_.events) +
+                             " pruning events are done (check finished())");
+    learner.set_mask(compute_next(where, learner.mask(), learner.cell().parameters()));
+    ++done_;
     return learner.mask();
   }
 
  private:
+  /// The mask of event done_ + 1, without counting it.
+  template <typename Scalar>
+  ParameterMask compute_next(const char* where, const ParameterMask& current, const EgruParameters<Scalar>& params) const {
+    params.validate(where);
+    current.require_matches(params, where);
+    const Index k = done_ + 1;
+    return ParameterMask(prune_matrix(params.W, current.W(), density_W(k)), prune_matrix(params.R, current.R(), density_R(k)));
+  }
+
   static void require_density(const char* where, const char* name, double value, double upper,
                               const char* expected) {
     if (!(value >= 0.0 && value <= upper)) {

@@ -133,7 +133,8 @@ class LinearReadout {
   Parameters& gradient() { return grad_; }
   void zero_gradient() { grad_.set_zero(); }
 
-  /// @brief logits = V y + b. Allocation-free.
+  /// @brief logits = V y + b. Allocation-free. Non-finite logits (a non-finite V or b) throw
+  /// std::invalid_argument naming the parameter.
   /// @param y the recurrent output y_t (size n, row or column vector, finite).
   /// @param logits output, size k (preallocated).
   template <typename Y>
@@ -149,6 +150,12 @@ class LinearReadout {
       // Event outputs are mostly zero: a silent unit's column costs nothing.
       const Scalar yj = y(j);
       if (yj != Scalar(0)) logits.noalias() += yj * params_.V.col(j);
+    }
+    // A non-finite V or b (written through parameters()) shows in the logits: named here rather
+    // than handed on as NaN. O(k); the O(kn) scan of the parameters runs only on failure.
+    if (!logits.allFinite()) {
+      params_.validate(where);
+      detail::fail(where, "the logits are not finite (V and b are finite: y or the weights are too large)");
     }
   }
 
