@@ -22,7 +22,6 @@ int main() {
   std::vector<float> bits(T);
   for (float& b : bits) b = (rng() & 1) ? 1.0f : -1.0f;
   Eigen::VectorXf x(d), p(1), target(1), dL_dp(1), dL_dy(n);
-  EgruParameters<float> g;  // the model's gradient, written in place
   double window = 0;
   for (Index t = 0; t < T; ++t) {
     x(0) = bits[t];
@@ -32,11 +31,8 @@ int main() {
     window += mean_squared_error(p, target, dL_dp);
     readout.backward(rtrl.output(), dL_dp, dL_dy);        // dV, db += ...; dL_dy = V^T dL_dp
     rtrl.accumulate_gradient(dL_dy);                      // gradient += (dL/dc_t)^T M_t
-    rtrl.gradient(g);
-    adam_model.step(model, g);                            // one update per step: fully online
-    adam_readout.step(readout);
-    rtrl.zero_gradient();     // both gradients are sums since the last zero_gradient(): without
-    readout.zero_gradient();  // these, every update would apply all earlier gradients again
+    adam_model.update(model, rtrl);    // one update per step, fully online: applies the gradient
+    adam_readout.update(readout);      // accumulated since the last update, then zeroes it
     if ((t + 1) % (T / 10) == 0) {
       const WorkCounters& w = rtrl.total_work();
       std::cout << "step " << t + 1 << "  mse " << window / double(T / 10) << "  events off "

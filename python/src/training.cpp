@@ -44,7 +44,14 @@ Scalar clip_sets(Scalar max_norm, const std::vector<py::object>& sets, std::size
   }
 }
 
-/// step() overloads and state accessors shared by the three optimizers.
+/// Opt::update(model, learner), refused while a learner of the model steps on another thread.
+template <typename Opt, typename Learner>
+void update(Opt& o, PyModel& model, Learner& learner) {
+  ObjectGuard::require_model_idle(&model, "optimizer update()");
+  o.update(model, learner);
+}
+
+/// step() and update() overloads and state accessors shared by the three optimizers.
 template <typename Opt>
 void bind_optimizer_steps(py::class_<Opt>& c) {
   c.def(
@@ -67,6 +74,16 @@ void bind_optimizer_steps(py::class_<Opt>& c) {
            py::arg("params"), py::arg("grad"))
       .def("step", [](Opt& o, Readout& readout) { o.step(readout); }, py::arg("readout"),
            "Updates a readout from its accumulated gradient (does not zero it).")
+      .def("update", [](Opt& o, PyModel& model, PyRtrl& learner) { update(o, model, learner); }, py::arg("model"),
+           py::arg("learner"),
+           "One online update that consumes the gradient it applies: step(model, learner.gradient()), then "
+           "learner.zero_gradient() (one-layer models; Rtrl, Snap or RtrlStreams of this model).")
+      .def("update", [](Opt& o, PyModel& model, PySnap& learner) { update(o, model, learner); }, py::arg("model"),
+           py::arg("learner"))
+      .def("update", [](Opt& o, PyModel& model, PyStreams& learner) { update(o, model, learner); },
+           py::arg("model"), py::arg("learner"))
+      .def("update", [](Opt& o, Readout& readout) { o.update(readout); }, py::arg("readout"),
+           "step(readout), then readout.zero_gradient().")
       .def_property("learning_rate", &Opt::learning_rate, &Opt::set_learning_rate)
       .def_property_readonly("steps", &Opt::steps)
       .def("reset", &Opt::reset, "Forgets the state (moments, step count).");

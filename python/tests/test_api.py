@@ -326,3 +326,18 @@ def test_portable_generator_and_initialisation():
     model = s.Model.torch_like([5, 4], 2, seed=3, threshold=0.4)
     assert np.array_equal(model.parameters(0).R, p.R)
     assert np.array_equal(model.parameters(1).R, s.init_torch_like(4, 5, seed=4).R)
+
+
+def test_layout_accessors_refuse_after_a_mask_change_until_followed():
+    """Issue 19, item 6: after pruning, rtrl.columns reported the old count until the next step."""
+    mask = s.ParameterMask.random(8, 3, 0.9, 0.9, seed=1)
+    model = s.Model.torch_like(8, 3, seed=2, masks=mask)
+    rtrl = s.Rtrl(model)
+    rtrl.step(np.ones(3))
+    before = rtrl.columns
+    pruned = s.ParameterMask.random(8, 3, 0.4, 0.4, seed=3)
+    model.set_mask(pruned)
+    with pytest.raises(RuntimeError, match="follow_mask"):
+        rtrl.columns
+    rtrl.follow_mask()
+    assert rtrl.columns == rtrl.layout().columns != before

@@ -456,3 +456,35 @@ TEMPLATE_TEST_CASE("A gradient that overflows in accumulate_gradient is reported
                     Contains("Rtrl::accumulate_gradient()") && Contains("accumulated gradient is not finite") &&
                         Contains("theta[2] of layer 0 = -0.25") && Contains("clamp_thresholds"));
 }
+
+TEMPLATE_TEST_CASE("After a mask change the layout accessors refuse until the learner follows, never report the old one",
+                   "[rtrl][mask][errors]", float, double) {
+  // Issue 19, item 6: after pruning, columns() reported the old count until the next step.
+  using S = TestType;
+  using Catch::Matchers::Contains;
+  const Index n = 6, d = 3;
+  Model<S> model(EgruCell<S>(test::firing_parameters<S>(n, d, 71)), ParameterMask::random(n, d, 0.9, 0.9, 72));
+  Rtrl<S> rtrl(model);
+  Snap<S> snap(model, 1);
+  const Mat<S> X = test::random_matrix<S>(2, d, 73);
+  rtrl.step(X.row(0));
+  const Index before = rtrl.columns();
+  CHECK(before == InfluenceLayout(model.mask(), true).columns());
+  const ParameterMask pruned = ParameterMask::random(n, d, 0.4, 0.4, 74);
+  const Index after = InfluenceLayout(pruned, true).columns();
+  REQUIRE(after != before);
+  model.set_mask(pruned);
+  REQUIRE_FALSE(rtrl.mask_followed());
+  CHECK_THROWS_WITH(rtrl.columns(), Contains("sparse_rtrl::Rtrl::columns()") && Contains("follow_mask()"));
+  CHECK_THROWS_AS(rtrl.layout(), std::logic_error);
+  CHECK_THROWS_AS(rtrl.column_offset(0), std::logic_error);
+  CHECK_THROWS_WITH(snap.columns(), Contains("sparse_rtrl::Snap::columns()") && Contains("construct a new Snap"));
+  CHECK(rtrl.influence_columns(0) == before);  // what M holds until the learner follows
+  rtrl.follow_mask();
+  CHECK(rtrl.columns() == after);
+  CHECK(rtrl.layout().columns() == after);
+  CHECK(rtrl.influence_columns(0) == after);
+  model.set_mask(ParameterMask::random(n, d, 0.9, 0.9, 72));
+  rtrl.step(X.row(1));  // a step follows by itself
+  CHECK(rtrl.columns() == before);
+}

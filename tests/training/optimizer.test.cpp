@@ -517,3 +517,68 @@ TEST_CASE("Optimizer restore_state refuses step counts above 2^53", "[optimizer]
   adam.restore_state("EgruParameters", first, second, Index(1) << 53);
   CHECK(adam.steps() == (Index(1) << 53));
 }
+
+TEMPLATE_TEST_CASE("update(model, learner) and update(readout) apply the accumulated gradient and zero it",
+                   "[optimizer][update]", float, double) {
+  // Issue 19, item 3: an online loop that forgot zero_gradient() re-applied every earlier gradient
+  // at each update and silently stopped learning; update() consumes what it applies.
+  using S = TestType;
+  using Catch::Matchers::Contains;
+  const Index n = 5, d = 2, T = 6;
+  const Mat<S> X = test::random_matrix<S>(T, d, 81), G = test::random_matrix<S>(T, n, 82);
+  const ParameterMask mask = ParameterMask::random(n, d, 0.8, 0.6, 83);
+  // Two identical runs: one with step() + zero_gradient() by hand, one with update().
+  Model<S> by_hand(EgruCell<S>(test::firing_parameters<S>(n, d, 84)), mask);
+  Model<S> consumed = by_hand;
+  Rtrl<S> rtrl_a(by_hand), rtrl_b(consumed);
+  Adam<S> adam_a, adam_b;
+  LinearReadout<S> readout_a(2, n), readout_b(2, n);
+  Sgd<S> sgd_a, sgd_b;
+  EgruParameters<S> g;
+  Vec<S> dL_dy(n);
+  for (Index t = 0; t < T; ++t) {
+    rtrl_a.step(X.row(t));
+    rtrl_b.step(X.row(t));
+    const Vec<S> y_a = rtrl_a.output(), y_b = rtrl_b.output();
+    readout_a.backward(y_a, Vec<S>::Constant(2, S(0.5)), dL_dy);
+    rtrl_a.accumulate_gradient(G.row(t).transpose() + dL_dy);
+    readout_b.backward(y_b, Vec<S>::Constant(2, S(0.5)), dL_dy);
+    rtrl_b.accumulate_gradient(G.row(t).transpose() + dL_dy);
+    rtrl_a.gradient(g);
+    adam_a.step(by_hand, g);
+    rtrl_a.zero_gradient();
+    sgd_a.step(readout_a);
+    readout_a.zero_gradient();
+    adam_b.update(consumed, rtrl_b);
+    sgd_b.update(readout_b);
+    CHECK(rtrl_b.gradient_columns().isZero(0));
+    CHECK(readout_b.gradient().V.isZero(0));
+    CHECK(readout_b.gradient().b.isZero(0));
+  }
+  CHECK(test::same_bits(consumed.parameters().R, by_hand.parameters().R));
+  CHECK(test::same_bits(consumed.parameters().W, by_hand.parameters().W));
+  CHECK(test::same_bits(consumed.parameters().theta, by_hand.parameters().theta));
+  CHECK(test::same_bits(readout_b.parameters().V, readout_a.parameters().V));
+  CHECK(mask.respected_by(consumed.parameters()));
+
+  // A learner of another model, and a stack, are refused with nothing changed.
+  rtrl_b.step(X.row(0));
+  rtrl_b.accumulate_gradient(G.row(0));
+  const Vec<S> pending = rtrl_b.gradient_columns();
+  const EgruParameters<S> params_before = consumed.parameters();
+  CHECK_THROWS_WITH(adam_b.update(by_hand, rtrl_b), Contains("sparse_rtrl::Adam::update()") &&
+                                                        Contains("bound to another model"));
+  CHECK(test::same_bits(rtrl_b.gradient_columns(), pending));
+  CHECK(test::same_bits(consumed.parameters().R, params_before.R));
+  Model<S> stack({EgruCell<S>(test::firing_parameters<S>(4, d, 85)), EgruCell<S>(test::firing_parameters<S>(3, 4, 86))});
+  Rtrl<S> rtrl_stack(stack);
+  Sgd<S> sgd_stack;
+  CHECK_THROWS_WITH(sgd_stack.update(stack, rtrl_stack), Contains("sparse_rtrl::Sgd::update()") &&
+                                                             Contains("one optimizer per layer"));
+  // An update that would make a parameter non-finite is refused, and the gradient stays.
+  Sgd<S> huge(SgdOptions<S>{std::numeric_limits<S>::max()});
+  rtrl_b.accumulate_gradient(G.row(1) * S(1e3));
+  const Vec<S> pending2 = rtrl_b.gradient_columns();
+  CHECK_THROWS_AS(huge.update(consumed, rtrl_b), std::invalid_argument);
+  CHECK(test::same_bits(rtrl_b.gradient_columns(), pending2));
+}

@@ -248,7 +248,7 @@ void save_stream(io::NpzWriter& w, const std::string& p, const Rtrl<S, Sur>& r) 
   for (Index k = 0; k < r.layers(); ++k) {
     const std::string l = p + "/l" + std::to_string(k);
     w.add(l + "/state", r.state(k));
-    const Index rows = r.units(k), cols = r.column_offset(k) + r.layout(k).columns();
+    const Index rows = r.units(k), cols = r.influence_columns(k);
     w.add_array(l + "/influence", io::dtype_of<S>::value, dims({rows, cols}), [&](io::ByteSink& sink) {
       // M is stored in column panels: gather each row, then write it in one piece.
       std::vector<S> row(static_cast<std::size_t>(cols));

@@ -150,11 +150,26 @@ class Rtrl {
   /// The model's mask of layer k.
   const ParameterMask& mask(Index layer = 0) const { return model_->mask(layer); }
   /// Which parameter of layer k owns which of its columns (offset by column_offset(k)).
-  const InfluenceLayout& layout(Index layer = 0) const { return at(layer).layout; }
+  /// layout(), column_offset() and columns() describe the model's current masks: after a change
+  /// of them (pruning, Model::set_mask) that this learner has not followed yet, they throw
+  /// std::logic_error (call follow_mask(), or step()) rather than report the old layout.
+  const InfluenceLayout& layout(Index layer = 0) const {
+    require_mask_followed("sparse_rtrl::Rtrl::layout()");
+    return at(layer).layout;
+  }
   /// First column of layer k's parameters in gradient_columns() and in the influence blocks.
-  Index column_offset(Index layer) const { return at(layer).offset; }
+  Index column_offset(Index layer) const {
+    require_mask_followed("sparse_rtrl::Rtrl::column_offset()");
+    return at(layer).offset;
+  }
   /// Columns over all layers (the size of gradient_columns()).
-  Index columns() const { return detail::live_back(layers_, "sparse_rtrl::Rtrl").width; }
+  Index columns() const {
+    require_mask_followed("sparse_rtrl::Rtrl::columns()");
+    return detail::live_back(layers_, "sparse_rtrl::Rtrl").width;
+  }
+  /// Columns of layer k's influence blocks as stored now (influence(k), for_each_influence_segment):
+  /// laid out for layout_mask(k), which differs from the model's mask until the learner follows it.
+  Index influence_columns(Index layer) const { return at(layer).width; }
   const RtrlOptions& options() const { return options_; }
 
   /// @brief Changes which weights of layer k exist, at any step (e.g. pruning during training):
@@ -591,6 +606,12 @@ class Rtrl {
 
   Layer& at(Index layer) { return layers_[std::size_t(check_layer(layer))]; }
   const Layer& at(Index layer) const { return layers_[std::size_t(check_layer(layer))]; }
+  void require_mask_followed(const char* where) const {
+    if (!mask_followed())
+      throw std::logic_error(std::string(where) +
+                             ": the model's masks changed (pruning or Model::set_mask) since this learner laid out "
+                             "its columns; call follow_mask() (step() does) before reading its layout");
+  }
   Index check_layer(Index layer) const {
     if (layers_.empty()) detail::fail_moved_from("sparse_rtrl::Rtrl");
     if (layer < 0 || layer >= layers())

@@ -160,11 +160,23 @@ class Snap {
   Cell& cell(Index layer = 0) { return model_->cell(layer); }
   const ParameterMask& mask(Index layer = 0) const { return model_->mask(layer); }
   /// Which parameter of layer k owns which of its columns (offset by column_offset(k)).
-  const InfluenceLayout& layout(Index layer = 0) const { return at(layer).layout; }
+  /// After a change of the model's masks (pruning, Model::set_mask), layout(), column_offset()
+  /// and columns() throw std::logic_error rather than report the old layout: SnAp's pattern
+  /// follows the masks, so construct a new Snap.
+  const InfluenceLayout& layout(Index layer = 0) const {
+    require_mask_unchanged("sparse_rtrl::Snap::layout()");
+    return at(layer).layout;
+  }
   /// First column of layer k's parameters in gradient_columns().
-  Index column_offset(Index layer) const { return at(layer).column_offset; }
+  Index column_offset(Index layer) const {
+    require_mask_unchanged("sparse_rtrl::Snap::column_offset()");
+    return at(layer).column_offset;
+  }
   /// Columns over all layers (the size of gradient_columns()).
-  Index columns() const { return columns_; }
+  Index columns() const {
+    require_mask_unchanged("sparse_rtrl::Snap::columns()");
+    return columns_;
+  }
   /// Row of unit 0 of layer k in the stack's rows (kept_rows()); unit i is row_offset(k) + i.
   Index row_offset(Index layer) const { return at(layer).row_offset; }
   /// Units over all layers.
@@ -508,6 +520,12 @@ class Snap {
   }
   Layer& at(Index layer) { return layers_[std::size_t(check_layer(layer))]; }
   const Layer& at(Index layer) const { return layers_[std::size_t(check_layer(layer))]; }
+  void require_mask_unchanged(const char* where) const {
+    if (!mask_followed())
+      throw std::logic_error(std::string(where) +
+                             ": the model's mask changed since this Snap was built (pruning or Model::set_mask); "
+                             "SnAp's pattern follows the mask: construct a new Snap");
+  }
   Index check_layer(Index layer) const {
     if (layers_.empty()) detail::fail_moved_from("sparse_rtrl::Snap");
     if (layer < 0 || layer >= layers())

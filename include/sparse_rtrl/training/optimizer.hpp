@@ -37,6 +37,11 @@
 ///       }
 ///     }
 ///
+/// Without clipping, `adam_cell.update(model, rtrl); adam_out.update(readout);` does the last four
+/// lines: update() applies the learner's (or readout's) accumulated gradient and zeroes it, so
+/// an online loop cannot forget the zeroing (which makes every later update re-apply all earlier
+/// gradients: training then fails silently).
+///
 /// Updating at the end of each sequence gives the exact gradient of that sequence's loss (equal
 /// to BPTT's). With k shorter than the sequence, M keeps carrying Jacobians of earlier parameter
 /// values: that is the usual online-RTRL approximation (Williams & Zipser 1989), good for small
@@ -353,6 +358,8 @@ class OptimizerState {
   }
 
   std::vector<Vector> first_, second_;
+  /// update(model, learner) reads the learner's gradient into this (sized at its first use).
+  EgruParameters<Scalar> learner_gradient_;
 
  private:
   bool two_moments_;
@@ -371,6 +378,30 @@ struct SgdOptions {
   bool nesterov = false;                ///< Nesterov momentum (needs momentum > 0)
   Scalar weight_decay = Scalar(0);      ///< L2 coefficient wd >= 0, added to the gradient of W, R, V
 };
+
+namespace detail {
+
+/// update(model, learner): step(model, learner's gradient), then zero the learner's gradient, so
+/// that the next update applies only the losses accumulated after this one. On a throw (bad
+/// gradient, an update that would make a parameter non-finite) nothing changes: the model, the
+/// optimizer's state and the learner's gradient stay as they were.
+template <typename Optimizer, typename Scalar, typename Surrogate, typename Learner>
+void consume_learner_gradient(Optimizer& optimizer, Model<Scalar, Surrogate>& model, Learner& learner,
+                              EgruParameters<Scalar>& scratch, const char* where) {
+  if (&learner.model() != &model)
+    throw std::invalid_argument(std::string(where) + ": the learner is bound to another model than the one to update");
+  if (model.layers() != 1)
+    throw std::logic_error(std::string(where) + ": the model is a stack of " + std::to_string(model.layers()) +
+                           " layers; use one optimizer per layer, step(model, learner.gradient(k), k) for each k, "
+                           "then learner.zero_gradient()");
+  if (!scratch.has_shape(model.units(0), model.cell(0).inputs()))
+    scratch = EgruParameters<Scalar>(model.units(0), model.cell(0).inputs());
+  learner.gradient(scratch);
+  optimizer.step(model, scratch);
+  learner.zero_gradient();
+}
+
+}  // namespace detail
 
 /// @brief Stochastic gradient descent with optional (Nesterov) momentum.
 /// @tparam Scalar float or double (the parameter sets' scalar).
@@ -440,6 +471,21 @@ class Sgd : public detail::OptimizerState<Scalar> {
   }
   /// @brief Updates a readout from its accumulated gradient (does not zero the gradient).
   void step(LinearReadout<Scalar>& readout) { step(readout.parameters(), readout.gradient()); }
+
+  /// @brief One online update that consumes the gradient it applies: step(model, g) with the
+  /// gradient the learner (Rtrl, Snap, RtrlStreams of this one-layer model) accumulated since its
+  /// last zero_gradient(), then learner.zero_gradient(). An online loop written with update()
+  /// cannot forget to zero (forgetting makes every later update apply all earlier gradients
+  /// again). Allocation-free after the first call; on a throw nothing changes.
+  template <typename Surrogate, typename Learner>
+  void update(Model<Scalar, Surrogate>& model, Learner& learner) {
+    detail::consume_learner_gradient(*this, model, learner, this->learner_gradient_, "sparse_rtrl::Sgd::update()");
+  }
+  /// @brief step(readout), then readout.zero_gradient().
+  void update(LinearReadout<Scalar>& readout) {
+    step(readout);
+    readout.zero_gradient();
+  }
 
   /// @brief The momentum buffer of tensor @p tensor, shaped like it; tensors in the set's order
   /// (W, R, bW, bR, theta or V, b). Throws std::out_of_range before the first step().
@@ -558,6 +604,21 @@ class AdamType : public detail::OptimizerState<Scalar> {
   }
   /// @brief Updates a readout from its accumulated gradient (does not zero the gradient).
   void step(LinearReadout<Scalar>& readout) { step(readout.parameters(), readout.gradient()); }
+
+  /// @brief One online update that consumes the gradient it applies: step(model, g) with the
+  /// gradient the learner (Rtrl, Snap, RtrlStreams of this one-layer model) accumulated since its
+  /// last zero_gradient(), then learner.zero_gradient(). An online loop written with update()
+  /// cannot forget to zero (forgetting makes every later update apply all earlier gradients
+  /// again). Allocation-free after the first call; on a throw nothing changes.
+  template <typename Surrogate, typename Learner>
+  void update(Model<Scalar, Surrogate>& model, Learner& learner) {
+    detail::consume_learner_gradient(*this, model, learner, this->learner_gradient_, "sparse_rtrl::Adam::update()");
+  }
+  /// @brief step(readout), then readout.zero_gradient().
+  void update(LinearReadout<Scalar>& readout) {
+    step(readout);
+    readout.zero_gradient();
+  }
 
   /// @brief m of tensor @p tensor, shaped like it; tensors in the set's order (W, R, bW, bR,
   /// theta or V, b). Throws std::out_of_range before the first step().
