@@ -341,3 +341,31 @@ def test_layout_accessors_refuse_after_a_mask_change_until_followed():
         rtrl.columns
     rtrl.follow_mask()
     assert rtrl.columns == rtrl.layout().columns != before
+
+
+def test_optimizer_update_consumes_the_gradient():
+    """update(model, learner) == step(model, learner.gradient()) + zero_gradient(); update(readout) too."""
+    mask = s.ParameterMask.random(6, 2, 0.8, 0.6, seed=4)
+    runs = []
+    for consume in (False, True):
+        model = s.Model.torch_like(6, 2, seed=5, masks=mask)
+        rtrl, readout, adam, sgd = s.Rtrl(model), s.LinearReadout(1, 6), s.Adam(learning_rate=1e-2), s.Sgd()
+        rng = np.random.default_rng(6)
+        for _ in range(5):
+            rtrl.step(rng.normal(size=2))
+            _, dL_dp = s.mean_squared_error(readout.forward(rtrl.output()), np.ones(1))
+            rtrl.accumulate_gradient(readout.backward(rtrl.output(), dL_dp))
+            if consume:
+                adam.update(model, rtrl)
+                sgd.update(readout)
+                assert not rtrl.gradient_columns().any() and not readout.gradient.V.any()
+            else:
+                adam.step(model, rtrl.gradient())
+                sgd.step(readout)
+                rtrl.zero_gradient()
+                readout.zero_gradient()
+        runs.append((model.parameters().R.copy(), readout.parameters.V.copy()))
+    assert np.array_equal(runs[0][0], runs[1][0]) and np.array_equal(runs[0][1], runs[1][1])
+    other = s.Model.torch_like(6, 2, seed=5, masks=mask)
+    with pytest.raises(ValueError, match="bound to another model"):
+        s.Adam().update(other, s.Rtrl(model))
