@@ -15,7 +15,7 @@
 namespace sparse_rtrl {
 namespace detail {
 
-/// A Snap (SnAp-n) learner under name p (see the file comment).
+/// A Snap (SnAp-n) learner under name p (docs/checkpoint_format.md).
 template <typename S, typename Sur>
 class SnapItem : public CheckpointItem {
  public:
