@@ -10,7 +10,7 @@
 #include <sparse_rtrl/model/egru_parameters.hpp>
 #include <sparse_rtrl/model/egru_cell.hpp>
 #include <sparse_rtrl/model/parameter_mask.hpp>
-#include <sparse_rtrl/learners/influence_layout.hpp>
+#include <sparse_rtrl/model/influence_layout.hpp>
 #include <sparse_rtrl/learners/work_counters.hpp>
 #include <sparse_rtrl/model/model.hpp>
 #include <sparse_rtrl/learners/rtrl.hpp>

@@ -609,3 +609,91 @@ TEMPLATE_TEST_CASE("A load writes into the model's existing parameter storage", 
     CHECK(live.surrogate(k).eps() == saved.surrogate(k).eps());  // the surrogate is loaded too
   }
 }
+
+// ---- A type of the user's (here a toy learner) joins checkpoints in one place: its item and a
+// CheckpointTraits specialisation. Nothing in io/checkpoint.hpp names it.
+namespace {
+
+/// A learner-like object: reads a model, keeps a per-unit trace and a step count.
+template <typename S>
+struct CkptToyLearner {
+  explicit CkptToyLearner(Model<S>& m) : model(&m), trace(Vec<S>::Zero(m.units(0))) {}
+  Model<S>* model;
+  Vec<S> trace;
+  std::int64_t steps = 0;
+};
+
+template <typename S>
+class CkptToyItem : public io::CheckpointItem {
+ public:
+  CkptToyItem(std::string name, CkptToyLearner<S>& toy) : io::CheckpointItem(std::move(name)), toy_(&toy) {}
+  const void* model() const override { return toy_->model; }
+  void save(io::NpzWriter& w) const override {
+    w.add(name() + "/trace", toy_->trace);
+    w.add_scalar(name() + "/steps", toy_->steps);
+  }
+  std::unique_ptr<Staged> stage(io::NpzReader& r, const Context& context) const override {
+    if (context.model != toy_->model) r.fail("'" + name() + "' learns a model that is not in this checkpoint");
+    auto trace = std::make_shared<Vec<S>>(toy_->trace.size());
+    r.read_into(name() + "/trace", *trace);
+    const std::int64_t steps = r.read_scalar<std::int64_t>(name() + "/steps");
+    CkptToyLearner<S>* toy = toy_;
+    return io::make_staged([toy, trace, steps]() {
+      toy->trace.swap(*trace);
+      toy->steps = steps;
+    });
+  }
+
+ private:
+  CkptToyLearner<S>* toy_;
+};
+
+struct CkptToyUnsupported {};
+
+}  // namespace
+
+namespace sparse_rtrl::io {
+template <typename S>
+struct CheckpointTraits<CkptToyLearner<S>> {
+  using Item = CkptToyItem<S>;
+};
+}  // namespace sparse_rtrl::io
+
+TEMPLATE_TEST_CASE("A type added through CheckpointTraits alone round-trips", "[io][checkpoint][traits]", float,
+                   double) {
+  using S = TestType;
+  STATIC_REQUIRE(io::is_checkpointable<CkptToyLearner<S>>::value);
+  STATIC_REQUIRE(io::is_checkpointable<Rtrl<S>>::value);
+  STATIC_REQUIRE(io::is_checkpointable<Eigen::Array<S, 2, 3>>::value);
+  STATIC_REQUIRE(!io::is_checkpointable<CkptToyUnsupported>::value);
+  STATIC_REQUIRE(!io::is_checkpointable<std::vector<bool>>::value);
+
+  iotest::TempDir dir;
+  const std::string path = dir.file("toy.npz");
+  Model<S> model = make_model<S>(1, 3, false);
+  CkptToyLearner<S> toy(model);
+  toy.trace = Vec<S>::LinSpaced(toy.trace.size(), S(-1.25), S(3.5));
+  toy.steps = 17;
+  io::Checkpoint().add(model).add("toy", toy).save(path);
+
+  Model<S> fresh_model = make_model<S>(1, 8, true);
+  CkptToyLearner<S> fresh(fresh_model);
+  io::Checkpoint().add(fresh_model).add("toy", fresh).load(path);
+  REQUIRE(same_bits(fresh.trace, toy.trace));
+  REQUIRE(fresh.steps == 17);
+  REQUIRE(same_bits(fresh_model.parameters(0).W, model.parameters(0).W));
+
+  // The facade's checks apply to it as to the library's learners: its model must be added too,
+  // and a file of another shape changes nothing.
+  CkptToyLearner<S> stray(fresh_model);
+  io::Checkpoint c;
+  c.add(model).add("toy", stray);
+  REQUIRE_THROWS_WITH(c.save(dir.file("stray.npz")), Catch::Contains("'toy' learns a model that is not in this checkpoint"));
+  Model<S> other_model = make_model<S>(1, 9, true);
+  CkptToyLearner<S> odd(other_model);
+  odd.trace = Vec<S>::Constant(9, S(2));
+  const Mat<S> W_before = other_model.parameters(0).W;
+  REQUIRE_THROWS_WITH(io::Checkpoint().add(other_model).add("toy", odd).load(path), Catch::Contains("toy/trace"));
+  REQUIRE(same_bits(odd.trace, Vec<S>::Constant(9, S(2))));
+  REQUIRE(same_bits(other_model.parameters(0).W, W_before));
+}

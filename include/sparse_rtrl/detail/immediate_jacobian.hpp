@@ -7,7 +7,7 @@
 #endif
 
 #include <sparse_rtrl/model/egru_cell.hpp>
-#include <sparse_rtrl/learners/influence_layout.hpp>
+#include <sparse_rtrl/model/influence_layout.hpp>
 
 namespace sparse_rtrl {
 namespace detail {

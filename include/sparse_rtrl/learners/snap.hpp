@@ -46,7 +46,7 @@
 #include <sparse_rtrl/detail/immediate_jacobian.hpp>
 #include <sparse_rtrl/detail/learner_state.hpp>
 #include <sparse_rtrl/model/egru_cell.hpp>
-#include <sparse_rtrl/learners/influence_layout.hpp>
+#include <sparse_rtrl/model/influence_layout.hpp>
 #include <sparse_rtrl/model/model.hpp>
 #include <sparse_rtrl/model/parameter_mask.hpp>
 #include <sparse_rtrl/learners/work_counters.hpp>

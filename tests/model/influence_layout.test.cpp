@@ -1,5 +1,8 @@
 #include "test_support.hpp"
 
+// The old path forwards to model/influence_layout.hpp: users' includes of it must keep compiling.
+#include <sparse_rtrl/learners/influence_layout.hpp>
+
 #include <set>
 
 using namespace sparse_rtrl;
