@@ -29,12 +29,14 @@ case "$what" in
     # The io tests (tests/io) read our .npz checkpoints with that NumPy too; with python3-torch
     # also installed (optional, large) they load them into torch.nn.GRU, else they report skipped.
     bash "$root/cmake/install_deps.sh" --python
+    # The MPI part's tests run as real processes under mpirun (Open MPI from Debian).
+    bash "$root/cmake/install_deps.sh" --mpi
     build="$root/build/test"
     # RelWithDebInfo at -O1 -g1 (NDEBUG as in a release): compiling is most of this command's time
     # on 2 cores, and -O1 -g1 compiles the test files in about half the CPU time of -O2 -g while the
     # tests still run optimised code. Benchmarks and examples meant for timing use bench/example.
     cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" \
-      -DSPARSE_RTRL_BUILD_TESTS=ON \
+      -DSPARSE_RTRL_BUILD_TESTS=ON -DSPARSE_RTRL_BUILD_MPI=ON \
       -DSPARSE_RTRL_BUILD_BENCHMARKS=ON -DSPARSE_RTRL_BUILD_EXAMPLES=ON \
       -DSPARSE_RTRL_BUILD_PYTHON=ON -DPython3_EXECUTABLE=/usr/bin/python3 >/dev/null
     cmake --build "$build" -j "$jobs"

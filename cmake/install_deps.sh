@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Installs the Debian packages sparse_rtrl needs, and only those that are missing.
-# Usage: cmake/install_deps.sh [--python] [extra-package ...]   (does nothing when everything is present)
+# Usage: cmake/install_deps.sh [--python] [--mpi] [extra-package ...]   (does nothing when everything is present)
 #   --python   also what the Python bindings and their tests need (python/; dev.sh test and bench)
+#   --mpi      also an MPI implementation and its launcher, for the MPI part's tests, example and
+#              benchmark rows (include/sparse_rtrl/mpi/; dev.sh test and bench)
 set -euo pipefail
 python_packages=(pybind11-dev python3-dev python3-numpy python3-pytest)
+mpi_packages=(libopenmpi-dev openmpi-bin)
 extra=()
 for arg in "$@"; do
-  if [ "$arg" = "--python" ]; then extra+=("${python_packages[@]}"); else extra+=("$arg"); fi
+  if [ "$arg" = "--python" ]; then extra+=("${python_packages[@]}")
+  elif [ "$arg" = "--mpi" ]; then extra+=("${mpi_packages[@]}")
+  else extra+=("$arg"); fi
 done
 needed=(cmake make g++ libeigen3-dev catch2 libbenchmark-dev "${extra[@]}")
 missing=()

@@ -41,3 +41,22 @@ configure_consumer("Debug" TRUE)
 configure_consumer("Release" FALSE)
 run(${CMAKE_COMMAND} --build "${WORK_DIR}/consumer")
 run("${WORK_DIR}/consumer/consumer")
+
+# The mpi component (when this build has MPI): a consumer asking for it gets sparse_rtrl::mpi
+# with MPI, builds, and runs on 2 processes.
+if(WITH_MPI)
+  run(${CMAKE_COMMAND} -S "${MPI_CONSUMER_DIR}" -B "${WORK_DIR}/consumer_mpi" -G "${GENERATOR}"
+      -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_BUILD_TYPE=Release)
+  run(${CMAKE_COMMAND} --build "${WORK_DIR}/consumer_mpi")
+  set(ENV{OMPI_MCA_rmaps_base_oversubscribe} 1)
+  set(ENV{OMPI_ALLOW_RUN_AS_ROOT} 1)
+  set(ENV{OMPI_ALLOW_RUN_AS_ROOT_CONFIRM} 1)
+  run(${MPIEXEC} -n 2 "${WORK_DIR}/consumer_mpi/consumer_mpi")
+  # An unknown component is refused.
+  execute_process(COMMAND ${CMAKE_COMMAND} -S "${MPI_CONSUMER_DIR}" -B "${WORK_DIR}/consumer_bad" -G "${GENERATOR}"
+                          -DCMAKE_PREFIX_PATH=${prefix} -DCOMPONENT=nonsense
+                  RESULT_VARIABLE rc OUTPUT_QUIET ERROR_VARIABLE err)
+  if(rc EQUAL 0)
+    message(FATAL_ERROR "find_package(sparse_rtrl COMPONENTS nonsense) succeeded")
+  endif()
+endif()
