@@ -28,6 +28,7 @@
 #include <sparse_rtrl/model/influence_layout.hpp>
 #include <sparse_rtrl/model/model.hpp>
 #include <sparse_rtrl/model/parameter_mask.hpp>
+#include <sparse_rtrl/learners/column_partition.hpp>
 #include <sparse_rtrl/learners/work_counters.hpp>
 
 #include <Eigen/Core>
@@ -43,6 +44,19 @@ namespace sparse_rtrl {
 
 template <typename Scalar, typename Surrogate>
 class RtrlStreams;
+namespace mpi {
+template <typename Scalar, typename Surrogate>
+class ShardedRtrl;
+}
+
+/// @brief Which share of the influence columns a learner tracks: shard @c rank of @c ranks,
+/// the column range ColumnPartition gives it for the model's current masks (re-cut when they
+/// change). The default, 0 of 1, is every column. A shard with ranks > 1 is the local part of
+/// the column-sharded learner of the MPI part (mpi::ShardedRtrl), which gathers its gradient.
+struct ColumnShard {
+  int rank = 0;
+  int ranks = 1;
+};
 
 /// @brief Options of the RTRL learner.
 struct RtrlOptions {
@@ -87,8 +101,13 @@ class Rtrl {
 
   /// Tracks the kept parameters of @p model's masks. The model is referenced, not copied: it
   /// must outlive this learner and stay at one address (model.hpp).
-  explicit Rtrl(Model& model, RtrlOptions options = {})
-      : model_(&model), options_(checked(options)), pool_(options_.threads) {
+  explicit Rtrl(Model& model, RtrlOptions options = {}) : Rtrl(model, options, ColumnShard{}) {}
+  /// @brief Tracks only the columns [column_begin(), column_end()) of shard @p shard (see
+  /// ColumnShard): M and gradient_columns() hold those columns alone, and each is computed bitwise
+  /// as the whole learner computes it. Throws std::invalid_argument for a shard outside
+  /// [0, ranks) or more ranks than panels of columns.
+  Rtrl(Model& model, RtrlOptions options, ColumnShard shard)
+      : model_(&model), options_(checked(options)), shard_(checked(shard)), pool_(options_.threads) {
     model.enforce_mask();
     const Index L = model.layers();
     layers_.resize(std::size_t(L));
@@ -116,6 +135,19 @@ class Rtrl {
     for (Index k = 0; k < L; ++k) {
       width += layouts[std::size_t(k)].columns();
       bytes += detail::InfluenceStorage<Scalar>::bytes_for(layers_[std::size_t(k)].n, width);
+    }
+    if (shard_.ranks > 1) {
+      // This shard's part only (the split is checked, and refused, here).
+      std::vector<Index> units;
+      for (const Layer& l : layers_) units.push_back(l.n);
+      const auto window = shard_window(layouts, units);
+      bytes = 0;
+      width = 0;
+      for (Index k = 0; k < L; ++k) {
+        width += layouts[std::size_t(k)].columns();
+        bytes += detail::InfluenceStorage<Scalar>::bytes_for(
+            layers_[std::size_t(k)].n, std::max<Index>(0, std::min(width, window.second) - window.first));
+      }
     }
     detail::require_memory("sparse_rtrl::Rtrl::Rtrl()", "the influence matrices", bytes,
                            std::to_string(L) + " layer(s), top n = " + std::to_string(units()) + ", P_kept = " +
@@ -169,7 +201,14 @@ class Rtrl {
   }
   /// Columns of layer k's influence blocks as stored now (influence(k), for_each_influence_segment):
   /// laid out for layout_mask(k), which differs from the model's mask until the learner follows it.
-  Index influence_columns(Index layer) const { return at(layer).width; }
+  /// (Of a shard: the columns of [column_begin(), column_end()) among them.)
+  Index influence_columns(Index layer) const { return local_width(at(layer).width); }
+  /// The shard this learner tracks (0 of 1: every column).
+  const ColumnShard& shard() const { return shard_; }
+  /// The global columns this learner tracks, [column_begin(), column_end()) of [0, columns()):
+  /// all of them unless it is a shard. gradient_columns() and influence(k) hold these.
+  Index column_begin() const { return col_begin_; }
+  Index column_end() const { return col_end_; }
   const RtrlOptions& options() const { return options_; }
 
   /// @brief Changes which weights of layer k exist, at any step (e.g. pruning during training):
@@ -300,13 +339,15 @@ class Rtrl {
   }
   /// Allocation-free form for layer k.
   void gradient(Index layer, Parameters& out) const {
+    require_whole("sparse_rtrl::Rtrl::gradient()");
     const Layer& l = at(layer);
     l.layout.scatter(grad_.segment(l.offset, l.layout.columns()), out);
     if (mask_version_ != model_->mask_version() && model_->mask(layer).units() == l.n &&
         model_->mask(layer).inputs() == l.d)
       model_->mask(layer).apply(out);
   }
-  /// The accumulated gradient per influence column (size columns(), all layers).
+  /// The accumulated gradient per influence column (size columns(), all layers; of a shard: its
+  /// columns [column_begin(), column_end()) only).
   const Vector& gradient_columns() const { return grad_; }
   void zero_gradient() {
     if (layers_.empty()) detail::fail_moved_from("sparse_rtrl::Rtrl::zero_gradient()");
@@ -404,6 +445,7 @@ class Rtrl {
   /// does.
   StagedState stage_state(std::vector<ParameterMask> masks, bool zero_influence = true) const {
     const char* where = "sparse_rtrl::Rtrl::stage_state()";
+    require_whole(where);
     require_parameter_shapes(where);
     if (masks.size() != layers_.size())
       detail::fail(where, "one mask per layer: " + std::to_string(layers_.size()) + " layers, received " +
@@ -445,6 +487,7 @@ class Rtrl {
   /// Checks first (std::invalid_argument, the learner unchanged); after the checks nothing can
   /// fail.
   void restore_state(StagedState&& staged) {
+    require_whole("sparse_rtrl::Rtrl::restore_state()");
     check_restorable(staged, "sparse_rtrl::Rtrl::restore_state()");
     commit_state(staged);
   }
@@ -604,6 +647,38 @@ class Rtrl {
     mask_version_ = staged.mask_followed ? model_->mask_version() : ~std::uint64_t(0);
   }
 
+  /// Columns of [0, width) inside this learner's window [col_begin_, col_end_).
+  Index local_width(Index width) const { return std::max<Index>(0, std::min(width, col_end_) - col_begin_); }
+  /// What only a learner of every column can do (a shard's gradient is gathered by its MPI
+  /// learner; checkpoints of shards are not supported yet).
+  void require_whole(const char* where) const {
+    if (shard_.ranks > 1)
+      throw std::logic_error(std::string(where) + ": this learner tracks column shard " + std::to_string(shard_.rank) +
+                             " of " + std::to_string(shard_.ranks) +
+                             " only (use the MPI learner's gradient(); checkpoints of shards are not supported yet)");
+  }
+  static ColumnShard checked(ColumnShard shard) {
+    if (shard.ranks < 1 || shard.rank < 0 || shard.rank >= shard.ranks)
+      detail::fail("sparse_rtrl::Rtrl::Rtrl()", "the shard must be in [0, ranks) with ranks >= 1, received shard " +
+                                                    std::to_string(shard.rank) + " of " + std::to_string(shard.ranks));
+    return shard;
+  }
+  /// The global column window of this learner's shard for @p layouts (ColumnPartition, aligned
+  /// to the storage's panels: every column then runs through the kernels as in the whole
+  /// learner). Throws std::invalid_argument for more ranks than panels.
+  std::pair<Index, Index> shard_window(const std::vector<InfluenceLayout>& layouts, const std::vector<Index>& units) const {
+    ColumnWork work;
+    for (std::size_t m = 0; m < layouts.size(); ++m) {
+      work.columns.push_back(layouts[m].columns());
+      std::uint64_t rows = 0;
+      for (std::size_t k = m; k < units.size(); ++k) rows += std::uint64_t(units[k]);
+      work.cost.push_back(rows);
+    }
+    if (shard_.ranks == 1) return {0, work.total_columns()};
+    const ColumnPartition part(work, shard_.ranks, detail::kChunk<Scalar>);
+    return {part.begin(shard_.rank), part.end(shard_.rank)};
+  }
+
   Layer& at(Index layer) { return layers_[std::size_t(check_layer(layer))]; }
   const Layer& at(Index layer) const { return layers_[std::size_t(check_layer(layer))]; }
   void require_mask_followed(const char* where) const {
@@ -682,15 +757,15 @@ class Rtrl {
                                  options_.flush_subnormals);
       std::uint64_t dense_width = 0;
       for (std::size_t m = 0; m <= k; ++m) dense_width += std::uint64_t(layers_[m].layout.dense_columns());
-      w.propagation_fma = std::uint64_t(l.coupling.nnz() + n) * std::uint64_t(l.width);
+      w.propagation_fma = std::uint64_t(l.coupling.nnz() + n) * std::uint64_t(local_width(l.width));
       w.dense_propagation_fma = (std::uint64_t(n) * std::uint64_t(n) + std::uint64_t(n)) * dense_width;
       if (k > 0) {
         // + B^k_t D^{k-1}_t over the blocks of layers 0..k-1 ("Stacked layers").
         const Layer& below = layers_[k - 1];
         build_cross(l, below, model_->parameters(Index(k)).W);
-        detail::cross_add_in_place(l.M, l.offset, below.M, l.cross, pool, options_.flush_subnormals);
+        detail::cross_add_in_place(l.M, local_width(l.offset), below.M, l.cross, pool, options_.flush_subnormals);
         add_cross_threshold_term(l, below);
-        w.cross_layer_fma = std::uint64_t(l.cross.nnz()) * std::uint64_t(l.offset);
+        w.cross_layer_fma = std::uint64_t(l.cross.nnz()) * std::uint64_t(local_width(l.offset));
         w.dense_cross_layer_fma =
             std::uint64_t(n) * std::uint64_t(below.n) * (dense_width - std::uint64_t(l.layout.dense_columns()));
         w.propagation_fma += w.cross_layer_fma;
@@ -736,18 +811,28 @@ class Rtrl {
   void install(std::vector<InfluenceLayout> next, const std::vector<Layer>* old) {
     std::vector<const ParameterMask::BoolMatrix*> keep_W;
     for (Index k = 0; k < layers(); ++k) keep_W.push_back(&model_->mask(k).W());
-    install_into(layers_, grad_, std::move(next), keep_W, old);
+    std::vector<Index> units;
+    for (const Layer& l : layers_) units.push_back(l.n);
+    const std::pair<Index, Index> window = shard_window(next, units);  // may throw: nothing changed yet
+    install_into(layers_, grad_, std::move(next), keep_W, old, true, window);
+    col_begin_ = window.first;
+    col_end_ = window.second;
   }
 
   /// install() into @p dst and @p dst_grad (this learner's, or a StagedState's layers, whose
   /// n, d, events, cache and state vectors are set), @p keep_W: W's mask of each layer (the
-  /// cross-layer pattern). @p old (may be &dst) carries columns over from this learner's grad_.
+  /// cross-layer pattern). @p old (may be &dst) carries columns over from this learner's grad_
+  /// (columns of this learner's window, [col_begin_, col_end_), into @p window's). @p window:
+  /// the global columns the new storage holds ({0, -1}: all).
   void install_into(std::vector<Layer>& dst, Vector& dst_grad, std::vector<InfluenceLayout> next,
                     const std::vector<const ParameterMask::BoolMatrix*>& keep_W, const std::vector<Layer>* old,
-                    bool zero_influence = true) const {
+                    bool zero_influence = true, std::pair<Index, Index> window = {0, -1}) const {
     const std::size_t L = dst.size();
     std::vector<Index> offsets(L + 1, 0);
     for (std::size_t k = 0; k < L; ++k) offsets[k + 1] = offsets[k] + next[k].columns();
+    if (window.second < 0) window = {0, offsets[L]};
+    const Index wb = window.first, we = window.second;
+    const auto in_window = [&](Index width) { return std::max<Index>(0, std::min(width, we) - wb); };
     // Where each old global column goes (-1: dropped), layer by layer.
     std::vector<Index> new_of_old;
     if (old) {
@@ -776,10 +861,10 @@ class Rtrl {
     std::vector<detail::Coupling<Scalar>> coupling(L), cross(L);
     std::vector<std::vector<Scalar>> a_values(L), b_values(L);
     std::vector<std::vector<Index>> input_ptr(L), input_cols(L);
-    Vector grad = Vector::Zero(offsets[L]);
+    Vector grad = Vector::Zero(we - wb);
     for (std::size_t k = 0; k < L; ++k) {
       const Index n = dst[k].n;
-      storage.emplace_back(n, offsets[k + 1], zero_influence || old);
+      storage.emplace_back(n, in_window(offsets[k + 1]), zero_influence || old);
       coupling[k].reserve(n, next[k].coupling_nonzeros());
       a_values[k].resize(std::size_t(next[k].coupling_nonzeros()));
       if (k > 0) {
@@ -790,18 +875,21 @@ class Rtrl {
       if (old) {
         const Layer& o = (*old)[k];
         auto& M = storage[k];
+        const Index end = std::min(we, offsets[k + 1]);
         for (Index i = 0; i < n; ++i) {
           auto row = M.row(i);
-          for (Index c = 0; c < o.width; ++c) {
-            const Index to = new_of_old[std::size_t(c)];
-            if (to >= 0) row[to] = o.M(i, c);
+          for (Index c = 0; c < o.M.cols(); ++c) {
+            const Index to = new_of_old[std::size_t(c + col_begin_)];
+            if (to >= wb && to < end) row[to - wb] = o.M(i, c);
           }
         }
       }
     }
     if (old)
-      for (Index c = 0; c < Index(new_of_old.size()); ++c)
-        if (new_of_old[std::size_t(c)] >= 0) grad(new_of_old[std::size_t(c)]) = grad_(c);
+      for (Index c = 0; c < grad_.size(); ++c) {
+        const Index to = new_of_old[std::size_t(c + col_begin_)];
+        if (to >= wb && to < we) grad(to - wb) = grad_(c);
+      }
     std::vector<std::vector<Index>> position(L);
     for (std::size_t k = 0; k < L; ++k) position[k].assign(std::size_t(dst[k].n), -1);
     std::vector<std::vector<Index>> readout_rows(L);
@@ -906,7 +994,7 @@ class Rtrl {
   /// and the bound on c") shows here first; the cold path names the entry.
   void require_finite_gradient(const char* where, std::size_t k) const {
     const Layer& l = layers_[k];
-    if (grad_.head(l.width).allFinite()) return;
+    if (grad_.head(local_width(l.width)).allFinite()) return;
     fail_non_finite_influence(where);
   }
 
@@ -926,11 +1014,12 @@ class Rtrl {
             if (!std::isfinite(static_cast<double>(v[e]))) {
               found = true;
               // Column c belongs to the layer m whose column range holds it.
+              const Index g = c + col_begin_;  // global column (a shard stores its window)
               std::size_t m = 0;
-              while (m + 1 <= k && layers_[m + 1].offset <= c) ++m;
-              s << "the influence matrix of layer " << k << " is not finite: M(" << i << ", " << c << ") = " << v[e]
+              while (m + 1 <= k && layers_[m + 1].offset <= g) ++m;
+              s << "the influence matrix of layer " << k << " is not finite: M(" << i << ", " << g << ") = " << v[e]
                 << ", the influence of layer " << m << "'s parameter "
-                << layers_[m].layout.parameter_name(c - layers_[m].offset) << " on unit " << i;
+                << layers_[m].layout.parameter_name(g - layers_[m].offset) << " on unit " << i;
             }
         });
       }
@@ -962,6 +1051,7 @@ class Rtrl {
   /// direct term.
   void read_out(std::size_t k) {
     Layer& l = layers_[k];
+    const Index width = local_width(l.width);
     Index rows = 0;
     for (Index i = 0; i < l.n; ++i) {
       const Scalar gi = l.dL_dc(i);
@@ -970,21 +1060,24 @@ class Rtrl {
       l.readout_coef[std::size_t(rows)] = gi;
       ++rows;
     }
-    const std::uint64_t fma = std::uint64_t(rows) * std::uint64_t(l.width);
+    const std::uint64_t fma = std::uint64_t(rows) * std::uint64_t(width);
     // Panel by panel (M's storage order), each panel's gradient segment accumulated in registers
     // over the rows in increasing i (the propagation kernel with decay 1 and the rows as
     // sources), panels split over the learner's threads: bitwise the same for any thread count.
     constexpr Index W = detail::kChunk<Scalar>;
-    if (rows > 0)
+    if (rows > 0 && width > 0)
       detail::split_columns<Scalar>(
-          l.width, double(fma), pool_, options_.flush_subnormals, [&](int, Index begin, Index end) {
+          width, double(fma), pool_, options_.flush_subnormals, [&](int, Index begin, Index end) {
             for (Index p = begin / W; p * W < end; ++p)
               detail::propagate_chunk_upto<Scalar>(grad_.data() + p * W, Scalar(1), l.M.panel(p), W,
                                                    l.readout_rows.data(), l.readout_coef.data(), rows,
-                                                   std::min<Index>(W, l.width - p * W));
+                                                   std::min<Index>(W, width - p * W));
           });
     if (l.layout.tracks_theta())
-      for (Index j = 0; j < l.n; ++j) grad_(l.offset + l.layout.theta_column(j)) += l.theta_direct(j);
+      for (Index j = 0; j < l.n; ++j) {
+        const Index c = l.offset + l.layout.theta_column(j);
+        if (c >= col_begin_ && c < col_end_) grad_(c - col_begin_) += l.theta_direct(j);
+      }
     std::uint64_t dense_width = 0;
     for (std::size_t m = 0; m <= k; ++m) dense_width += std::uint64_t(layers_[m].layout.dense_columns());
     const std::uint64_t dense = std::uint64_t(l.n) * dense_width;
@@ -1068,12 +1161,18 @@ class Rtrl {
   /// (dy/dtheta = -c psi), reaching layer k through B^k.
   void add_cross_threshold_term(Layer& l, const Layer& below) {
     if (!below.layout.tracks_theta()) return;
+    // The threshold columns of layer k - 1 (global below.offset + theta_column(j)): a shard
+    // writes those in its window only.
+    const Index first = below.offset + below.layout.theta_column(0), last = first + below.n;
+    if (last <= col_begin_ || first >= col_end_) return;
     for (Index i = 0; i < l.n; ++i) {
       auto row = l.M.row(i);
       for (Index p = l.input_row_ptr[std::size_t(i)]; p < l.input_row_ptr[std::size_t(i + 1)]; ++p) {
         const Index j = l.input_cols[std::size_t(p)];
+        const Index c = below.offset + below.layout.theta_column(j);
+        if (c < col_begin_ || c >= col_end_) continue;
         const Scalar cp = below.cache.c(j) * below.cache.psi(j);
-        if (cp != Scalar(0)) row[below.offset + below.layout.theta_column(j)] -= l.b_values[std::size_t(p)] * cp;
+        if (cp != Scalar(0)) row[c - col_begin_] -= l.b_values[std::size_t(p)] * cp;
       }
     }
   }
@@ -1084,29 +1183,58 @@ class Rtrl {
   template <typename Theta>
   void add_immediate_jacobian(Layer& l, const Theta& theta) {
     const Index n = l.n;
-    for (Index i = 0; i < n; ++i)
-      detail::add_unit_immediate_jacobian(l.layout, l.cache, i, l.M.row(i), l.offset + l.layout.unit_begin(i));
+    if (shard_.ranks == 1) {
+      for (Index i = 0; i < n; ++i)
+        detail::add_unit_immediate_jacobian(l.layout, l.cache, i, l.M.row(i), l.offset + l.layout.unit_begin(i));
+    } else {
+      // A shard: the units whose columns meet the window, each column written only inside it.
+      Scalar sink = 0;
+      for (Index i = 0; i < n; ++i) {
+        const Index first = l.offset + l.layout.unit_begin(i), last = l.offset + l.layout.unit_end(i);
+        if (last <= col_begin_ || first >= col_end_) continue;
+        detail::add_unit_immediate_jacobian(l.layout, l.cache, i, WindowRow{l.M.row(i), col_begin_, col_end_, &sink},
+                                            first);
+      }
+    }
     if (!l.layout.tracks_theta()) return;
+    const Index theta_first = l.offset + l.layout.theta_column(0);
+    if (theta_first + n <= col_begin_ || theta_first >= col_end_) return;
     // Thresholds act through h_{t-1} (the diagonal) and y_{t-1} (dy/dtheta = -c psi, spread by
     // A_t's column).
     const auto& ptr = l.layout.coupling_row_ptr();
     const auto& cols = l.layout.coupling_cols();
+    const auto inside = [&](Index c) { return c >= col_begin_ && c < col_end_; };
     for (Index i = 0; i < n; ++i) {
       auto row = l.M.row(i);
-      row[l.offset + l.layout.theta_column(i)] += detail::threshold_reset_entry(l.cache, theta, i);
+      const Index ci = l.offset + l.layout.theta_column(i);
+      if (inside(ci)) row[ci - col_begin_] += detail::threshold_reset_entry(l.cache, theta, i);
       for (Index p = ptr[std::size_t(i)]; p < ptr[std::size_t(i + 1)]; ++p) {
         const Index j = cols[std::size_t(p)];
-        if (l.c_psi(j) != Scalar(0))
-          row[l.offset + l.layout.theta_column(j)] -= l.a_values[std::size_t(p)] * l.c_psi(j);
+        const Index cj = l.offset + l.layout.theta_column(j);
+        if (l.c_psi(j) != Scalar(0) && inside(cj)) row[cj - col_begin_] -= l.a_values[std::size_t(p)] * l.c_psi(j);
       }
     }
   }
 
+  /// A row of a shard's M seen through global column indices: writes outside the window
+  /// [begin, end) go to a discarded sink (the immediate Jacobian of a unit whose columns straddle
+  /// the window's edge).
+  struct WindowRow {
+    typename detail::InfluenceStorage<Scalar>::RowRef row;
+    Index begin, end;
+    Scalar* sink;
+    Scalar& operator[](Index c) const { return c >= begin && c < end ? row[c - begin] : *sink; }
+  };
+
   template <typename, typename>
   friend class RtrlStreams;
+  template <typename, typename>
+  friend class mpi::ShardedRtrl;
 
   Model* model_;
   RtrlOptions options_;
+  ColumnShard shard_;
+  Index col_begin_ = 0, col_end_ = 0;  ///< the global columns M and grad_ hold (all, unless a shard)
   parallel::ThreadPool pool_;
   std::uint64_t mask_version_ = 0;
   std::vector<Layer> layers_;
