@@ -10,6 +10,7 @@
 #include <limits>
 
 using namespace sparse_rtrl;
+using test::Mat;
 
 namespace {
 
@@ -204,5 +205,53 @@ TEMPLATE_TEST_CASE("Model fingerprint: every item that changes results changes i
     const auto g = mpi::fingerprint(one, options);
     CHECK(g.shapes != f.shapes);
     CHECK(g.layers == 1);
+  }
+}
+
+TEMPLATE_TEST_CASE("Column map of a mask change; Rtrl carries every kept column of a stack over unchanged",
+                   "[mpi][partition][mask]", float, double) {
+  using S = TestType;
+  for (bool events : {true, false}) {
+    INFO("events = " << events);
+    std::vector<EgruCell<S>> cells;
+    cells.emplace_back(test::firing_parameters<S>(6, 3, 5), CellOptions{events});
+    cells.emplace_back(test::firing_parameters<S>(5, 6, 6), CellOptions{events});
+    Model<S> model(std::move(cells));
+    Rtrl<S> rtrl(model);
+    const Mat<S> X = test::random_matrix<S>(12, 3, 1);
+    for (Index t = 0; t < X.rows(); ++t) {
+      rtrl.step(X.row(t));
+      rtrl.accumulate_gradient_at(0, Eigen::Matrix<S, Eigen::Dynamic, 1>::Ones(6));
+      rtrl.accumulate_gradient(Eigen::Matrix<S, Eigen::Dynamic, 1>::Ones(5));
+    }
+    const std::vector<InfluenceLayout> from{rtrl.layout(0), rtrl.layout(1)};
+    const auto M0 = rtrl.influence(0);
+    const auto M1 = rtrl.influence(1);
+    const auto g = rtrl.gradient_columns();
+    // Prune one weight of W and one of R in layer 1 (the layer above the first).
+    auto W = model.mask(1).W();
+    auto R = model.mask(1).R();
+    W(2, 1) = false;
+    R(7, 3) = false;
+    rtrl.set_mask(ParameterMask(W, R), 1);
+    const std::vector<InfluenceLayout> to{rtrl.layout(0), rtrl.layout(1)};
+    const std::vector<Index> map = column_map(from, to);
+    REQUIRE(Index(map.size()) == from[0].columns() + from[1].columns());
+    const Index of1 = from[0].columns();
+    CHECK(map[std::size_t(of1 + from[1].column_of_W(2, 1))] == -1);
+    CHECK(map[std::size_t(of1 + from[1].column_of_R(7, 3))] == -1);
+    Index kept = 0, last = -1;
+    for (Index c = 0; c < Index(map.size()); ++c) {
+      const Index to_c = map[std::size_t(c)];
+      if (to_c < 0) continue;
+      ++kept;
+      CHECK(to_c > last);  // increasing on the kept columns
+      last = to_c;
+      // Every kept column carried over bit for bit: the layer-1 block, layer 0's, the gradient.
+      CHECK(test::same_bits(rtrl.influence(1).col(to_c), M1.col(c)));
+      if (c < of1) CHECK(test::same_bits(rtrl.influence(0).col(to_c), M0.col(c)));
+      CHECK(test::same_bits(rtrl.gradient_columns().segment(to_c, 1), g.segment(c, 1)));
+    }
+    CHECK(kept == rtrl.columns());
   }
 }

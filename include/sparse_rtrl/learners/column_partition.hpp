@@ -155,6 +155,44 @@ class ColumnPartition {
   std::vector<std::uint64_t> work_;
 };
 
+/// @brief Where each global column of the per-layer layouts @p from (layer 0's columns first)
+/// lands in the layouts @p to of the same layers, or -1 when its parameter has no column there
+/// (pruned): how a mask change carries influence columns over. Columns kept by both keep their
+/// relative order, so the map is increasing on the columns it keeps.
+inline std::vector<Index> column_map(const std::vector<InfluenceLayout>& from, const std::vector<InfluenceLayout>& to) {
+  if (from.size() != to.size())
+    detail::fail("sparse_rtrl::column_map()", "layouts of " + std::to_string(from.size()) + " and " +
+                                                  std::to_string(to.size()) + " layers");
+  Index total = 0;
+  for (const auto& l : from) total += l.columns();
+  std::vector<Index> map(std::size_t(total), -1);
+  Index of = 0, nf = 0;
+  for (std::size_t m = 0; m < from.size(); ++m) {
+    const InfluenceLayout& a = from[m];
+    const InfluenceLayout& b = to[m];
+    const Index n = a.units();
+    for (Index rr = 0; rr < 3 * n; ++rr) {
+      const Index* wk = a.w_inputs(rr);
+      for (Index e = 0; e < a.w_count(rr); ++e) {
+        const Index c = b.column_of_W(rr, wk[e]);
+        map[std::size_t(of + a.column_of_W(rr, wk[e]))] = c >= 0 ? nf + c : -1;
+      }
+      const Index* rj = a.r_inputs(rr);
+      for (Index e = 0; e < a.r_count(rr); ++e) {
+        const Index c = b.column_of_R(rr, rj[e]);
+        map[std::size_t(of + a.column_of_R(rr, rj[e]))] = c >= 0 ? nf + c : -1;
+      }
+      map[std::size_t(of + a.column_of_bW(rr))] = nf + b.column_of_bW(rr);
+      map[std::size_t(of + a.column_of_bR(rr))] = nf + b.column_of_bR(rr);
+    }
+    if (a.tracks_theta() && b.tracks_theta())
+      for (Index j = 0; j < n; ++j) map[std::size_t(of + a.theta_column(j))] = nf + b.theta_column(j);
+    of += a.columns();
+    nf += b.columns();
+  }
+  return map;
+}
+
 /// The column work of @p model's current masks and modes (columns per layer as
 /// InfluenceLayout counts them; cost of a column of layer m: the units of layers m..L-1).
 template <typename Scalar, typename Surrogate>

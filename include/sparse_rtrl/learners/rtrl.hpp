@@ -833,28 +833,14 @@ class Rtrl {
     if (window.second < 0) window = {0, offsets[L]};
     const Index wb = window.first, we = window.second;
     const auto in_window = [&](Index width) { return std::max<Index>(0, std::min(width, we) - wb); };
-    // Where each old global column goes (-1: dropped), layer by layer.
+    // Where each old global column goes (-1: dropped). (column_map: a pruned weight of layer
+    // m > 0 maps to -1, not to nf - 1, the last column of layer m - 1, which an inline
+    // `nf + column_of_W()` gave, overwriting that column with the pruned weight's.)
     std::vector<Index> new_of_old;
     if (old) {
-      new_of_old.assign(std::size_t(old->back().width), -1);
-      for (std::size_t m = 0; m < L; ++m) {
-        const InfluenceLayout& from = (*old)[m].layout;
-        const InfluenceLayout& to = next[m];
-        const Index of = (*old)[m].offset, nf = offsets[m];
-        const Index n = from.units();
-        for (Index rr = 0; rr < 3 * n; ++rr) {
-          const Index* wk = from.w_inputs(rr);
-          for (Index e = 0; e < from.w_count(rr); ++e)
-            new_of_old[std::size_t(of + from.column_of_W(rr, wk[e]))] = nf + to.column_of_W(rr, wk[e]);
-          const Index* rj = from.r_inputs(rr);
-          for (Index e = 0; e < from.r_count(rr); ++e)
-            new_of_old[std::size_t(of + from.column_of_R(rr, rj[e]))] = nf + to.column_of_R(rr, rj[e]);
-          new_of_old[std::size_t(of + from.column_of_bW(rr))] = nf + to.column_of_bW(rr);
-          new_of_old[std::size_t(of + from.column_of_bR(rr))] = nf + to.column_of_bR(rr);
-        }
-        if (from.tracks_theta())
-          for (Index j = 0; j < n; ++j) new_of_old[std::size_t(of + from.theta_column(j))] = nf + to.theta_column(j);
-      }
+      std::vector<InfluenceLayout> from;
+      for (const Layer& l : *old) from.push_back(l.layout);
+      new_of_old = column_map(from, next);
     }
     std::vector<detail::InfluenceStorage<Scalar>> storage;
     storage.reserve(L);
