@@ -9,3 +9,4 @@
 #include <sparse_rtrl/mpi/communicator.hpp>
 #include <sparse_rtrl/mpi/fingerprint.hpp>
 #include <sparse_rtrl/mpi/consistency.hpp>
+#include <sparse_rtrl/mpi/sharded_rtrl.hpp>

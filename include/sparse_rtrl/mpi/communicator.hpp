@@ -15,6 +15,7 @@
 #include <mpi.h>
 
 #include <cstdint>
+#include <exception>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -142,6 +143,32 @@ class Communicator {
     check(MPI_Allgatherv(send ? static_cast<const void*>(send) : MPI_IN_PLACE, count, datatype<T>(), recv, counts,
                          displs, datatype<T>(), require()),
           "MPI_Allgatherv");
+  }
+
+  /// Rank r sends send_counts[q] values from send + send_displs[q] to every rank q, and receives
+  /// recv_counts[r] values at recv + recv_displs[r] from every rank r.
+  template <typename T>
+  void alltoallv(const T* send, const int* send_counts, const int* send_displs, T* recv, const int* recv_counts,
+                 const int* recv_displs) const {
+    check(MPI_Alltoallv(send, send_counts, send_displs, datatype<T>(), recv, recv_counts, recv_displs, datatype<T>(),
+                        require()),
+          "MPI_Alltoallv");
+  }
+
+  /// @brief Makes a local outcome collective: every rank says whether its part of an operation
+  /// succeeded (@p failure: nullptr, or the exception it caught), and then either every rank
+  /// returns or every rank throws: a rank that failed rethrows its own exception, the others a
+  /// std::runtime_error naming the ranks that failed. So a failure on one rank (no memory, say)
+  /// leaves no other rank waiting in the next collective. Collective.
+  void agree(std::exception_ptr failure, const char* where) const {
+    const std::vector<int> all = allgather(std::vector<int>{failure ? 1 : 0});
+    std::string failed;
+    for (int r = 0; r < size_; ++r)
+      if (all[std::size_t(r)]) failed += (failed.empty() ? "" : ", ") + std::to_string(r);
+    if (failure) std::rethrow_exception(failure);
+    if (!failed.empty())
+      throw std::runtime_error(std::string(where) + ": failed on rank(s) " + failed +
+                               " (see their error); every rank stops here");
   }
 
  private:
