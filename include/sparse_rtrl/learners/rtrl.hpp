@@ -47,6 +47,10 @@ class RtrlStreams;
 namespace mpi {
 template <typename Scalar, typename Surrogate>
 class ShardedRtrl;
+template <typename Scalar, typename Surrogate>
+class StreamGrid;
+template <typename Scalar, typename Surrogate>
+class GridCheckpoint;
 }
 
 /// @brief Which share of the influence columns a learner tracks: shard @c rank of @c ranks,
@@ -1216,6 +1220,10 @@ class Rtrl {
   friend class RtrlStreams;
   template <typename, typename>
   friend class mpi::ShardedRtrl;
+  template <typename, typename>
+  friend class mpi::StreamGrid;  // the step in phases over a grid's streams
+  template <typename, typename>
+  friend class mpi::GridCheckpoint;  // a shard's stream state, saved and restored by column range
 
   Model* model_;
   RtrlOptions options_;

@@ -30,6 +30,11 @@
 namespace sparse_rtrl {
 namespace mpi {
 
+template <typename Scalar, typename Surrogate>
+class StreamGrid;
+template <typename Scalar, typename Surrogate>
+class GridCheckpoint;
+
 /// @brief The column-sharded RTRL learner (docs/distributed.md).
 ///
 /// Every rank of the communicator constructs one for its own copy of the same model (same bits:
@@ -189,6 +194,11 @@ class ShardedRtrl {
   std::size_t influence_bytes() const { return local_->influence_bytes(); }
 
  private:
+  template <typename, typename>
+  friend class StreamGrid;  // runs its streams' steps in phases (mpi/stream_grid.hpp)
+  template <typename, typename>
+  friend class GridCheckpoint;
+
   void require_single_layer(const char* where) const {
     if (layers() != 1)
       throw std::logic_error(std::string(where) + ": the model is a stack of " + std::to_string(layers()) +

@@ -1,0 +1,338 @@
+/// @file mpi/stream_grid.hpp
+/// @brief B streams over a grid of MPI ranks (stream groups x column shards): the distributed
+///        RtrlStreams. Each group advances a contiguous block of the streams, each stream's
+///        influence matrix split by columns over the group's shards (mpi::ShardedRtrl); the
+///        gradient is summed over all streams in global stream order, so every rank gets the
+///        one-process RtrlStreams gradient bit for bit, for any grid.
+#pragma once
+
+#include <sparse_rtrl/config.hpp>
+#include <sparse_rtrl/detail/check.hpp>
+#include <sparse_rtrl/mpi/communicator.hpp>
+#include <sparse_rtrl/mpi/consistency.hpp>
+#include <sparse_rtrl/mpi/grid.hpp>
+#include <sparse_rtrl/mpi/ordered_sum.hpp>
+#include <sparse_rtrl/mpi/sharded_rtrl.hpp>
+#include <sparse_rtrl/parallel/denormals.hpp>
+
+#include <Eigen/Core>
+
+#include <exception>
+#include <limits>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace sparse_rtrl {
+namespace mpi {
+
+namespace detail_grid {
+/// A communicator of the ranks of @p parent with the same @p color, ordered by @p key
+/// (MPI_Comm_split, then owned as a Communicator).
+inline Communicator split(const Communicator& parent, int color, int key) {
+  MPI_Comm raw = MPI_COMM_NULL;
+  check(MPI_Comm_split(parent.get(), color, key, &raw), "MPI_Comm_split");
+  Communicator out(raw);
+  MPI_Comm_free(&raw);
+  return out;
+}
+}  // namespace detail_grid
+
+/// @brief B streams of exact RTRL over one model, on a grid of ranks (docs/distributed.md,
+/// "Stream groups and the grid").
+///
+/// Every rank of the communicator constructs one over its own copy of the same model (checked)
+/// and calls the same member functions with the same arguments: step(X) with the B x d inputs of
+/// all streams (or only this rank's rows, local_streams() x d) and accumulate_gradient(G) with
+/// the B x n loss gradients (or this rank's rows); a rank reads only its group's rows.
+/// gradient() is collective: the ordered chained sum over the groups (mpi/ordered_sum.hpp), then
+/// the shards' slices gathered (MPI_Allgatherv), the same bits on every rank as
+/// RtrlStreams::gradient() of one process. step() and accumulate_gradient() exchange one int per
+/// call over all ranks (whether any stream failed), so that a stream refused on one group (a
+/// non-finite state, an overflowed gradient) is refused on every rank, with every stream as it
+/// was: no rank is left waiting.
+template <typename Scalar, typename Surrogate = TriangularSurrogate<Scalar>>
+class StreamGrid {
+ public:
+  using Model = sparse_rtrl::Model<Scalar, Surrogate>;
+  using Stream = ShardedRtrl<Scalar, Surrogate>;
+  using Parameters = EgruParameters<Scalar>;
+  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+  using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+
+  /// @brief Collective over @p comm: checks the grid (require_grid) and that every rank holds
+  /// the same model (std::invalid_argument on every rank otherwise), splits comm into the
+  /// groups' and the shards' communicators and builds this rank's streams, each a ShardedRtrl
+  /// over its group. The model must outlive the learner.
+  StreamGrid(Model& model, Index streams, Grid grid, MPI_Comm comm = MPI_COMM_WORLD, RtrlOptions options = {})
+      : world_(comm),
+        grid_(checked(grid, world_, streams)),
+        group_comm_(detail_grid::split(world_, grid_.group_of(world_.rank()), grid_.shard_of(world_.rank()))),
+        chain_(detail_grid::split(world_, grid_.shard_of(world_.rank()), grid_.group_of(world_.rank()))),
+        streams_(streams) {
+    const char* where = "sparse_rtrl::mpi::StreamGrid::StreamGrid()";
+    require_same_model(world_, model, options, where);
+    group_ = grid_.group_of(world_.rank());
+    shard_ = grid_.shard_of(world_.rank());
+    first_ = grid_.first_stream(group_, streams);
+    end_ = grid_.first_stream(group_ + 1, streams);
+    // Each group builds its streams over its own communicator; a failure in one group (too many
+    // shards for the panels, no memory) is made known to every rank.
+    std::exception_ptr failure;
+    try {
+      for (Index b = first_; b < end_; ++b)
+        local_.push_back(std::make_unique<Stream>(model, group_comm_.get(), options));
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    world_.agree(failure, where);
+    model_ = &model;
+  }
+  StreamGrid(Model&& model, Index streams, Grid grid, MPI_Comm comm = MPI_COMM_WORLD, RtrlOptions options = {}) = delete;
+
+  // ---- Shape and placement ----
+  /// B, all streams of all groups.
+  Index streams() const { return streams_; }
+  /// This rank's streams: [first_stream(), end_stream()) of the global indices.
+  Index first_stream() const { return first_; }
+  Index end_stream() const { return end_; }
+  Index local_streams() const { return end_ - first_; }
+  bool owns(Index b) const { return b >= first_ && b < end_; }
+  const Grid& grid() const { return grid_; }
+  int group() const { return group_; }
+  int shard() const { return shard_; }
+  int rank() const { return world_.rank(); }
+  int ranks() const { return world_.size(); }
+  Model& model() { return *model_; }
+  const Model& model() const { return *model_; }
+  Index layers() const { return model_->layers(); }
+  Index units() const { return model_->units(); }
+  Index inputs() const { return model_->inputs(); }
+  /// Stream b (global index, owned by this rank): its ShardedRtrl (state, outputs, its columns).
+  const Stream& stream(Index b) const { return *local_[std::size_t(require_local(b, "stream()"))]; }
+  /// The column split of every stream over the group's shards.
+  const ColumnPartition& partition() const { return local_.front()->partition(); }
+  Index columns() const { return local_.front()->columns(); }
+  const InfluenceLayout& layout(Index layer = 0) const { return local_.front()->layout(layer); }
+  Index column_offset(Index layer) const { return local_.front()->column_offset(layer); }
+  /// Bytes of this rank's influence matrices (its streams x n x its columns).
+  std::size_t influence_bytes() const {
+    std::size_t bytes = 0;
+    for (const auto& s : local_) bytes += s->influence_bytes();
+    return bytes;
+  }
+  const Communicator& communicator() const { return world_; }
+  const Communicator& group_communicator() const { return group_comm_; }
+  const Communicator& chain_communicator() const { return chain_; }
+
+  // ---- The learner ----
+  /// @brief Advances this rank's streams one step: row b of @p X is stream b's x_t (X is B x d,
+  /// or local_streams() x d with row i for stream first_stream() + i). Collective (one int over
+  /// all ranks; a mask change: the group's re-cut, ShardedRtrl::follow_mask()). A state that
+  /// would become non-finite in any stream of any group refuses the step on every rank, every
+  /// stream as it was.
+  template <typename X>
+  void step(const Eigen::MatrixBase<X>& X_batch) {
+    const char* where = "sparse_rtrl::mpi::StreamGrid::step()";
+    const Index offset = require_batch(where, "X", X_batch, inputs());
+    for (auto& s : local_) s->follow_mask();
+    for (auto& s : local_) s->local_->prepare_step(where);
+    model_->enforce_mask();
+    int failed = -1;
+    {
+      sparse_rtrl::detail::SubnormalGuard flush(local_.front()->options().flush_subnormals);
+      for (std::size_t i = 0; i < local_.size(); ++i)
+        if (!local_[i]->local_->forward(X_batch.row(offset + Index(i)))) {
+          failed = int(first_ + Index(i));
+          break;
+        }
+    }
+    const int first_failed = agree_first(failed);
+    if (first_failed >= 0) {
+      if (owns(first_failed)) local_[std::size_t(first_failed - first_)]->local_->fail_non_finite_state(where);
+      sparse_rtrl::detail::fail(where, "the state c_t of stream " + std::to_string(first_failed) +
+                                           " became non-finite (on its group's ranks); the step is refused in every "
+                                           "stream on every rank");
+    }
+    sparse_rtrl::detail::SubnormalGuard flush(local_.front()->options().flush_subnormals);
+    for (auto& s : local_) {
+      s->local_->commit_forward();
+      s->local_->propagate_single();
+    }
+  }
+
+  /// @brief Adds the loss gradient of every stream: row b of @p G (B x n, or local_streams() x n)
+  /// is dL/dy_t of stream b (zeros: no loss there). Collective (one int: an overflowed
+  /// gradient in any stream throws std::overflow_error on every rank).
+  template <typename G>
+  void accumulate_gradient(const Eigen::MatrixBase<G>& G_batch) {
+    const char* where = "sparse_rtrl::mpi::StreamGrid::accumulate_gradient()";
+    const Index offset = require_batch(where, "G", G_batch, units());
+    for (std::size_t i = 0; i < local_.size(); ++i)
+      if (!G_batch.row(offset + Index(i)).isZero(0)) local_[i]->local_->require_stepped(where);
+    {
+      sparse_rtrl::detail::SubnormalGuard flush(local_.front()->options().flush_subnormals);
+      for (std::size_t i = 0; i < local_.size(); ++i)
+        if (!G_batch.row(offset + Index(i)).isZero(0))
+          local_[i]->local_->accumulate_output_unchecked(G_batch.row(offset + Index(i)));
+    }
+    require_finite_gradients(where);
+  }
+  /// The same with a loss on the events too (rows of @p G_events: dL/do_t).
+  template <typename G, typename GO>
+  void accumulate_gradient(const Eigen::MatrixBase<G>& G_batch, const Eigen::MatrixBase<GO>& G_events) {
+    const char* where = "sparse_rtrl::mpi::StreamGrid::accumulate_gradient()";
+    const Index offset = require_batch(where, "G", G_batch, units());
+    if (require_batch(where, "G_events", G_events, units()) != offset)
+      sparse_rtrl::detail::fail(where, "G and G_events must both have B rows or both this rank's rows");
+    auto zero = [&](std::size_t i) {
+      return G_batch.row(offset + Index(i)).isZero(0) && G_events.row(offset + Index(i)).isZero(0);
+    };
+    for (std::size_t i = 0; i < local_.size(); ++i)
+      if (!zero(i)) local_[i]->local_->require_stepped(where);
+    {
+      sparse_rtrl::detail::SubnormalGuard flush(local_.front()->options().flush_subnormals);
+      for (std::size_t i = 0; i < local_.size(); ++i)
+        if (!zero(i))
+          local_[i]->local_->accumulate_output_unchecked(G_batch.row(offset + Index(i)),
+                                                        G_events.row(offset + Index(i)));
+    }
+    require_finite_gradients(where);
+  }
+
+  /// @brief Collective: the gradient per column summed over all B streams in stream order
+  /// 0..B-1, on every rank (size columns()): RtrlStreams::gradient_columns() bit for bit. The
+  /// chained sum of this rank's column slice over the groups (ordered_sum()), then the group's
+  /// slices gathered. Valid until the next call.
+  const Vector& gradient_columns() {
+    for (auto& s : local_) s->follow_mask();
+    const ColumnPartition& part = partition();
+    parts_.clear();
+    for (const auto& s : local_) parts_.push_back(&s->local_gradient_columns());
+    ordered_sum<Scalar>(chain_, parts_, slice_);
+    const int S = group_comm_.size();
+    if (whole_.size() != part.columns()) whole_.resize(part.columns());
+    counts_.resize(std::size_t(S));
+    displs_.resize(std::size_t(S));
+    for (int r = 0; r < S; ++r) {
+      displs_[std::size_t(r)] = checked_count(part.begin(r), "gradient columns");
+      counts_[std::size_t(r)] = checked_count(part.end(r) - part.begin(r), "gradient columns");
+    }
+    whole_.segment(part.begin(shard_), slice_.size()) = slice_;
+    group_comm_.allgatherv<Scalar>(nullptr, counts_[std::size_t(shard_)], whole_.data(), counts_.data(),
+                                   displs_.data());
+    return whole_;
+  }
+  /// Collective: the summed gradient of a one-layer model in parameter layout (gradient(k) for
+  /// layer k of a stack).
+  Parameters gradient() {
+    if (layers() != 1)
+      throw std::logic_error("sparse_rtrl::mpi::StreamGrid::gradient(): the model is a stack: pass the layer");
+    return gradient(Index(0));
+  }
+  void gradient(Parameters& out) {
+    if (layers() != 1)
+      throw std::logic_error("sparse_rtrl::mpi::StreamGrid::gradient(): the model is a stack: pass the layer");
+    gradient(Index(0), out);
+  }
+  Parameters gradient(Index layer) {
+    Parameters out(model_->units(layer), model_->cell(layer).inputs());
+    gradient(layer, out);
+    return out;
+  }
+  void gradient(Index layer, Parameters& out) {
+    const Vector& all = gradient_columns();
+    const InfluenceLayout& l = layout(layer);
+    l.scatter(all.segment(column_offset(layer), l.columns()), out);
+  }
+  void zero_gradient() {
+    for (auto& s : local_) s->zero_gradient();
+  }
+  /// Every stream starts a new sequence from c_0 = 0 (gradients kept). Local.
+  void reset() {
+    for (auto& s : local_) s->reset();
+  }
+  /// Stream b (global index) starts a new sequence: every rank calls it, the owners act. Local.
+  void reset(Index b) {
+    require_stream(b, "reset()");
+    if (owns(b)) local_[std::size_t(b - first_)]->reset();
+  }
+  template <typename C0>
+  void reset(Index b, const Eigen::MatrixBase<C0>& c0) {
+    require_stream(b, "reset()");
+    if (owns(b)) local_[std::size_t(b - first_)]->reset(c0);
+  }
+  /// y_t of this rank's streams after the last step, local_streams() x n (row i: stream
+  /// first_stream() + i).
+  Matrix local_outputs() const {
+    Matrix out(local_streams(), units());
+    for (std::size_t i = 0; i < local_.size(); ++i) out.row(Index(i)) = local_[i]->output().transpose();
+    return out;
+  }
+
+ private:
+  template <typename, typename>
+  friend class GridCheckpoint;
+
+  Index require_local(Index b, const char* what) const {
+    if (!owns(b))
+      throw std::out_of_range("sparse_rtrl::mpi::StreamGrid::" + std::string(what) + ": stream " + std::to_string(b) +
+                              " is not on this rank (it holds [" + std::to_string(first_) + ", " +
+                              std::to_string(end_) + "))");
+    return b - first_;
+  }
+  void require_stream(Index b, const char* what) const {
+    if (b < 0 || b >= streams_)
+      throw std::out_of_range("sparse_rtrl::mpi::StreamGrid::" + std::string(what) + ": stream must be in [0, " +
+                              std::to_string(streams_) + "), received " + std::to_string(b));
+  }
+  /// Rows B (all streams) or local_streams(); returns the row of this rank's first stream.
+  template <typename M>
+  Index require_batch(const char* where, const char* name, const Eigen::MatrixBase<M>& m, Index cols) const {
+    if ((m.rows() != streams_ && m.rows() != local_streams()) || m.cols() != cols)
+      sparse_rtrl::detail::fail(where, std::string(name) + " must be " +
+                                           sparse_rtrl::detail::shape_string(streams_, cols) + " (all streams) or " +
+                                           sparse_rtrl::detail::shape_string(local_streams(), cols) +
+                                           " (this rank's), received " +
+                                           sparse_rtrl::detail::shape_string(m.rows(), m.cols()));
+    const Index offset = m.rows() == streams_ ? first_ : 0;
+    sparse_rtrl::detail::require_finite(where, name, m.middleRows(offset, local_streams()));
+    return offset;
+  }
+  /// The smallest of the ranks' @p mine (-1: none) over all ranks: MPI_Allreduce(MIN) of an int
+  /// (no rounding: order-free).
+  int agree_first(int mine) const {
+    int in = mine < 0 ? std::numeric_limits<int>::max() : mine, out = 0;
+    check(MPI_Allreduce(&in, &out, 1, MPI_INT, MPI_MIN, world_.get()), "MPI_Allreduce");
+    return out == std::numeric_limits<int>::max() ? -1 : out;
+  }
+  void require_finite_gradients(const char* where) {
+    int bad = -1;
+    for (std::size_t i = 0; i < local_.size() && bad < 0; ++i)
+      if (!local_[i]->local_gradient_columns().allFinite()) bad = int(first_ + Index(i));
+    const int first_bad = agree_first(bad);
+    if (first_bad < 0) return;
+    throw std::overflow_error(std::string(where) + ": the accumulated gradient of stream " + std::to_string(first_bad) +
+                              " overflowed (not finite); refused on every rank");
+  }
+
+  static Grid checked(const Grid& grid, const Communicator& world, Index streams) {
+    require_grid(grid, world.size(), streams, "sparse_rtrl::mpi::StreamGrid::StreamGrid()");
+    return grid;
+  }
+
+  Communicator world_;
+  Grid grid_;
+  Communicator group_comm_, chain_;
+  Index streams_ = 0, first_ = 0, end_ = 0;
+  int group_ = 0, shard_ = 0;
+  Model* model_ = nullptr;
+  std::vector<std::unique_ptr<Stream>> local_;
+  std::vector<const Vector*> parts_;
+  Vector slice_, whole_;
+  std::vector<int> counts_, displs_;
+};
+
+}  // namespace mpi
+}  // namespace sparse_rtrl
