@@ -643,6 +643,9 @@ class Rtrl {
     total_ = staged.total_work;
     last_layer_.swap(staged.layer_last_work);
     total_layer_.swap(staged.layer_total_work);
+    // A staged state holds every column (shards refuse checkpoints): its window is all of them.
+    col_begin_ = 0;
+    col_end_ = layers_.back().width;
     // Not followed: a version the model's counter never reaches, so the next step follows.
     mask_version_ = staged.mask_followed ? model_->mask_version() : ~std::uint64_t(0);
   }
