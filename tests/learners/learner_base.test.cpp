@@ -18,20 +18,16 @@ namespace toy {
 /// The toy's layer: the skeleton's per-layer state plus a dense n x P influence matrix.
 template <typename S>
 struct DenseLayer : detail::LearnerLayer<S> {
-  Mat<S> M;  ///< n x P_kept, column-major (the checkpoint order below is row-major)
+  Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> M;  ///< n x P_kept, in checkpoint order
   static const char* influence_entry() { return "dense_influence"; }
   std::vector<Index> influence_shape() const { return {M.rows(), M.cols()}; }
   std::size_t influence_values() const { return std::size_t(M.size()); }
   void write_influence(std::size_t first, const S* values, std::size_t count) {
-    for (std::size_t e = 0; e < count; ++e) M(Index((first + e) / std::size_t(M.cols())), Index((first + e) % std::size_t(M.cols()))) = values[e];
+    std::copy(values, values + count, M.data() + first);
   }
   template <typename F>
   void for_each_influence_segment(F&& f) const {
-    Vec<S> row;
-    for (Index i = 0; i < M.rows(); ++i) {
-      row = M.row(i).transpose();
-      f(row.data(), row.size());
-    }
+    for (Index i = 0; i < M.rows(); ++i) f(M.data() + i * M.cols(), M.cols());
   }
 };
 
@@ -74,7 +70,7 @@ class DenseRtrl : public LearnerBase<DenseRtrl<S>, S, TriangularSurrogate<S>, De
         A(i, j) = detail::coupling_entry(p.R, c, n, i, j);
         J(i, j) = A(i, j) * c.s_prev(j) + (i == j ? c.decay(i) : S(0));
       }
-    Mat<S> next = J * l.M;
+    decltype(l.M) next = J * l.M;
     for (Index i = 0; i < n; ++i) {
       Vec<S> row = Vec<S>::Zero(l.width);
       detail::add_unit_immediate_jacobian(l.layout, c, i, row.data(), l.layout.unit_begin(i));
