@@ -537,6 +537,22 @@ def standing(rs, peer, rtrl_suite, dense256):
                        f"is decayed and almost every row receives coupling): streaming M once takes {sec(f) * 1e3:.2f} ms "
                        f"here, the floor for any step at this size; the kernel takes {sec(k) / sec(f):.1f}x that floor and "
                        f"the whole step {sec(st) / sec(f):.1f}x.")
+            phases = ("forward", "coupling", "propagation", "readout", "other")
+            if all(p + "_seconds" in st for p in phases):
+                whole = st["real_time"] * unit[st.get("time_unit", "ms")]
+                parts = ", ".join(f"{name.replace('readout', 'read-out')} {st[name + '_seconds'] * 1e3:.3f} ms "
+                                  f"({100 * st[name + '_seconds'] / whole:.0f}%)" for name in phases)
+                out.append(f"* Where the 90/90 step's time goes (`BM_SparseRtrlStep`, wall-clock per phase, "
+                           f"`RtrlOptions::time_phases`): {parts}, of {whole * 1e3:.3f} ms per iteration.")
+            k256 = by.get("BM_PropagationKernel/26/27/256")
+            if k256 and "fma" in st:
+                # The step's roofline: streaming M once, or its counted multiply-adds at the kernel's in-cache rate.
+                compute = 2.0 * st["fma"] / k256["GFLOPS"]
+                roof = max(sec(f), compute)
+                out.append(f"* The step against its roofline (CPU time): max(streaming M once {sec(f) * 1e3:.3f} ms, "
+                           f"{st['fma'] / 1e6:.1f} M counted multiply-adds at the in-cache kernel rate "
+                           f"{k256['GFLOPS'] / 1e9:.1f} GFLOP/s = {compute * 1e3:.3f} ms) = {roof * 1e3:.3f} ms; the step "
+                           f"takes {sec(st) * 1e3:.3f} ms, **{sec(st) / roof:.2f}x** its roofline (target: at most 1.3x).")
             if strict:
                 out.append(f"* Subnormal floats: rows of long-silent units decay into the subnormal range, where arithmetic "
                            f"is slow. The learners flush subnormals by default (include/sparse_rtrl/parallel/denormals.hpp); with strict "
