@@ -203,7 +203,10 @@ class Rtrl : public LearnerBase<Rtrl<Scalar, Surrogate>, Scalar, Surrogate, deta
   /// all of them unless it is a shard. influence(k) holds these (of layer k's blocks), and only
   /// these entries of gradient_columns() are accumulated (the rest stay zero).
   Index column_begin() const { return col_begin_; }
-  Index column_end() const { return shard_.ranks == 1 ? this->columns() : col_end_; }
+  Index column_end() const {
+    if (this->layers_.empty()) detail::fail_moved_from("sparse_rtrl::Rtrl::column_end()");
+    return shard_.ranks == 1 ? this->layers_.back().width : col_end_;
+  }
   const RtrlOptions& options() const { return options_; }
 
   /// @brief Changes which weights of layer k exist, at any step (e.g. pruning during training):
