@@ -205,7 +205,7 @@ def machine(suite):
             f"load average at start {', '.join(f'{x:.1f}' for x in c.get('load_avg', []))} (2 cores: above ~1 another process shared the machine).")
 
 
-def report(mode, suite, kernel_table, peer, rtrl_suite=None, python=None, docs=DOCS):
+def report(mode, suite, kernel_table, peer, rtrl_suite=None, python=None, docs=DOCS, mpi=None):
     rs = rows(suite)
     made, cross = plots(rs, peer, os.path.join(docs, "img"))
     L = []
@@ -316,6 +316,7 @@ def report(mode, suite, kernel_table, peer, rtrl_suite=None, python=None, docs=D
         L.append(f"\nSparse RTRL keeps {mb(rt['state_bytes'])} at any T; BPTT's history passes that at T = {cross:.0f} steps "
                  "(and BPTT cannot learn online without truncation).\n")
     L.append("![memory vs T](img/length_memory.png)\n")
+    L.extend(mpi_section(mpi))
     with open(os.path.join(docs, "benchmarks.md"), "w") as f:
         f.write("\n".join(L) + "\n")
     print("wrote docs/benchmarks.md and", ", ".join("docs/img/" + m for m in made))
@@ -474,6 +475,33 @@ def checkpoint_section(rs):
     return L
 
 
+def mpi_section(mpi):
+    """The column-sharded learner over MPI ranks (bench_mpi, one mpiexec run per rank count)."""
+    if not mpi:
+        return []
+    rs = [b for b in mpi["benchmarks"] if b.get("run_type") == "iteration" and b["name"].startswith("mpi/columns/")]
+    if not rs:
+        return []
+    rs.sort(key=lambda b: b["ranks"])
+    one = next((b for b in rs if b["ranks"] == 1), None)
+    L = ["## Over MPI ranks: the influence matrix split by columns (n = 1024, activity and weight density 0.05)\n",
+         "`mpi::ShardedRtrl` (docs/distributed.md), one thread per rank, `mpiexec -n R` on this machine: every rank "
+         "runs the forward step and propagates and reads out its own columns, with no message per step. Step: the "
+         "slowest rank's wall time per step. Gather: one `MPI_Allgatherv` of the gradient (once per optimizer "
+         "update). Bitwise the one-process result for any R (tests/mpi).\n",
+         "| ranks | step | speed vs 1 rank | M per rank (largest) | columns | gather per update |",
+         "|---|---|---|---|---|---|"]
+    for b in rs:
+        L.append(f"| {int(b['ranks'])} | {ms(b['step_seconds'])} | "
+                 f"{ratio(one and one['step_seconds'], b['step_seconds'])}x | {mb(b['influence_bytes_per_rank'])} | "
+                 f"{int(b['columns'])} | {ms(b['gather_seconds'])} |")
+    load_avg = mpi.get("context", {}).get("load_avg")
+    if load_avg:
+        L.append(f"\nLoad average when the runs started: {', '.join(f'{v:.2f}' for v in load_avg)} (other work on the "
+                 "machine's cores slows the ranks).\n")
+    return L + [""]
+
+
 def rtrl_row(by, name):
     """bench_rtrl's row @p name: named so since the rows' minimum time is a flag, and
     '<name>/min_time:2.000' in results written before (Google Benchmark appends a per-row MinTime)."""
@@ -509,6 +537,22 @@ def standing(rs, peer, rtrl_suite, dense256):
                        f"is decayed and almost every row receives coupling): streaming M once takes {sec(f) * 1e3:.2f} ms "
                        f"here, the floor for any step at this size; the kernel takes {sec(k) / sec(f):.1f}x that floor and "
                        f"the whole step {sec(st) / sec(f):.1f}x.")
+            phases = ("forward", "coupling", "propagation", "readout", "other")
+            if all(p + "_seconds" in st for p in phases):
+                whole = st["real_time"] * unit[st.get("time_unit", "ms")]
+                parts = ", ".join(f"{name.replace('readout', 'read-out')} {st[name + '_seconds'] * 1e3:.3f} ms "
+                                  f"({100 * st[name + '_seconds'] / whole:.0f}%)" for name in phases)
+                out.append(f"* Where the 90/90 step's time goes (`BM_SparseRtrlStep`, wall-clock per phase, "
+                           f"`RtrlOptions::time_phases`): {parts}, of {whole * 1e3:.3f} ms per iteration.")
+            k256 = by.get("BM_PropagationKernel/26/27/256")
+            if k256 and "fma" in st:
+                # The step's roofline: streaming M once, or its counted multiply-adds at the kernel's in-cache rate.
+                compute = 2.0 * st["fma"] / k256["GFLOPS"]
+                roof = max(sec(f), compute)
+                out.append(f"* The step against its roofline (CPU time): max(streaming M once {sec(f) * 1e3:.3f} ms, "
+                           f"{st['fma'] / 1e6:.1f} M counted multiply-adds at the in-cache kernel rate "
+                           f"{k256['GFLOPS'] / 1e9:.1f} GFLOP/s = {compute * 1e3:.3f} ms) = {roof * 1e3:.3f} ms; the step "
+                           f"takes {sec(st) * 1e3:.3f} ms, **{sec(st) / roof:.2f}x** its roofline (target: at most 1.3x).")
             if strict:
                 out.append(f"* Subnormal floats: rows of long-silent units decay into the subnormal range, where arithmetic "
                            f"is slow. The learners flush subnormals by default (include/sparse_rtrl/parallel/denormals.hpp); with strict "
@@ -556,7 +600,8 @@ def result_files(results, mode):
                 rtrl=os.path.join(results, f"rtrl_{mode}.json"),
                 rtrl_txt=os.path.join(results, f"rtrl_{mode}.txt"),
                 torch=os.path.join(results, f"torch_{mode}.json"),
-                python=os.path.join(results, f"python_{mode}.json"))
+                python=os.path.join(results, f"python_{mode}.json"),
+                mpi=os.path.join(results, f"mpi_{mode}.json"))
 
 
 def write_report(mode, results=RESULTS, docs=DOCS):
@@ -567,7 +612,8 @@ def write_report(mode, results=RESULTS, docs=DOCS):
     kernel = kernel_table_from(open(files["rtrl_txt"]).read()) if os.path.exists(files["rtrl_txt"]) else ""
     rtrl_suite = load(files["rtrl"]) if os.path.exists(files["rtrl"]) else None
     python = load(files["python"]) if os.path.exists(files["python"]) else None
-    report(mode, suite, kernel, peer, rtrl_suite, python, docs)
+    mpi = load(files["mpi"]) if os.path.exists(files["mpi"]) else None
+    report(mode, suite, kernel, peer, rtrl_suite, python, docs, mpi)
 
 
 def main():

@@ -15,7 +15,9 @@ Every number in the report comes from those JSON files.
     /usr/bin/python3 bench/run_suite.py --no-run --docs /tmp/report
 """
 import argparse
+import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -62,6 +64,32 @@ def main():
         if mode == "quick":
             peer_cmd.append("--quick")
         run(peer_cmd)
+        # The MPI rows (docs/distributed.md), when the bench build has bench_mpi (SPARSE_RTRL_BUILD_MPI):
+        # one mpiexec run per rank count, merged into one file. Open MPI reads the environment: more
+        # ranks than cores, and root (containers), allowed; other implementations ignore it.
+        mpi_json = files["mpi"]
+        if os.path.exists(mpi_json):
+            os.remove(mpi_json)
+        mpiexec = shutil.which("mpiexec")
+        if os.path.exists(exe("bench_mpi")) and mpiexec:
+            env = dict(os.environ, OMPI_MCA_rmaps_base_oversubscribe="1", OMPI_ALLOW_RUN_AS_ROOT="1",
+                       OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+            merged = None
+            for ranks in (1, 2):
+                part = os.path.join(results, f"mpi_ranks{ranks}_{mode}.json")
+                run([mpiexec, "-n", str(ranks), exe("bench_mpi"), f"--{mode}", f"--benchmark_out={part}",
+                     "--benchmark_out_format=json"], env=env)
+                with open(part) as f:
+                    data = json.load(f)
+                os.remove(part)
+                if merged is None:
+                    merged = data
+                else:
+                    merged["benchmarks"].extend(data["benchmarks"])
+            with open(mpi_json, "w") as f:
+                json.dump(merged, f, indent=1)
+        else:
+            print(f"run_suite.py: {exe('bench_mpi')} or mpiexec not found; the MPI rows are left out", flush=True)
         # The Python bindings' rows, when the bench build has the module (SPARSE_RTRL_BUILD_PYTHON).
         package = os.path.join(a.build, "python")
         if os.path.isdir(os.path.join(package, "sparse_rtrl")):

@@ -32,7 +32,13 @@ Model<S> shard_test_model(const std::vector<Index>& sizes, Index d, bool events,
 template <typename S>
 Eigen::Matrix<S, Eigen::Dynamic, 1> joined_gradient(const std::vector<Rtrl<S>>& shards) {
   Eigen::Matrix<S, Eigen::Dynamic, 1> g(shards.back().column_end());
-  for (const auto& s : shards) g.segment(s.column_begin(), s.column_end() - s.column_begin()) = s.gradient_columns();
+  for (const auto& s : shards) {
+    const Index b = s.column_begin(), e = s.column_end();
+    g.segment(b, e - b) = s.gradient_columns().segment(b, e - b);
+    // Outside its window a shard's gradient stays zero.
+    CHECK(s.gradient_columns().head(b).isZero(0));
+    CHECK(s.gradient_columns().tail(g.size() - e).isZero(0));
+  }
   return g;
 }
 
@@ -106,6 +112,13 @@ TEST_CASE("Rtrl column shards: bad shards and what a shard cannot do", "[rtrl][s
   CHECK_THROWS_AS(Rtrl<double>(model, RtrlOptions{}, ColumnShard{0, 10000}), std::invalid_argument);
   Rtrl<double> shard(model, RtrlOptions{}, ColumnShard{1, 2});
   shard.step(Eigen::VectorXd::Ones(5));
-  CHECK_THROWS_AS(shard.gradient(), std::logic_error);
+  CHECK(shard.column_begin() > 0);
+  CHECK(shard.column_end() == shard.columns());
+  CHECK(shard.influence_columns(0) == shard.column_end() - shard.column_begin());
+  // Checkpoints of shards are not supported: refused, not silently wrong.
   CHECK_THROWS_AS(shard.stage_state({model.mask(0)}), std::logic_error);
+  CHECK_THROWS_AS(shard.restore_state(shard.stage_state()), std::logic_error);
+  Rtrl<double> whole(model);
+  CHECK(whole.column_begin() == 0);
+  CHECK(whole.column_end() == whole.columns());
 }

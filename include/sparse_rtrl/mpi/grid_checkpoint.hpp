@@ -261,7 +261,8 @@ class GridCheckpoint {
   static void save_stream(io::NpzWriter& w, const std::string& p, const Local& l) {
     w.add_scalar(p + "/steps", std::int64_t(l.steps()));
     w.add_scalar(p + "/last_step_valid", l.last_step_valid());
-    w.add(p + "/gradient", l.gradient_columns());
+    // (The local learner's gradient is indexed globally, zero outside its window: the window's.)
+    w.add(p + "/gradient", Vector(l.gradient_columns().segment(l.column_begin(), l.column_end() - l.column_begin())));
     for (Index k = 0; k < l.layers(); ++k) {
       const std::string q = p + "/l" + std::to_string(k);
       w.add(q + "/state", l.state(k));
@@ -342,7 +343,7 @@ class GridCheckpoint {
       const RowMatrix& M = st.M[k];
       layer.M.write_row_major(0, M.data(), std::size_t(M.size()));
     }
-    l.grad_.swap(st.grad);
+    l.grad_.segment(l.column_begin(), st.grad.size()) = st.grad;
     l.steps_ = st.steps;
     l.steps_valid_ = st.valid;
   }

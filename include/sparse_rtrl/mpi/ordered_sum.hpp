@@ -39,18 +39,14 @@ constexpr Index kOrderedSumChunk = Index(1) << 14;
 /// @brief Collective over @p chain: @p out (resized to the parts' size) becomes, on every rank,
 /// the left fold over ranks 0, 1, ..., size-1 of each rank's @p parts in their order, element by
 /// element: out = ((p^0_0 + p^0_1) + ...) + p^1_0 + ... (the first term copied, not added to
-/// zero: 0 + (-0) would be +0). Every rank must pass at least one part, all of one size (the
+/// zero: 0 + (-0) would be +0). Every rank must pass at least one part (@p m values each; m the
 /// same on every rank). Allocation-free once @p out has the size.
 template <typename Scalar>
-void ordered_sum(const Communicator& chain, const std::vector<const Eigen::Matrix<Scalar, Eigen::Dynamic, 1>*>& parts,
+void ordered_sum(const Communicator& chain, const std::vector<const Scalar*>& parts, Index m,
                  Eigen::Matrix<Scalar, Eigen::Dynamic, 1>& out, Index chunk = kOrderedSumChunk) {
-  if (parts.empty() || chunk < 1)
-    throw std::invalid_argument("sparse_rtrl::mpi::ordered_sum(): every rank needs at least one part and chunk >= 1");
-  const Index m = parts.front()->size();
-  for (const auto* p : parts)
-    if (p->size() != m)
-      throw std::invalid_argument("sparse_rtrl::mpi::ordered_sum(): parts of different sizes (" +
-                                  std::to_string(m) + " and " + std::to_string(p->size()) + ")");
+  using Map = Eigen::Map<const Eigen::Matrix<Scalar, Eigen::Dynamic, 1>>;
+  if (parts.empty() || chunk < 1 || m < 0)
+    throw std::invalid_argument("sparse_rtrl::mpi::ordered_sum(): every rank needs at least one part, m >= 0 and chunk >= 1");
   if (out.size() != m) out.resize(m);
   const int R = chain.size(), me = chain.rank();
   const MPI_Comm comm = chain.get();
@@ -62,12 +58,12 @@ void ordered_sum(const Communicator& chain, const std::vector<const Eigen::Matri
     auto seg = out.segment(lo, hi - lo);
     std::size_t first = 0;
     if (me == 0) {
-      seg = parts.front()->segment(lo, hi - lo);
+      seg = Map(parts.front() + lo, hi - lo);
       first = 1;
     } else {
       check(MPI_Recv(seg.data(), count, type, me - 1, tag, comm, MPI_STATUS_IGNORE), "MPI_Recv");
     }
-    for (std::size_t i = first; i < parts.size(); ++i) seg += parts[i]->segment(lo, hi - lo);
+    for (std::size_t i = first; i < parts.size(); ++i) seg += Map(parts[i] + lo, hi - lo);
     // Blocking send of a finished chunk: the next rank is already waiting for it (or will be),
     // and a chunk fits the eager protocol's buffers for moderate sizes; the pipeline depth is
     // one chunk per link, which is what makes the chain cost one vector transfer in all.

@@ -124,7 +124,9 @@ class ShardedRtrl {
     return whole_;
   }
   /// This rank's slice [column_begin(), column_end()) of the gradient: no communication.
-  const Vector& local_gradient_columns() const { return local_->gradient_columns(); }
+  Eigen::VectorBlock<const Vector> local_gradient_columns() const {
+    return local_->gradient_columns().segment(column_begin(), column_end() - column_begin());
+  }
   /// Collective: the gradient of a one-layer model in parameter layout (gradient(k) for layer k).
   Parameters gradient() const {
     require_single_layer("sparse_rtrl::mpi::ShardedRtrl::gradient()");
@@ -215,8 +217,7 @@ class ShardedRtrl {
       displs_[std::size_t(r)] = checked_count(partition_.begin(r), "gradient columns");
       counts_[std::size_t(r)] = checked_count(partition_.end(r) - partition_.begin(r), "gradient columns");
     }
-    const Vector& mine = local_->gradient_columns();
-    whole_.segment(partition_.begin(comm_.rank()), mine.size()) = mine;
+    whole_.segment(partition_.begin(comm_.rank()), counts_[std::size_t(comm_.rank())]) = local_gradient_columns();
     comm_.allgatherv<Scalar>(nullptr, counts_[std::size_t(comm_.rank())], whole_.data(), counts_.data(), displs_.data());
   }
 
@@ -285,7 +286,7 @@ class ShardedRtrl {
           for_each_move(me, q, width, [&](Index c, Index) {
             const Index local_c = c - before.begin(me);
             if (grad)
-              send.push_back(local.grad_(local_c));
+              send.push_back(local.grad_(c));  // the local learner's gradient is indexed globally
             else
               for (Index i = 0; i < rows; ++i) send.push_back(local.layers_[k].M(i, local_c));
           });
@@ -312,7 +313,7 @@ class ShardedRtrl {
         for_each_move(s, me, width, [&](Index, Index to) {
           const Index local_to = to - after.begin(me);
           if (grad)
-            local.grad_(local_to) = received[k][at++];
+            local.grad_(to) = received[k][at++];
           else
             for (Index i = 0; i < rows; ++i) local.layers_[k].M(i, local_to) = received[k][at++];
         });

@@ -137,28 +137,29 @@ class StreamGrid {
     const char* where = "sparse_rtrl::mpi::StreamGrid::step()";
     const Index offset = require_batch(where, "X", X_batch, inputs());
     for (auto& s : local_) s->follow_mask();
-    for (auto& s : local_) s->local_->prepare_step(where);
+    for (auto& s : local_) s->local_->phases().prepare(where);
     model_->enforce_mask();
     int failed = -1;
     {
       sparse_rtrl::detail::SubnormalGuard flush(local_.front()->options().flush_subnormals);
       for (std::size_t i = 0; i < local_.size(); ++i)
-        if (!local_[i]->local_->forward(X_batch.row(offset + Index(i)))) {
+        if (!local_[i]->local_->phases().forward(X_batch.row(offset + Index(i)))) {
           failed = int(first_ + Index(i));
           break;
         }
     }
     const int first_failed = agree_first(failed);
     if (first_failed >= 0) {
-      if (owns(first_failed)) local_[std::size_t(first_failed - first_)]->local_->fail_non_finite_state(where);
+      if (owns(first_failed)) local_[std::size_t(first_failed - first_)]->local_->phases().fail_non_finite_state(where);
       sparse_rtrl::detail::fail(where, "the state c_t of stream " + std::to_string(first_failed) +
                                            " became non-finite (on its group's ranks); the step is refused in every "
                                            "stream on every rank");
     }
     sparse_rtrl::detail::SubnormalGuard flush(local_.front()->options().flush_subnormals);
     for (auto& s : local_) {
-      s->local_->commit_forward();
-      s->local_->propagate_single();
+      auto phases = s->local_->phases();
+      phases.commit_forward();
+      phases.propagate();
     }
   }
 
@@ -170,12 +171,12 @@ class StreamGrid {
     const char* where = "sparse_rtrl::mpi::StreamGrid::accumulate_gradient()";
     const Index offset = require_batch(where, "G", G_batch, units());
     for (std::size_t i = 0; i < local_.size(); ++i)
-      if (!G_batch.row(offset + Index(i)).isZero(0)) local_[i]->local_->require_stepped(where);
+      if (!G_batch.row(offset + Index(i)).isZero(0)) local_[i]->local_->phases().require_stepped(where);
     {
       sparse_rtrl::detail::SubnormalGuard flush(local_.front()->options().flush_subnormals);
       for (std::size_t i = 0; i < local_.size(); ++i)
         if (!G_batch.row(offset + Index(i)).isZero(0))
-          local_[i]->local_->accumulate_output_unchecked(G_batch.row(offset + Index(i)));
+          local_[i]->local_->phases().accumulate_output_unchecked(G_batch.row(offset + Index(i)));
     }
     require_finite_gradients(where);
   }
@@ -190,12 +191,12 @@ class StreamGrid {
       return G_batch.row(offset + Index(i)).isZero(0) && G_events.row(offset + Index(i)).isZero(0);
     };
     for (std::size_t i = 0; i < local_.size(); ++i)
-      if (!zero(i)) local_[i]->local_->require_stepped(where);
+      if (!zero(i)) local_[i]->local_->phases().require_stepped(where);
     {
       sparse_rtrl::detail::SubnormalGuard flush(local_.front()->options().flush_subnormals);
       for (std::size_t i = 0; i < local_.size(); ++i)
         if (!zero(i))
-          local_[i]->local_->accumulate_output_unchecked(G_batch.row(offset + Index(i)),
+          local_[i]->local_->phases().accumulate_output_unchecked(G_batch.row(offset + Index(i)),
                                                         G_events.row(offset + Index(i)));
     }
     require_finite_gradients(where);
@@ -209,8 +210,8 @@ class StreamGrid {
     for (auto& s : local_) s->follow_mask();
     const ColumnPartition& part = partition();
     parts_.clear();
-    for (const auto& s : local_) parts_.push_back(&s->local_gradient_columns());
-    ordered_sum<Scalar>(chain_, parts_, slice_);
+    for (const auto& s : local_) parts_.push_back(s->local_gradient_columns().data());
+    ordered_sum<Scalar>(chain_, parts_, part.end(shard_) - part.begin(shard_), slice_);
     const int S = group_comm_.size();
     if (whole_.size() != part.columns()) whole_.resize(part.columns());
     counts_.resize(std::size_t(S));
@@ -329,7 +330,7 @@ class StreamGrid {
   int group_ = 0, shard_ = 0;
   Model* model_ = nullptr;
   std::vector<std::unique_ptr<Stream>> local_;
-  std::vector<const Vector*> parts_;
+  std::vector<const Scalar*> parts_;
   Vector slice_, whole_;
   std::vector<int> counts_, displs_;
 };

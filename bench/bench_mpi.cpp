@@ -1,0 +1,119 @@
+// The MPI rows of the benchmark suite (docs/distributed.md): the column-sharded learner
+// (mpi::ShardedRtrl) at n = 1024, activity and weight density 0.05, one thread per rank, run
+// under mpiexec by bench/run_suite.py once per rank count (1 and 2); each run adds one row,
+// mpi/columns/n:1024/act:0.05/dens:0.05/ranks:R. One iteration is one step (step + gradient
+// read-out on every rank, no message). Counters:
+//   step_seconds              wall time per step of the slowest rank (the job's step time)
+//   influence_bytes_per_rank  the largest rank's share of M (bytes)
+//   gather_seconds            one gradient gather (MPI_Allgatherv of the P_kept columns): the
+//                             per-update communication, once per optimizer update
+//   ranks, columns            the rank count and P_kept
+// Every rank runs the same fixed number of iterations (Google Benchmark's time target would
+// let ranks disagree on how often to construct the learner, a collective); only rank 0 reports
+// (the others' output and --benchmark_out are dropped).
+//   mpiexec -n 2 build/bench/bench/bench_mpi [--quick|--full|--smoke] [google-benchmark flags]
+#include "bench_common.hpp"
+
+#include <sparse_rtrl/mpi.hpp>
+
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <vector>
+
+using namespace sparse_rtrl;
+using S = float;
+
+namespace {
+
+constexpr Index kInputs = 32;
+const TriangularSurrogate<S> kSurrogate(S(1.0), S(0.1));  // as bench_suite: silent rows skippable
+
+void bm_columns(benchmark::State& state, Index n, double activity, double density) {
+  const mpi::Communicator comm;
+  // The network of bench_suite's rows of the same (n, activity, density): same seeds, same mask.
+  auto mask = ParameterMask::random(n, kInputs, density, density, 1000 + std::uint64_t(n));
+  auto params = bench::parameters_for_activity<S>(n, kInputs, activity, mask, kSurrogate.gamma(), kSurrogate.eps(),
+                                                  7 + std::uint64_t(n));
+  Model<S> model(EgruCell<S>(params, {true}, kSurrogate), mask);
+  mpi::ShardedRtrl<S> learner(model);
+  const bench::Mat<S> X = bench::inputs<S>(256, kInputs, 5);
+  const Eigen::VectorXf g = Eigen::VectorXf::Constant(n, 0.01f);
+  for (Index t = 0; t < 10; ++t) learner.step(X.row(t));  // past the start-up transient
+  Index t = 10;
+  comm.barrier();
+  const auto start = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    learner.step(X.row(t % X.rows()));
+    learner.accumulate_gradient(g);
+    benchmark::ClobberMemory();
+    ++t;
+  }
+  const double mine = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  comm.barrier();
+  const auto gather_start = std::chrono::steady_clock::now();
+  benchmark::DoNotOptimize(learner.gradient_columns().data());
+  const double gather = std::chrono::duration<double>(std::chrono::steady_clock::now() - gather_start).count();
+  const std::vector<double> all =
+      comm.allgather(std::vector<double>{mine, double(learner.influence_bytes()), gather});
+  double slowest = 0, bytes = 0, gather_max = 0;
+  for (int r = 0; r < comm.size(); ++r) {
+    slowest = std::max(slowest, all[std::size_t(3 * r)]);
+    bytes = std::max(bytes, all[std::size_t(3 * r + 1)]);
+    gather_max = std::max(gather_max, all[std::size_t(3 * r + 2)]);
+  }
+  bench::set_work_counters(state, learner.local().total_work(), learner.influence_bytes());
+  state.counters["n"] = double(n);
+  state.counters["density"] = density;
+  state.counters["step_seconds"] = slowest / double(state.iterations());
+  state.counters["influence_bytes_per_rank"] = bytes;
+  state.counters["gather_seconds"] = gather_max;
+  state.counters["ranks"] = double(comm.size());
+  state.counters["columns"] = double(learner.columns());
+}
+
+/// Discards everything: the reporter of ranks other than 0.
+class NullReporter : public benchmark::BenchmarkReporter {
+ public:
+  bool ReportContext(const Context&) override { return true; }
+  void ReportRuns(const std::vector<Run>&) override {}
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  MPI_Init(&argc, &argv);
+  int rank = 0, ranks = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &ranks);
+  enum class Mode { smoke, quick, full } mode = Mode::quick;
+  std::vector<char*> args;
+  for (int i = 0; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--quick") == 0) mode = Mode::quick;
+    else if (std::strcmp(argv[i], "--full") == 0) mode = Mode::full;
+    else if (std::strcmp(argv[i], "--smoke") == 0) mode = Mode::smoke;
+    // Only rank 0 writes the output file.
+    else if (rank != 0 && std::strncmp(argv[i], "--benchmark_out", 15) == 0) continue;
+    else args.push_back(argv[i]);
+  }
+  const Index n = mode == Mode::smoke ? 64 : 1024;
+  const std::string name = "mpi/columns/n:" + std::to_string(n) + "/act:0.05/dens:0.05/ranks:" + std::to_string(ranks);
+  benchmark::RegisterBenchmark(name.c_str(), bm_columns, n, 0.05, 0.05)
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime()
+      ->Iterations(mode == Mode::smoke ? 2 : mode == Mode::quick ? 40 : 200);
+  int count = int(args.size());
+  benchmark::Initialize(&count, args.data());
+  if (benchmark::ReportUnrecognizedArguments(count, args.data())) {
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  if (rank == 0) {
+    benchmark::RunSpecifiedBenchmarks();
+  } else {
+    NullReporter quiet;
+    benchmark::RunSpecifiedBenchmarks(&quiet);
+  }
+  benchmark::Shutdown();
+  MPI_Finalize();
+  return 0;
+}
