@@ -31,10 +31,14 @@
 namespace sparse_rtrl {
 namespace mpi {
 
-/// Elements per message of the chained sum: 16 Ki (64 KB of floats), large enough that a
-/// message's latency (microseconds) is small next to its transfer, small enough that the
-/// pipeline fills quickly.
+/// Smallest message of the chained sum: 16 Ki values (64 KB of floats), large enough that a
+/// message's latency (microseconds) is small next to its transfer. The chunk is also at least
+/// 1/16 of the vector: at most 16 hand-offs per link, since each hand-off between two processes
+/// costs a wake-up (on a loaded or oversubscribed node, a scheduler switch), and 16 pieces
+/// already make the pipeline's fill ((R - 1) chunks) small next to the vector for R <= 16.
 constexpr Index kOrderedSumChunk = Index(1) << 14;
+/// The chunk ordered_sum() uses for a vector of @p m values (@p chunk: the smallest).
+inline Index ordered_sum_chunk(Index m, Index chunk = kOrderedSumChunk) { return std::max(chunk, (m + 15) / 16); }
 
 /// @brief Collective over @p chain: @p out (resized to the parts' size) becomes, on every rank,
 /// the left fold over ranks 0, 1, ..., size-1 of each rank's @p parts in their order, element by
@@ -48,6 +52,7 @@ void ordered_sum(const Communicator& chain, const std::vector<const Scalar*>& pa
   if (parts.empty() || chunk < 1 || m < 0)
     throw std::invalid_argument("sparse_rtrl::mpi::ordered_sum(): every rank needs at least one part, m >= 0 and chunk >= 1");
   if (out.size() != m) out.resize(m);
+  chunk = ordered_sum_chunk(m, chunk);
   const int R = chain.size(), me = chain.rank();
   const MPI_Comm comm = chain.get();
   const int tag = 23;
