@@ -10,6 +10,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -169,6 +170,15 @@ TEST_CASE("StreamGrid: a grid that cannot cover the ranks or streams is refused 
                                       TriangularSurrogate<double>(1.0, 0.5)),
                      ParameterMask::random(1, 1, 0.0, 0.0, 5));
   if (R > 1) CHECK_THROWS_AS(mpi::StreamGrid<double>(tiny, 1, mpi::Grid{1, R}), std::invalid_argument);
+  // A model that differs on the last rank (one parameter by one ulp): refused on every rank.
+  if (R > 1) {
+    Model<double> differs = grid_test_model<double>({20}, 5, true, 3);
+    if (comm.rank() == R - 1) {
+      double& w = differs.cell().parameters().bW(0);
+      w = std::nextafter(w, 1e9);
+    }
+    CHECK_THROWS_WITH(mpi::StreamGrid<double>(differs, 6, mpi::Grid{1, R}), Catch::Contains("do not hold the same model"));
+  }
   // And a collective after the refusals completes (no rank left behind).
   CHECK(grid_all_ranks(comm, true));
   // choose_grid: the fewest shards that fit; nothing fits -> invalid_argument, naming the need.
