@@ -147,8 +147,22 @@ TEMPLATE_TEST_CASE("StreamGrid checkpoint: resumed on these ranks, bit for bit",
       same &= test::same_bits(model.parameters(k).W, reference_model.parameters(k).W);
       same &= test::same_bits(model.parameters(k).theta, reference_model.parameters(k).theta);
     }
+    // And without MPI: into a plain RtrlStreams of one process (io::load_grid_checkpoint()).
+    Model<S> plain_model = configs[c].model();
+    RtrlStreams<S> plain(plain_model, kB);
+    io::load_grid_checkpoint(plain, config_dir(configs[c]));
+    bool plain_same = true;
+    run_steps(plain_model, plain, kSaveAt, kEnd, [&](Index t) {
+      const std::size_t i = std::size_t(t - kSaveAt);
+      for (Index b = 0; b < kB; ++b)
+        plain_same &= test::same_bits(plain.stream(b).state(), Eigen::Matrix<S, Eigen::Dynamic, 1>(states_at[i].row(b).transpose()));
+      plain_same &= test::same_bits(plain.gradient_columns(), grads_at[i]);
+    });
+    for (Index k = 0; k < plain_model.layers(); ++k)
+      plain_same &= test::same_bits(plain_model.parameters(k).R, reference_model.parameters(k).R);
     CHECK(same);
-    CHECK(ckpt_all_ranks(comm, same));
+    CHECK(plain_same);
+    CHECK(ckpt_all_ranks(comm, same && plain_same));
   }
 }
 
@@ -186,6 +200,13 @@ TEST_CASE("StreamGrid checkpoint: missing, extra, mismatched shard files and no 
   damaged([&]() { fs::remove(fs::path(bad) / "shard-g0-s1.npz"); });
   CHECK_THROWS_WITH(mpi::load_checkpoint(learner, bad), Catch::Contains("is missing"));
   all_unchanged &= unchanged();
+  {
+    Model<S> plain_model = config.model();
+    RtrlStreams<S> plain(plain_model, kB);
+    CHECK_THROWS_WITH(io::load_grid_checkpoint(plain, bad), Catch::Contains("is missing"));
+    const Model<S> fresh = config.model();
+    all_unchanged &= plain.stream(0).steps() == 0 && test::same_bits(plain_model.parameters(0).W, fresh.parameters(0).W);
+  }
   damaged([&]() { fs::copy_file(fs::path(bad) / "shard-g0-s0.npz", fs::path(bad) / "shard-g0-s3.npz"); });
   CHECK_THROWS_WITH(mpi::load_checkpoint(learner, bad), Catch::Contains("is not part of the saved"));
   all_unchanged &= unchanged();
