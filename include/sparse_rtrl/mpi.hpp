@@ -10,3 +10,4 @@
 #include <sparse_rtrl/mpi/fingerprint.hpp>
 #include <sparse_rtrl/mpi/consistency.hpp>
 #include <sparse_rtrl/mpi/sharded_rtrl.hpp>
+#include <sparse_rtrl/mpi/sharded_rtrl_streams.hpp>
