@@ -69,14 +69,18 @@ def main():
           f"multiply-adds per stored entry phi = {phi:.3f}")
 
     print("\ncheck against the measured rank counts (R > cores: oversubscribed, R ranks share the cores):")
-    print("| R | measured step (ms) | predicted (ms) | ratio | measured gather (us) | measured M/rank (MB) | predicted (MB) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| R | measured step, wall (ms) | predicted (ms) | ratio | CPU per step, busiest rank (ms) | predicted CPU (ms) | ratio | gather (us) | M/rank (MB) | predicted (MB) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for R in sorted(measured):
         b = measured[R][1]
         share = max(1.0, R / a.cores)
         pred = (rep + cols / R) * share
         mem = 4 * n0 * P0 / R
+        # A rank's own work, whatever the load: the repeated part plus its share of the columns.
+        cpu_pred = rep + cols / R
+        cpu = b.get("cpu_seconds", float("nan"))
         print(f"| {R} | {b['step_seconds'] * 1e3:.1f} | {pred * 1e3:.1f} | {b['step_seconds'] / pred:.2f} | "
+              f"{cpu * 1e3:.1f} | {cpu_pred * 1e3:.1f} | {cpu / cpu_pred:.2f} | "
               f"{b['gather_seconds'] * 1e6:.0f} | {b['influence_bytes_per_rank'] / 1e6:.0f} | {mem / 1e6:.0f} |")
 
     print("\nloopback collectives (median of 21 calls, slowest rank):")
@@ -94,6 +98,7 @@ def main():
         r = measured[R][0]
         if key in r:
             print(f"  streams row R = {R}: stream_step_seconds {r[key]['stream_step_seconds'] * 1e3:.1f} ms, "
+                  f"cpu_seconds {r[key].get('cpu_seconds', float('nan')) * 1e3:.1f} ms, "
                   f"gradient_sum_seconds {r[key]['gradient_sum_seconds'] * 1e6:.0f} us, "
                   f"M/rank {r[key]['influence_bytes_per_rank'] / 1e6:.0f} MB")
 

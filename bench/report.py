@@ -487,13 +487,15 @@ def mpi_section(mpi):
     L = ["## Over MPI ranks: the influence matrix split by columns (n = 1024, activity and weight density 0.05)\n",
          "`mpi::ShardedRtrl` (docs/distributed.md), one thread per rank, `mpiexec -n R` on this machine: every rank "
          "runs the forward step and propagates and reads out its own columns, with no message per step. Step: the "
-         "slowest rank's wall time per step. Gather: one `MPI_Allgatherv` of the gradient (once per optimizer "
-         "update). Bitwise the one-process result for any R (tests/mpi).\n",
-         "| ranks | step | speed vs 1 rank | M per rank (largest) | columns | gather per update |",
-         "|---|---|---|---|---|---|"]
+         "slowest rank's wall time per step; CPU: the busiest rank's CPU time per step (the work each rank does, "
+         "which the wall time shows only when the machine is otherwise idle). Gather: one `MPI_Allgatherv` of the "
+         "gradient (once per optimizer update). Bitwise the one-process result for any R (tests/mpi).\n",
+         "| ranks | step (wall) | speed vs 1 rank | CPU per rank | M per rank (largest) | columns | gather per update |",
+         "|---|---|---|---|---|---|---|"]
     for b in rs:
         L.append(f"| {int(b['ranks'])} | {ms(b['step_seconds'])} | "
-                 f"{ratio(one and one['step_seconds'], b['step_seconds'])}x | {mb(b['influence_bytes_per_rank'])} | "
+                 f"{ratio(one and one['step_seconds'], b['step_seconds'])}x | {ms(b.get('cpu_seconds'))} | "
+                 f"{mb(b['influence_bytes_per_rank'])} | "
                  f"{int(b['columns'])} | {ms(b['gather_seconds'])} |")
     load_avg = mpi.get("context", {}).get("load_avg")
     if load_avg:

@@ -10,6 +10,7 @@
 #include <sparse_rtrl/mpi/fingerprint.hpp>
 #include <sparse_rtrl/mpi/consistency.hpp>
 #include <sparse_rtrl/mpi/sharded_rtrl.hpp>
+#include <sparse_rtrl/mpi/sharded_rtrl_streams.hpp>
 #include <sparse_rtrl/mpi/grid.hpp>
 #include <sparse_rtrl/mpi/ordered_sum.hpp>
 #include <sparse_rtrl/mpi/stream_grid.hpp>

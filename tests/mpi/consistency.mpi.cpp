@@ -87,7 +87,7 @@ TEMPLATE_TEST_CASE("MPI consistency: a model differing on one rank fails on ever
   SECTION("the options") {
     RtrlOptions options;
     options.flush_subnormals = comm.rank() != odd;
-    CHECK_THAT(consistency_verdict(comm, consistency_model<S>(), options), Catch::Contains("the learner options (skip_silent_rows, flush_subnormals) (" + rank));
+    CHECK_THAT(consistency_verdict(comm, consistency_model<S>(), options), Catch::Contains("the learner options (skip_silent_rows, flush_subnormals, stream count) (" + rank));
   }
   SECTION("the number of layers: the ranks stop after the first collective, none waits in the second") {
     Model<S> two = consistency_model<S>();

@@ -81,7 +81,7 @@ struct ModelFingerprint {
   static const char* header_name(int i) {
     static const char* const names[kHeader] = {
         "the build (scalar type, SIMD panel width or library version)", "the model's shapes (layers, units, inputs)",
-        "the learner options (skip_silent_rows, flush_subnormals)", "the number of layers"};
+        "the learner options (skip_silent_rows, flush_subnormals, stream count)", "the number of layers"};
     return names[i];
   }
   static const char* per_layer_name(int i) {

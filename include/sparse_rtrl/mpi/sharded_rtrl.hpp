@@ -34,6 +34,8 @@ template <typename Scalar, typename Surrogate>
 class StreamGrid;
 template <typename Scalar, typename Surrogate>
 class GridCheckpoint;
+template <typename Scalar, typename Surrogate>
+class ShardedRtrlStreams;
 
 /// @brief The column-sharded RTRL learner (docs/distributed.md).
 ///
@@ -221,28 +223,37 @@ class ShardedRtrl {
     comm_.allgatherv<Scalar>(nullptr, counts_[std::size_t(comm_.rank())], whole_.data(), counts_.data(), displs_.data());
   }
 
-  /// The re-cut of follow_mask(): every rank computes the same old and new splits and the same
-  /// column map, so each knows, for every pair of ranks, which columns go from one to the other,
-  /// in increasing column order; the values travel in that order and land in place.
   void recut() {
-    const char* where = "sparse_rtrl::mpi::ShardedRtrl::follow_mask()";
-    Local& local = *local_;
-    Model& model = local.model();
-    local.require_parameter_shapes(where);
-    const int R = comm_.size(), me = comm_.rank();
-    const std::size_t L = local.layers_.size();
+    partition_ = recut_learners(comm_, partition_, std::vector<Local*>{local_.get()},
+                                "sparse_rtrl::mpi::ShardedRtrl::follow_mask()");
+    mask_version_ = local_->model().mask_version();
+  }
+
+  template <typename, typename>
+  friend class ShardedRtrlStreams;
+
+  /// @brief The re-cut of follow_mask() for this rank's local learners (one per stream, all of
+  /// one model, laid out alike): every rank computes the same old and new splits and the same
+  /// column map, so each knows, for every pair of ranks, which columns go from one to the other,
+  /// in increasing column order; the values travel in that order (MPI_Alltoallv per layer and
+  /// one for the gradient, learner after learner) and land in place. Returns the new split.
+  static ColumnPartition recut_learners(const Communicator& comm, const ColumnPartition& before,
+                                        const std::vector<Local*>& learners, const char* where) {
+    Local& first = *learners.front();
+    Model& model = first.model();
+    first.require_parameter_shapes(where);
+    const int R = comm.size(), me = comm.rank();
+    const std::size_t L = first.layers_.size();
     std::vector<InfluenceLayout> from, next;
-    std::vector<Index> old_offsets(L + 1, 0), new_offsets(L + 1, 0);
+    std::vector<Index> old_offsets(L + 1, 0);
     for (std::size_t k = 0; k < L; ++k) {
-      from.push_back(local.layers_[k].layout);
-      next.emplace_back(model.mask(Index(k)), local.layers_[k].events);
+      from.push_back(first.layers_[k].layout);
+      next.emplace_back(model.mask(Index(k)), first.layers_[k].events);
       old_offsets[k + 1] = old_offsets[k] + from[k].columns();
-      new_offsets[k + 1] = new_offsets[k] + next[k].columns();
     }
     // Pure and the same on every rank (the masks are: every rank applied the same change), so
     // a split with more ranks than panels is refused on every rank alike, before any message.
     const ColumnPartition after = partition_columns(model, R);
-    const ColumnPartition& before = partition_;
     const std::vector<Index> map = column_map(from, next);
     // The columns rank s sends to rank q, for a block of old width `width`: old columns c in s's
     // old range and below `width` whose new column is kept, in q's new range.
@@ -253,74 +264,77 @@ class ShardedRtrl {
         if (to >= 0 && to >= after.begin(q) && to < after.end(q)) f(c, to);
       }
     };
-    std::exception_ptr failure;
-    std::vector<std::vector<Scalar>> received(L + 1);
     const std::size_t ranks = std::size_t(R);
     std::vector<int> scount(ranks), sdispl(ranks), rcount(ranks), rdispl(ranks);
-    // Blocks k = 0..L-1 (n_k rows each), then the gradient (one row, all columns).
-    for (std::size_t k = 0; k <= L; ++k) {
-      const bool grad = k == L;
-      const Index rows = grad ? 1 : local.layers_[k].n;
-      const Index width = grad ? old_offsets[L] : old_offsets[k + 1];
-      std::vector<Scalar> send;
+    for (Local* learner : learners) {
+      Local& local = *learner;
+      std::exception_ptr failure;
+      std::vector<std::vector<Scalar>> received(L + 1);
+      // Blocks k = 0..L-1 (n_k rows each), then the gradient (one row, all columns; the local
+      // learner's gradient is indexed globally).
+      for (std::size_t k = 0; k <= L; ++k) {
+        const bool grad = k == L;
+        const Index rows = grad ? 1 : local.layers_[k].n;
+        const Index width = grad ? old_offsets[L] : old_offsets[k + 1];
+        std::vector<Scalar> send;
+        try {
+          std::int64_t at = 0;
+          for (int q = 0; q < R; ++q) {
+            std::int64_t count = 0;
+            for_each_move(me, q, width, [&](Index, Index) { count += rows; });
+            sdispl[std::size_t(q)] = checked_count(at, "columns moved by a mask change");
+            scount[std::size_t(q)] = checked_count(count, "columns moved by a mask change");
+            at += count;
+          }
+          at = 0;
+          for (int s = 0; s < R; ++s) {
+            std::int64_t count = 0;
+            for_each_move(s, me, width, [&](Index, Index) { count += rows; });
+            rdispl[std::size_t(s)] = checked_count(at, "columns moved by a mask change");
+            rcount[std::size_t(s)] = checked_count(count, "columns moved by a mask change");
+            at += count;
+          }
+          send.reserve(std::size_t(sdispl.back()) + std::size_t(scount.back()));
+          received[k].resize(std::size_t(at));
+          for (int q = 0; q < R; ++q)
+            for_each_move(me, q, width, [&](Index c, Index) {
+              if (grad)
+                send.push_back(local.grad_(c));
+              else
+                for (Index i = 0; i < rows; ++i) send.push_back(local.layers_[k].M(i, c - before.begin(me)));
+            });
+        } catch (...) {
+          failure = std::current_exception();
+        }
+        comm.agree(failure, where);
+        comm.alltoallv(send.data(), scount.data(), sdispl.data(), received[k].data(), rcount.data(), rdispl.data());
+      }
+      // Lay the columns out for the new masks and this rank's new range (zeros), then put every
+      // received column in its place.
       try {
-        std::int64_t at = 0;
-        for (int q = 0; q < R; ++q) {
-          std::int64_t count = 0;
-          for_each_move(me, q, width, [&](Index, Index) { count += rows; });
-          sdispl[std::size_t(q)] = checked_count(at, "columns moved by a mask change");
-          scount[std::size_t(q)] = checked_count(count, "columns moved by a mask change");
-          at += count;
-        }
-        at = 0;
-        for (int s = 0; s < R; ++s) {
-          std::int64_t count = 0;
-          for_each_move(s, me, width, [&](Index, Index) { count += rows; });
-          rdispl[std::size_t(s)] = checked_count(at, "columns moved by a mask change");
-          rcount[std::size_t(s)] = checked_count(count, "columns moved by a mask change");
-          at += count;
-        }
-        send.reserve(std::size_t(sdispl.back()) + std::size_t(scount.back()));
-        received[k].resize(std::size_t(at));
-        for (int q = 0; q < R; ++q)
-          for_each_move(me, q, width, [&](Index c, Index) {
-            const Index local_c = c - before.begin(me);
-            if (grad)
-              send.push_back(local.grad_(c));  // the local learner's gradient is indexed globally
-            else
-              for (Index i = 0; i < rows; ++i) send.push_back(local.layers_[k].M(i, local_c));
-          });
+        std::vector<InfluenceLayout> layouts = next;
+        local.install(std::move(layouts), nullptr);
       } catch (...) {
         failure = std::current_exception();
       }
-      comm_.agree(failure, where);
-      comm_.alltoallv(send.data(), scount.data(), sdispl.data(), received[k].data(), rcount.data(), rdispl.data());
+      comm.agree(failure, where);
+      SPARSE_RTRL_ASSERT(local.column_begin() == after.begin(me) && local.column_end() == after.end(me));
+      for (std::size_t k = 0; k <= L; ++k) {
+        const bool grad = k == L;
+        const Index rows = grad ? 1 : local.layers_[k].n;
+        const Index width = grad ? old_offsets[L] : old_offsets[k + 1];
+        std::size_t at = 0;
+        for (int s = 0; s < R; ++s)
+          for_each_move(s, me, width, [&](Index, Index to) {
+            if (grad)
+              local.grad_(to) = received[k][at++];
+            else
+              for (Index i = 0; i < rows; ++i) local.layers_[k].M(i, to - after.begin(me)) = received[k][at++];
+          });
+      }
+      local.mask_version_ = model.mask_version();
     }
-    // Lay the columns out for the new masks and this rank's new range (zeros), then put every
-    // received column in its place.
-    try {
-      local.install(std::move(next), nullptr);
-    } catch (...) {
-      failure = std::current_exception();
-    }
-    comm_.agree(failure, where);
-    for (std::size_t k = 0; k <= L; ++k) {
-      const bool grad = k == L;
-      const Index rows = grad ? 1 : local.layers_[k].n;
-      const Index width = grad ? old_offsets[L] : old_offsets[k + 1];
-      std::size_t at = 0;
-      for (int s = 0; s < R; ++s)
-        for_each_move(s, me, width, [&](Index, Index to) {
-          const Index local_to = to - after.begin(me);
-          if (grad)
-            local.grad_(to) = received[k][at++];
-          else
-            for (Index i = 0; i < rows; ++i) local.layers_[k].M(i, local_to) = received[k][at++];
-        });
-    }
-    local.mask_version_ = model.mask_version();
-    partition_ = after;
-    mask_version_ = model.mask_version();
+    return after;
   }
 
   Communicator comm_;

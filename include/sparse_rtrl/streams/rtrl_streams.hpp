@@ -35,6 +35,11 @@
 
 namespace sparse_rtrl {
 
+namespace mpi {
+template <typename Scalar, typename Surrogate>
+class ShardedRtrlStreams;
+}
+
 /// @brief B streams over one Model, advanced together (exact RTRL per stream).
 ///
 /// Per step: step(X) with X a B x d matrix (row b is stream b's input); then, for a loss,
@@ -59,7 +64,10 @@ class RtrlStreams {
   /// Throws std::invalid_argument for B < 1 or threads < 1, and std::length_error, before
   /// allocating anything large, when B influence matrices (reported by state_bytes()) exceed the
   /// machine's physical memory or cannot be allocated.
-  RtrlStreams(Model& model, Index streams, RtrlOptions options = {})
+  RtrlStreams(Model& model, Index streams, RtrlOptions options = {}) : RtrlStreams(model, streams, options, ColumnShard{}) {}
+  /// Every stream tracks only the columns of @p shard (Rtrl's ColumnShard): the local part of
+  /// mpi::ShardedRtrlStreams. (The memory check still counts whole influence matrices.)
+  RtrlStreams(Model& model, Index streams, RtrlOptions options, ColumnShard shard)
       : model_(&model), options_(checked(streams, options)), pool_(options_.threads), n_(model.units()),
         d_(model.inputs()) {
     const char* where = "sparse_rtrl::RtrlStreams::RtrlStreams()";
@@ -68,7 +76,7 @@ class RtrlStreams {
     per_stream.threads = 1;  // the streams' team runs them; no stream owns threads
     try {
       streams_.reserve(std::size_t(streams));
-      for (Index b = 0; b < streams; ++b) streams_.emplace_back(model, per_stream);
+      for (Index b = 0; b < streams; ++b) streams_.emplace_back(model, per_stream, shard);
       Index max_units = 0;
       for (Index k = 0; k < model.layers(); ++k) max_units = std::max(max_units, model.units(k));
       scratch_stride_ = detail::propagation_scratch_size<Scalar>(max_units);
@@ -303,6 +311,8 @@ class RtrlStreams {
   }
 
  private:
+  template <typename, typename>
+  friend class mpi::ShardedRtrlStreams;
   static RtrlOptions checked(Index streams, RtrlOptions options) {
     const char* where = "sparse_rtrl::RtrlStreams::RtrlStreams()";
     if (streams < 1) detail::fail(where, "streams must be >= 1, received " + std::to_string(streams));
