@@ -11,6 +11,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -178,6 +179,24 @@ TEST_CASE("StreamGrid: a grid that cannot cover the ranks or streams is refused 
       w = std::nextafter(w, 1e9);
     }
     CHECK_THROWS_WITH(mpi::StreamGrid<double>(differs, 6, mpi::Grid{1, R}), Catch::Contains("do not hold the same model"));
+  }
+  // Bad input seen by one group only (a NaN in the last stream's row, which only the last group
+  // reads): refused on every rank, nothing stepped, and the learner goes on.
+  if (R > 1) {
+    mpi::StreamGrid<double> learner(model, 6, mpi::Grid{R, 1});
+    Mat<double> X = test::random_matrix<double>(6, 5, 11);
+    Mat<double> G = test::random_matrix<double>(6, 20, 12);
+    CHECK_THROWS(learner.accumulate_gradient(G));  // no stream has stepped: refused everywhere
+    X(5, 2) = std::numeric_limits<double>::quiet_NaN();
+    CHECK_THROWS_AS(learner.step(X), std::invalid_argument);
+    CHECK(learner.stream(learner.first_stream()).steps() == 0);
+    X(5, 2) = 0.5;
+    learner.step(X);
+    G(5, 3) = std::numeric_limits<double>::infinity();
+    CHECK_THROWS_AS(learner.accumulate_gradient(G), std::invalid_argument);
+    CHECK(learner.gradient_columns().isZero(0));  // refused before any gradient changed
+    CHECK_THROWS_AS(learner.reset(5, Eigen::VectorXd::Constant(20, std::numeric_limits<double>::quiet_NaN())),
+                    std::invalid_argument);
   }
   // And a collective after the refusals completes (no rank left behind).
   CHECK(grid_all_ranks(comm, true));

@@ -129,29 +129,34 @@ class StreamGrid {
   // ---- The learner ----
   /// @brief Advances this rank's streams one step: row b of @p X is stream b's x_t (X is B x d,
   /// or local_streams() x d with row i for stream first_stream() + i). Collective (one int over
-  /// all ranks; a mask change: the group's re-cut, ShardedRtrl::follow_mask()). A state that
-  /// would become non-finite in any stream of any group refuses the step on every rank, every
-  /// stream as it was.
+  /// all ranks; a mask change: the group's re-cut, ShardedRtrl::follow_mask()). Bad input on any
+  /// rank (shape, a non-finite value in a rank's rows), or a state that would become non-finite in
+  /// any stream of any group, refuses the step on every rank (std::invalid_argument), every stream
+  /// as it was: all forward passes run, and all ranks agree, before any is committed.
   template <typename X>
   void step(const Eigen::MatrixBase<X>& X_batch) {
     const char* where = "sparse_rtrl::mpi::StreamGrid::step()";
-    const Index offset = require_batch(where, "X", X_batch, inputs());
-    for (auto& s : local_) s->follow_mask();
-    for (auto& s : local_) s->local_->phases().prepare(where);
-    model_->enforce_mask();
+    std::exception_ptr refused;
     int failed = -1;
-    {
+    Index offset = 0;
+    try {
+      offset = require_batch(where, "X", X_batch, inputs());
+      for (auto& s : local_) s->follow_mask();  // the group's ranks check the same rows: all or none come here
+      for (auto& s : local_) s->local_->phases().prepare(where);
+      model_->enforce_mask();
       sparse_rtrl::detail::SubnormalGuard flush(local_.front()->options().flush_subnormals);
       for (std::size_t i = 0; i < local_.size(); ++i)
         if (!local_[i]->local_->phases().forward(X_batch.row(offset + Index(i)))) {
           failed = int(first_ + Index(i));
           break;
         }
+    } catch (...) {
+      refused = std::current_exception();
     }
-    const int first_failed = agree_first(failed);
-    if (first_failed >= 0) {
-      if (owns(first_failed)) local_[std::size_t(first_failed - first_)]->local_->phases().fail_non_finite_state(where);
-      sparse_rtrl::detail::fail(where, "the state c_t of stream " + std::to_string(first_failed) +
+    const int bad_stream = settle(refused, failed, where);
+    if (bad_stream >= 0) {
+      if (owns(bad_stream)) local_[std::size_t(bad_stream - first_)]->local_->phases().fail_non_finite_state(where);
+      sparse_rtrl::detail::fail(where, "the state c_t of stream " + std::to_string(bad_stream) +
                                            " became non-finite (on its group's ranks); the step is refused in every "
                                            "stream on every rank");
     }
@@ -164,42 +169,32 @@ class StreamGrid {
   }
 
   /// @brief Adds the loss gradient of every stream: row b of @p G (B x n, or local_streams() x n)
-  /// is dL/dy_t of stream b (zeros: no loss there). Collective (one int: an overflowed
-  /// gradient in any stream throws std::overflow_error on every rank).
+  /// is dL/dy_t of stream b (zeros: no loss there). Collective (two ints over all ranks): bad
+  /// input on any rank is refused on every rank before any gradient changes
+  /// (std::invalid_argument); an overflowed gradient in any stream throws std::overflow_error on
+  /// every rank (the gradients then hold the overflow, as in RtrlStreams).
   template <typename G>
   void accumulate_gradient(const Eigen::MatrixBase<G>& G_batch) {
     const char* where = "sparse_rtrl::mpi::StreamGrid::accumulate_gradient()";
-    const Index offset = require_batch(where, "G", G_batch, units());
-    for (std::size_t i = 0; i < local_.size(); ++i)
-      if (!G_batch.row(offset + Index(i)).isZero(0)) local_[i]->local_->phases().require_stepped(where);
-    {
-      sparse_rtrl::detail::SubnormalGuard flush(local_.front()->options().flush_subnormals);
-      for (std::size_t i = 0; i < local_.size(); ++i)
-        if (!G_batch.row(offset + Index(i)).isZero(0))
-          local_[i]->local_->phases().accumulate_output_unchecked(G_batch.row(offset + Index(i)));
-    }
-    require_finite_gradients(where);
+    accumulate(where, G_batch, [&](std::size_t, Index row) { return G_batch.row(row).isZero(0); },
+               [&](auto& phases, Index row) { phases.accumulate_output_unchecked(G_batch.row(row)); });
   }
   /// The same with a loss on the events too (rows of @p G_events: dL/do_t).
   template <typename G, typename GO>
   void accumulate_gradient(const Eigen::MatrixBase<G>& G_batch, const Eigen::MatrixBase<GO>& G_events) {
     const char* where = "sparse_rtrl::mpi::StreamGrid::accumulate_gradient()";
-    const Index offset = require_batch(where, "G", G_batch, units());
-    if (require_batch(where, "G_events", G_events, units()) != offset)
-      sparse_rtrl::detail::fail(where, "G and G_events must both have B rows or both this rank's rows");
-    auto zero = [&](std::size_t i) {
-      return G_batch.row(offset + Index(i)).isZero(0) && G_events.row(offset + Index(i)).isZero(0);
-    };
-    for (std::size_t i = 0; i < local_.size(); ++i)
-      if (!zero(i)) local_[i]->local_->phases().require_stepped(where);
-    {
-      sparse_rtrl::detail::SubnormalGuard flush(local_.front()->options().flush_subnormals);
-      for (std::size_t i = 0; i < local_.size(); ++i)
-        if (!zero(i))
-          local_[i]->local_->phases().accumulate_output_unchecked(G_batch.row(offset + Index(i)),
-                                                        G_events.row(offset + Index(i)));
-    }
-    require_finite_gradients(where);
+    accumulate(
+        where, G_batch,
+        [&](std::size_t, Index row) {
+          if (G_events.rows() != G_batch.rows() || G_events.cols() != units())
+            sparse_rtrl::detail::fail(where, "G_events must have G's shape " +
+                                                 sparse_rtrl::detail::shape_string(G_batch.rows(), units()) +
+                                                 ", received " +
+                                                 sparse_rtrl::detail::shape_string(G_events.rows(), G_events.cols()));
+          sparse_rtrl::detail::require_finite(where, "G_events", G_events.row(row));
+          return G_batch.row(row).isZero(0) && G_events.row(row).isZero(0);
+        },
+        [&](auto& phases, Index row) { phases.accumulate_output_unchecked(G_batch.row(row), G_events.row(row)); });
   }
 
   /// @brief Collective: the gradient per column summed over all B streams in stream order
@@ -261,7 +256,12 @@ class StreamGrid {
   }
   template <typename C0>
   void reset(Index b, const Eigen::MatrixBase<C0>& c0) {
+    const char* where = "sparse_rtrl::mpi::StreamGrid::reset()";
     require_stream(b, "reset()");
+    // Checked on every rank alike, so that a bad c0 is refused everywhere, not by the owners only.
+    if (layers() != 1) throw std::logic_error(std::string(where) + ": the model is a stack: reset(b) starts from zeros");
+    sparse_rtrl::detail::require_vector(where, "c0", c0, units());
+    sparse_rtrl::detail::require_finite(where, "c0", c0);
     if (owns(b)) local_[std::size_t(b - first_)]->reset(c0);
   }
   /// y_t of this rank's streams after the last step, local_streams() x n (row i: stream
@@ -301,18 +301,53 @@ class StreamGrid {
     sparse_rtrl::detail::require_finite(where, name, m.middleRows(offset, local_streams()));
     return offset;
   }
-  /// The smallest of the ranks' @p mine (-1: none) over all ranks: MPI_Allreduce(MIN) of an int
-  /// (no rounding: order-free).
-  int agree_first(int mine) const {
-    int in = mine < 0 ? std::numeric_limits<int>::max() : mine, out = 0;
-    check(MPI_Allreduce(&in, &out, 1, MPI_INT, MPI_MIN, world_.get()), "MPI_Allreduce");
-    return out == std::numeric_limits<int>::max() ? -1 : out;
+  /// @brief The one int of a call, over all ranks (MPI_Allreduce(MIN): integers, order-free):
+  /// this rank's outcome is its rank when it refused (@p refused), R + b when its stream b
+  /// failed (@p stream), nothing otherwise. A refusal anywhere throws on every rank (a rank that
+  /// refused its own exception, the others std::invalid_argument naming the first such rank);
+  /// else returns the first failed stream, or -1.
+  int settle(std::exception_ptr refused, int stream, const char* where) const {
+    const int R = world_.size();
+    const long long none = std::numeric_limits<long long>::max();
+    long long in = refused ? world_.rank() : stream >= 0 ? R + stream : none, out = 0;
+    check(MPI_Allreduce(&in, &out, 1, MPI_LONG_LONG, MPI_MIN, world_.get()), "MPI_Allreduce");
+    if (refused) std::rethrow_exception(refused);
+    if (out == none) return -1;
+    if (out < R)
+      sparse_rtrl::detail::fail(where, "refused on rank " + std::to_string(out) +
+                                           " (see its error: bad input there); refused on every rank, nothing changed");
+    return int(out - R);
   }
-  void require_finite_gradients(const char* where) {
+  /// accumulate_gradient(): checks (shapes, finite rows, streams stepped) agreed on by all
+  /// ranks before any gradient changes, then the read-outs, then the overflow check agreed.
+  template <typename G, typename Zero, typename Add>
+  void accumulate(const char* where, const Eigen::MatrixBase<G>& G_batch, Zero&& zero, Add&& add) {
+    std::exception_ptr refused;
+    Index offset = 0;
+    std::vector<char>& active = active_;
+    try {
+      offset = require_batch(where, "G", G_batch, units());
+      active.assign(local_.size(), 0);
+      for (std::size_t i = 0; i < local_.size(); ++i) {
+        active[i] = !zero(i, offset + Index(i));
+        if (active[i]) local_[i]->local_->phases().require_stepped(where);
+      }
+    } catch (...) {
+      refused = std::current_exception();
+    }
+    settle(refused, -1, where);
+    {
+      sparse_rtrl::detail::SubnormalGuard flush(local_.front()->options().flush_subnormals);
+      for (std::size_t i = 0; i < local_.size(); ++i)
+        if (active[i]) {
+          auto phases = local_[i]->local_->phases();
+          add(phases, offset + Index(i));
+        }
+    }
     int bad = -1;
     for (std::size_t i = 0; i < local_.size() && bad < 0; ++i)
       if (!local_[i]->local_gradient_columns().allFinite()) bad = int(first_ + Index(i));
-    const int first_bad = agree_first(bad);
+    const int first_bad = settle(nullptr, bad, where);
     if (first_bad < 0) return;
     throw std::overflow_error(std::string(where) + ": the accumulated gradient of stream " + std::to_string(first_bad) +
                               " overflowed (not finite); refused on every rank");
@@ -333,6 +368,7 @@ class StreamGrid {
   std::vector<const Scalar*> parts_;
   Vector slice_, whole_;
   std::vector<int> counts_, displs_;
+  std::vector<char> active_;
 };
 
 }  // namespace mpi
