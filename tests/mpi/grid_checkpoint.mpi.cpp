@@ -189,6 +189,7 @@ TEST_CASE("StreamGrid checkpoint: missing, extra, mismatched shard files and no 
   };
   // Each damaged copy made by rank 0, then a barrier before every rank loads it.
   auto damaged = [&](const std::function<void()>& damage) {
+    comm.barrier();  // every rank is done with the previous copy
     if (comm.rank() == 0) {
       fs::remove_all(bad);
       fs::copy(saved, bad);
