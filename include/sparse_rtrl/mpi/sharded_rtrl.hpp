@@ -119,9 +119,11 @@ class ShardedRtrl {
 
   /// @brief Collective: the whole accumulated gradient per column on every rank (size
   /// columns()), the ranks' slices gathered in place (MPI_Allgatherv; no arithmetic, so the
-  /// one-process Rtrl's gradient_columns() bit for bit). The reference stays valid until the
-  /// next call; allocation-free after the first call (or a mask change).
-  const Vector& gradient_columns() const {
+  /// one-process Rtrl's gradient_columns() bit for bit). A mask change not followed yet is
+  /// followed first (follow_mask(), as RtrlStreams::gradient() does). The reference stays valid
+  /// until the next call; allocation-free after the first call (or a mask change).
+  const Vector& gradient_columns() {
+    follow_mask();
     gather();
     return whole_;
   }
@@ -130,22 +132,23 @@ class ShardedRtrl {
     return local_->gradient_columns().segment(column_begin(), column_end() - column_begin());
   }
   /// Collective: the gradient of a one-layer model in parameter layout (gradient(k) for layer k).
-  Parameters gradient() const {
+  Parameters gradient() {
     require_single_layer("sparse_rtrl::mpi::ShardedRtrl::gradient()");
     Parameters out;
     gradient(Index(0), out);
     return out;
   }
-  void gradient(Parameters& out) const {
+  void gradient(Parameters& out) {
     require_single_layer("sparse_rtrl::mpi::ShardedRtrl::gradient()");
     gradient(Index(0), out);
   }
-  Parameters gradient(Index layer) const {
+  Parameters gradient(Index layer) {
     Parameters out;
     gradient(layer, out);
     return out;
   }
-  void gradient(Index layer, Parameters& out) const {
+  void gradient(Index layer, Parameters& out) {
+    follow_mask();
     gather();
     const InfluenceLayout& l = local_->layout(layer);
     l.scatter(whole_.segment(local_->column_offset(layer), l.columns()), out);
@@ -210,7 +213,7 @@ class ShardedRtrl {
   }
 
   /// The ranks' gradient slices into whole_ (MPI_Allgatherv in place).
-  void gather() const {
+  void gather() {
     const int R = comm_.size();
     if (whole_.size() != partition_.columns()) whole_.resize(partition_.columns());
     counts_.resize(std::size_t(R));
@@ -341,8 +344,8 @@ class ShardedRtrl {
   ColumnPartition partition_;
   std::unique_ptr<Local> local_;
   std::uint64_t mask_version_ = 0;
-  mutable Vector whole_;
-  mutable std::vector<int> counts_, displs_;
+  Vector whole_;
+  std::vector<int> counts_, displs_;
 };
 
 }  // namespace mpi
