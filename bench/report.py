@@ -497,6 +497,21 @@ def mpi_section(mpi):
                  f"{ratio(one and one['step_seconds'], b['step_seconds'])}x | {ms(b.get('cpu_seconds'))} | "
                  f"{mb(b['influence_bytes_per_rank'])} | "
                  f"{int(b['columns'])} | {ms(b['gather_seconds'])} |")
+    # Issue 23's row: B = 8 streams over the ranks as stream groups (mpi::StreamGrid, grid R x 1).
+    ss = sorted((b for b in mpi["benchmarks"] if b.get("run_type") == "iteration" and b["name"].startswith("mpi/streams/")),
+                key=lambda b: b["ranks"])
+    if ss:
+        s1 = next((b for b in ss if b["ranks"] == 1), None)
+        L += ["\n### Streams over ranks (n = 256, activity and density 0.1, 8 streams; target: 2 ranks >= 1.8x one)\n",
+              "`mpi::StreamGrid` with R stream groups (docs/distributed.md): each rank steps its block of the 8 streams; "
+              "one int exchanged per step and per read-out. Step: the slowest rank's wall time for all 8 streams; "
+              "CPU: the busiest rank's CPU time; sum: one ordered gradient sum (chained, then broadcast).\n",
+              "| ranks | stream step (wall) | speed vs 1 rank | CPU per rank | M per rank | ordered sum |",
+              "|---|---|---|---|---|---|"]
+        for b in ss:
+            L.append(f"| {int(b['ranks'])} | {ms(b['stream_step_seconds'])} | "
+                     f"{ratio(s1 and s1['stream_step_seconds'], b['stream_step_seconds'])}x | {ms(b.get('cpu_seconds'))} | "
+                     f"{mb(b['influence_bytes_per_rank'])} | {ms(b['gradient_sum_seconds'])} |")
     load_avg = mpi.get("context", {}).get("load_avg")
     if load_avg:
         L.append(f"\nLoad average when the runs started: {', '.join(f'{v:.2f}' for v in load_avg)} (other work on the "
