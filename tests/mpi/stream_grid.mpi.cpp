@@ -180,6 +180,10 @@ TEST_CASE("StreamGrid: a grid that cannot cover the ranks or streams is refused 
     }
     CHECK_THROWS_WITH(mpi::StreamGrid<double>(differs, 6, mpi::Grid{1, R}), Catch::Contains("do not hold the same model"));
   }
+  // A rank passing another B: refused on every rank.
+  if (R > 1)
+    CHECK_THROWS_WITH(mpi::StreamGrid<double>(model, comm.rank() == R - 1 ? 5 : 6, mpi::Grid{R, 1}),
+                      Catch::Contains("every rank must pass the same streams and grid"));
   // Bad input seen by one group only (a NaN in the last stream's row, which only the last group
   // reads): refused on every rank, nothing stepped, and the learner goes on.
   if (R > 1) {

@@ -17,6 +17,7 @@
 
 #include <Eigen/Core>
 
+#include <cstdint>
 #include <exception>
 #include <limits>
 #include <memory>
@@ -72,6 +73,18 @@ class StreamGrid {
         chain_(detail_grid::split(world_, grid_.shard_of(world_.rank()), grid_.group_of(world_.rank()))),
         streams_(streams) {
     const char* where = "sparse_rtrl::mpi::StreamGrid::StreamGrid()";
+    // Every rank must pass the same B and grid (they decide who steps which stream).
+    const std::vector<std::uint64_t> all = world_.allgather(
+        std::vector<std::uint64_t>{std::uint64_t(streams), std::uint64_t(grid_.groups), std::uint64_t(grid_.shards)});
+    for (int r = 1; r < world_.size(); ++r)
+      for (std::size_t i = 0; i < 3; ++i)
+        if (all[3 * std::size_t(r) + i] != all[i])
+          sparse_rtrl::detail::fail(where, "every rank must pass the same streams and grid: rank " + std::to_string(r) +
+                                               " passed B = " + std::to_string(all[3 * std::size_t(r)]) + ", grid " +
+                                               std::to_string(all[3 * std::size_t(r) + 1]) + " x " +
+                                               std::to_string(all[3 * std::size_t(r) + 2]) + ", rank 0 B = " +
+                                               std::to_string(all[0]) + ", grid " + std::to_string(all[1]) + " x " +
+                                               std::to_string(all[2]));
     require_same_model(world_, model, options, where);
     group_ = grid_.group_of(world_.rank());
     shard_ = grid_.shard_of(world_.rank());
