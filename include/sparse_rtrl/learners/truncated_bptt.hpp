@@ -33,7 +33,7 @@
 /// delta_t (ScaledRow) and the threshold terms threshold_reset_entry() and -A_t c_{t-1} psi_{t-1};
 /// between layers dL/dy^{k-1}_t = B^{k T} delta^k_t, B^k = dc^k/dy^{k-1} on W's pattern (as in
 /// Rtrl's build_cross). Its gradient lands in the learners' columns with no dense Parameters, its
-/// cost per step back is O(kept R + kept W + n) like one RTRL row update, and the tests can hold
+/// cost per step back is O(kept R and W entries of active units + n) like one RTRL row update, and the tests can hold
 /// it against Bptt as an independent implementation.
 ///
 /// The backward pass uses the model's parameters at the time it runs (the window's caches hold
@@ -323,9 +323,12 @@ class TruncatedBptt
       if (theta) g[layout.theta_column(i)] += di * detail::threshold_reset_entry(c, p.theta, i);
       for (Index e = ptr[std::size_t(i)]; e < ptr[std::size_t(i + 1)]; ++e) {
         const Index j = cols[std::size_t(e)];
+        // (A^T delta)_j is used multiplied by s_{t-1, j} and by c_{t-1, j} psi_{t-1, j}, both zero
+        // for a unit with s_{t-1, j} = 0 (s = o + c psi): skipped, exactly (as Bptt's `needed`).
+        if (c.s_prev(j) == Scalar(0)) continue;
         l.sum_a(j) += detail::coupling_entry(p.R, c, n, i, j) * di;
+        ++fma;
       }
-      fma += std::uint64_t(ptr[std::size_t(i + 1)] - ptr[std::size_t(i)]);
     }
     // J_t^T delta = decay delta + s_{t-1} (A_t^T delta); theta through y_{t-1}: -c psi (A_t^T delta).
     for (Index j = 0; j < n; ++j) {
@@ -335,6 +338,7 @@ class TruncatedBptt
     if (m > 0) {
       // dL/dy^{k-1}_t = B^T delta, B_ij = sum over gates of dc_i/da_gate W_gate(i, j).
       Layer& below = this->layers_[m - 1];
+      const auto& below_s = below.ring[std::size_t(slot)].s;
       below.from_above.setZero();
       for (Index i = 0; i < n; ++i) {
         const Scalar di = l.delta(i);
@@ -342,9 +346,10 @@ class TruncatedBptt
         const Scalar ar = c.dc_da(i) * di, az = c.dc_da(n + i) * di, ag = c.dc_da(2 * n + i) * di;
         for (Index e = l.input_row_ptr[std::size_t(i)]; e < l.input_row_ptr[std::size_t(i + 1)]; ++e) {
           const Index j = l.input_cols[std::size_t(e)];
+          if (below_s(j) == Scalar(0)) continue;  // used times s^{k-1}_t and c psi: both zero there
           below.from_above(j) += ar * p.W(i, j) + az * p.W(n + i, j) + ag * p.W(2 * n + i, j);
+          fma += 3;
         }
-        fma += 3 * std::uint64_t(l.input_row_ptr[std::size_t(i + 1)] - l.input_row_ptr[std::size_t(i)]);
       }
     }
     return fma;
