@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -406,7 +407,8 @@ void bm_checkpoint(benchmark::State& state, Index n, double activity, double den
 /// backward pass through all t steps, plus the step's share of the forward pass). One iteration
 /// times a few of each, not t of them. Counters: rtrl_step_seconds (mean of 50 steps after 10),
 /// bptt_history_step_seconds (forward of t steps / t + the mean of a few backward passes through
-/// the t steps), rtrl_state_bytes (M), bptt_state_bytes (the t stored step caches), t.
+/// the t steps), the same as CPU time (*_cpu_seconds), rtrl_state_bytes (M), bptt_state_bytes
+/// (the t stored step caches), t.
 void bm_online_exact(benchmark::State& state, Index n, double activity, double density, Index T, int backward_reps) {
   const Network& net = network(n, activity, density);
   Model<S> model(EgruCell<S>(net.params, {true}, kSurrogate), net.mask);
@@ -414,35 +416,44 @@ void bm_online_exact(benchmark::State& state, Index n, double activity, double d
   const Eigen::VectorXf g = Eigen::VectorXf::Constant(n, 0.01f);
   bench::Mat<S> G = bench::Mat<S>::Zero(T, n);
   G.row(T - 1) = g.transpose();  // the loss of step t; the pass still runs through all t steps
-  using Clock = std::chrono::steady_clock;
-  const auto seconds = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
-  double rtrl_seconds = 0, bptt_seconds = 0, rtrl_bytes = 0, bptt_bytes = 0;
+  // Wall-clock and CPU time of the process (one thread): on a shared, loaded machine the CPU
+  // time is what the work costs, the wall-clock time what a user waits.
+  struct Stamp {
+    std::chrono::steady_clock::time_point wall = std::chrono::steady_clock::now();
+    std::clock_t cpu = std::clock();
+  };
+  const auto wall = [](const Stamp& a, const Stamp& b) { return std::chrono::duration<double>(b.wall - a.wall).count(); };
+  const auto cpu = [](const Stamp& a, const Stamp& b) { return double(b.cpu - a.cpu) / CLOCKS_PER_SEC; };
+  double rtrl_seconds = 0, bptt_seconds = 0, rtrl_cpu = 0, bptt_cpu = 0, rtrl_bytes = 0, bptt_bytes = 0;
   for (auto _ : state) {
     Rtrl<S> rtrl(model);
     for (Index t = 0; t < 10; ++t) rtrl.step(X.row(t));
     const Index steps = 50;
-    const auto r0 = Clock::now();
+    const Stamp r0;
     for (Index t = 10; t < 10 + steps; ++t) {
       rtrl.step(X.row(t));
       rtrl.accumulate_gradient(g);
     }
-    rtrl_seconds = seconds(r0, Clock::now()) / double(steps);
+    const Stamp r1;
+    rtrl_seconds = wall(r0, r1) / double(steps);
+    rtrl_cpu = cpu(r0, r1) / double(steps);
     rtrl_bytes = double(rtrl.influence_bytes());
     Bptt<S> bptt(model, BpttOptions{true});
-    const auto f0 = Clock::now();
+    const Stamp f0;
     bptt.forward(X.topRows(T));
-    const double forward = seconds(f0, Clock::now());
-    double backward = 0;
+    const Stamp f1;
     for (int rep = 0; rep < backward_reps; ++rep) {
-      const auto b0 = Clock::now();
       auto grad = bptt.backward(G);
-      backward += seconds(b0, Clock::now());
       benchmark::DoNotOptimize(grad.R.data());
     }
-    bptt_seconds = forward / double(T) + backward / double(backward_reps);
+    const Stamp b1;
+    bptt_seconds = wall(f0, f1) / double(T) + wall(f1, b1) / double(backward_reps);
+    bptt_cpu = cpu(f0, f1) / double(T) + cpu(f1, b1) / double(backward_reps);
     bptt_bytes = double(bptt.history_bytes());
     benchmark::ClobberMemory();
   }
+  state.counters["rtrl_step_cpu_seconds"] = rtrl_cpu;
+  state.counters["bptt_history_step_cpu_seconds"] = bptt_cpu;
   state.counters["n"] = double(n);
   state.counters["t"] = double(T);
   state.counters["density"] = density;
