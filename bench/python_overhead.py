@@ -12,7 +12,7 @@ time.process_time() here, std::clock() in the module's loop): the machine is sha
 leaves out the time other processes held the core (not their effect on caches and memory
 bandwidth). The script also alternates, round by round, the C++ twin (a
 bench_suite subprocess running just that row), its own Python loop, and the same loop run in C++
-inside the module (sparse_rtrl._core._time_rtrl_loop: the module's compilation of the step without
+inside the module (sparse_rtrl.float64._time_rtrl_loop: the module's compilation of the step without
 the Python layer), and keeps each side's fastest round: the minima were measured minutes apart at
 most, under the same conditions.
 Each Python round runs like a Google Benchmark row: steps until the mode's minimum time (0.2 s
@@ -105,13 +105,13 @@ def python_round(model, min_time):
 
 
 def module_round(model, min_time):
-    """The same loop in C++ inside the module (sparse_rtrl._core._time_rtrl_loop): the step as this
+    """The same loop in C++ inside the module (sparse_rtrl.float64._time_rtrl_loop): the step as this
     module's compilation runs it, without the Python layer. Returns CPU seconds per step."""
     rtrl = s.Rtrl(model)
     X, g = inputs_and_gradient(model.units())
     for t in range(10):
         rtrl.step(X[t])
-    elapsed, steps = s._core._time_rtrl_loop(rtrl, X, g, 10, min_time)
+    elapsed, steps = s._dtypes._time_rtrl_loop(rtrl, X, g, 10, min_time)
     return elapsed / steps
 
 

@@ -13,7 +13,7 @@ mask = s.ParameterMask.random(n, 1, 1.0, 0.25, seed=1, sharing=s.MaskSharing.gat
 model = s.Model.torch_like(n, 1, seed=2, threshold=0.1, masks=mask, surrogate=s.TriangularSurrogate(1.0, 0.5))
 model.parameters().W[:] *= 4  # strong enough input to cross the thresholds
 rtrl, readout = s.Rtrl(model), s.LinearReadout(1, n)
-readout.parameters.V[:] = 0  # zero-initialised readout (README, practical advice)
+readout.parameters().V[:] = 0  # zero-initialised readout (README, practical advice)
 opt_model, opt_readout = s.Adam(learning_rate=3e-3), s.Adam(learning_rate=3e-3)
 bits = np.random.default_rng(0).choice([-1.0, 1.0], size=T)
 window = []
