@@ -67,7 +67,8 @@ void bind_learners(py::module_& core, py::module_& m) {
            py::arg("flush_subnormals") = true, py::keep_alive<1, 2>(),
            "skip_silent_rows=False is the dense-RTRL baseline; threads splits each step's columns (bitwise the same "
            "result for any count); flush_subnormals=False is strict IEEE.")
-      .def_property_readonly("model", py::overload_cast<>(&PyRtrl::model), py::return_value_policy::reference_internal)
+      .def("model", py::overload_cast<>(&PyRtrl::model), py::return_value_policy::reference_internal,
+           "The model this learner reads (C++: model()).")
       .def_property_readonly("layers", &PyRtrl::layers)
       .def("units", [](const PyRtrl& r, py::object layer) { return layer.is_none() ? r.units() : r.units(layer.cast<Index>()); },
            py::arg("layer") = py::none())
@@ -76,7 +77,7 @@ void bind_learners(py::module_& core, py::module_& m) {
       .def("column_offset", &PyRtrl::column_offset, py::arg("layer"))
       .def("layout", [](const PyRtrl& r, Index layer) { return r.layout(layer); }, py::arg("layer") = 0,
            "A copy of layer k's InfluenceLayout.")
-      .def_property_readonly("options", [](const PyRtrl& r) { return options_dict(r.options()); })
+      .def("options", [](const PyRtrl& r) { return options_dict(r.options()); }, "The options, as a dict.")
       .def_property_readonly("threads", &PyRtrl::threads)
       .def(
           "step",
@@ -365,7 +366,7 @@ void bind_learners(py::module_& core, py::module_& m) {
            py::arg("layer") = 0)
       .def("step_cache", [](const PyBptt& b, Index t, Index k) { return cache_dict(b.step_cache(k, t)); },
            py::arg("t"), py::arg("layer") = 0, "Everything step t of layer k computed in the last forward(), as copies.")
-      .def_property_readonly("work", [](const PyBptt& b) { return b.work(); })
+      .def("work", [](const PyBptt& b) { return b.work(); }, "BpttWork of the last forward() and backward().")
       .def_property_readonly("history_bytes", &PyBptt::history_bytes);
 
   py::class_<PyStreams>(m, "RtrlStreams",
@@ -377,11 +378,11 @@ void bind_learners(py::module_& core, py::module_& m) {
            py::arg("model"), py::arg("streams"), py::kw_only(), py::arg("skip_silent_rows") = true,
            py::arg("threads") = 1, py::arg("flush_subnormals") = true, py::keep_alive<1, 2>())
       .def_property_readonly("streams", &PyStreams::streams)
-      .def_property_readonly("units", &PyStreams::units)
+      .def("units", [](const PyStreams& s) { return s.units(); })
       .def_property_readonly("inputs", &PyStreams::inputs)
       .def_property_readonly("layers", &PyStreams::layers)
       .def_property_readonly("threads", &PyStreams::threads)
-      .def_property_readonly("options", [](const PyStreams& s) { return options_dict(s.options()); })
+      .def("options", [](const PyStreams& s) { return options_dict(s.options()); })
       .def(
           "step",
           [](PyStreams& s, const py::object& X_arg) {

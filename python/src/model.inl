@@ -361,7 +361,7 @@ void bind_model(py::module_& core, py::module_& m) {
            py::arg("layer") = -1)
       .def_property_readonly("steps", &PyInference::steps)
       .def_property_readonly("layers", &PyInference::layers)
-      .def_property_readonly("units", [](const PyInference& i) { return i.units(); })
+      .def("units", [](const PyInference& i, Index layer) { return i.units(top(i, layer)); }, py::arg("layer") = -1)
       .def_property_readonly("inputs", &PyInference::inputs);
 
   // The typed methods of the common ParameterMask (module.cpp): overloads per dtype.

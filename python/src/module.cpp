@@ -175,7 +175,7 @@ void bind_common(py::module_& m) {
       .def(py::init<const PruningSchedule&, double, double>(), py::arg("schedule"), py::arg("initial_density_W") = 1.0,
            py::arg("initial_density_R") = 1.0)
       .def(py::init<const PruningSchedule&, const ParameterMask&>(), py::arg("schedule"), py::arg("initial"))
-      .def_property_readonly("schedule", &MagnitudePruner::schedule)
+      .def("schedule", &MagnitudePruner::schedule)
       .def_property_readonly("events", &MagnitudePruner::events)
       .def_property_readonly("events_done", &MagnitudePruner::events_done)
       .def("finished", &MagnitudePruner::finished, "True once every event is done (a method, as in C++).")

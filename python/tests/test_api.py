@@ -63,7 +63,7 @@ def test_inference_matches_rtrl_forward():
 def test_inference_runs_every_layer_of_a_stack():
     model = stack_model()
     inf, rtrl = s.Inference(model), s.Rtrl(model)
-    assert inf.layers == 2 and inf.units == 7 and inf.inputs == 4
+    assert inf.layers == 2 and inf.units() == 7 and inf.inputs == 4
     for x in s.uniform_random(7, (40, 4), -2, 2):
         inf.step(x)
         rtrl.step(x)
@@ -93,7 +93,7 @@ def test_parameters_are_views_kept_alive_by_the_model():
     gc.collect()
     assert np.array_equal(W, snapshot)  # the view kept the model alive
     rtrl.step([0.1, 0.2])  # and so does the learner
-    assert rtrl.model.parameters().W[0, 0] == 0.125
+    assert rtrl.model().parameters().W[0, 0] == 0.125
 
 
 def test_learner_state_is_copied():
