@@ -109,9 +109,9 @@ TEMPLATE_TEST_CASE("A refused Snap step leaves the learner bitwise unchanged", "
   model.parameters().W(0, 0) = std::numeric_limits<S>::quiet_NaN();
   REQUIRE_THROWS_WITH(snap.step(X.row(3)), Catch::Matchers::Contains("W must be finite"));
   const auto after = snap.stage_state();
-  CHECK(test::same_bits(after.cache[0], before.cache[0]));
-  CHECK(test::same_bits(after.state[0], before.state[0]));
-  CHECK(test::same_bits(after.kept[0], before.kept[0]));
+  CHECK(test::same_bits(after.step_cache(0), before.step_cache(0)));
+  CHECK(test::same_bits(after.state(0), before.state(0)));
+  CHECK(test::same_bits(after.influence(0), before.influence(0)));
   CHECK(test::same_bits(snap.output(), y));
   CHECK(test::same_bits(snap.events(), o));
   CHECK(after.steps_valid);
@@ -158,14 +158,14 @@ TEMPLATE_TEST_CASE("Snap::restore_state refuses non-finite values and absurd ste
     edit(st);
     CHECK_THROWS_WITH(snap.restore_state(std::move(st)), Contains("Snap::restore_state()") && Contains(entry));
     const auto now = snap.stage_state();
-    CHECK(test::same_bits(now.kept[0], before.kept[0]));
-    CHECK(test::same_bits(now.gradient, before.gradient));
+    CHECK(test::same_bits(now.influence(0), before.influence(0)));
+    CHECK(test::same_bits(now.gradient(), before.gradient()));
     CHECK(now.steps == before.steps);
   };
-  refused([&](auto& st) { st.kept[0](3) = nan; }, "l0/kept must be finite");
-  refused([&](auto& st) { st.cache[0].decay(1) = nan; }, "l0/cache/decay must be finite");
-  refused([&](auto& st) { st.state[0](0) = nan; }, "l0/state must be finite");
-  refused([&](auto& st) { st.gradient(0) = nan; }, "gradient must be finite");
+  refused([&](auto& st) { st.write_influence(0, 3, &nan, 1); }, "l0/kept must be finite");
+  refused([&](auto& st) { st.step_cache(0).decay(1) = nan; }, "l0/cache/decay must be finite");
+  refused([&](auto& st) { st.state(0)(0) = nan; }, "l0/state must be finite");
+  refused([&](auto& st) { st.gradient()(0) = nan; }, "gradient must be finite");
   refused([&](auto& st) { st.steps = std::numeric_limits<Index>::max(); }, "steps must be in [0, 2^53");
 }
 

@@ -45,11 +45,12 @@
 #include <sparse_rtrl/detail/check.hpp>
 #include <sparse_rtrl/detail/immediate_jacobian.hpp>
 #include <sparse_rtrl/detail/learner_state.hpp>
+#include <sparse_rtrl/learners/learner_base.hpp>
+#include <sparse_rtrl/learners/work_counters.hpp>
 #include <sparse_rtrl/model/egru_cell.hpp>
 #include <sparse_rtrl/model/influence_layout.hpp>
 #include <sparse_rtrl/model/model.hpp>
 #include <sparse_rtrl/model/parameter_mask.hpp>
-#include <sparse_rtrl/learners/work_counters.hpp>
 
 #include <Eigen/Core>
 
@@ -78,19 +79,78 @@ struct SnapOptions {
   SnapCrossLayer cross_layer = SnapCrossLayer::graph;
 };
 
-/// @brief SnAp-n learner with the interface of Rtrl: step(x); accumulate_gradient(dL/dy_t) (the
-/// top layer) or accumulate_gradient_at(k, dL/dy^k_t); gradient() (one layer) or gradient(k).
-/// The model is referenced, not copied: it must outlive this learner and stay at one address
-/// (model.hpp).
+namespace detail {
+
+/// The kept influence entries of the parameters feeding one unit (the owner) of a Snap.
+template <typename Scalar>
+struct SnapOwner {
+  using Block = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  Index layer = 0, unit = 0;
+  std::vector<Index> rows;   ///< S(unit): rows of the stack, ascending (so grouped by layer)
+  std::vector<Index> begin;  ///< rows of layer layer + q are [begin[q], begin[q + 1])
+  Index self = 0;            ///< position of the owner's own row in rows
+  Index parameters = 0;      ///< columns of its weights and biases; + 1 for theta when tracked
+  bool theta = false;
+  Block M;                   ///< rows.size() x (parameters + theta)
+};
+
+/// One layer's stream state of a Snap: the shared part (LearnerLayer), this step's Jacobians on
+/// their patterns and the kept influence entries of the layer's owners.
+template <typename Scalar>
+struct SnapLayer : LearnerLayer<Scalar> {
+  using Block = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  Index row_offset = 0;  ///< row of unit 0 in the stack's rows
+  /// A_t = dc_t/dy_{t-1} and J_t = diag(decay) + A_t diag(s_{t-1}), n x n, written on R's
+  /// coupling pattern only (zero elsewhere from construction on). Row-major: written row by row.
+  Block A, J;
+  /// B^k_t = dc^k_t/dy^{k-1}_t (k > 0), n x n_{k-1}, written on W's connection pattern only.
+  Block B;
+  std::vector<Index> input_ptr, input_cols;  ///< W's connection pattern, CSR by target unit
+  std::vector<SnapOwner<Scalar>> owners;     ///< one per unit
+  std::vector<std::size_t> owner_start;      ///< owner u's entries start at owner_start[u] (n + 1)
+
+  // The influence as a checkpoint stores it (StreamState): the owners' blocks one after the
+  // other, each row-major.
+  static const char* influence_entry() { return "kept"; }
+  std::vector<Index> influence_shape() const { return {Index(influence_values())}; }
+  std::size_t influence_values() const { return owner_start.empty() ? 0 : owner_start.back(); }
+  void write_influence(std::size_t first, const Scalar* values, std::size_t count) {
+    std::size_t u = std::size_t(std::upper_bound(owner_start.begin(), owner_start.end(), first) - owner_start.begin()) - 1;
+    while (count > 0) {
+      auto& M = owners[u].M;
+      const std::size_t at = first - owner_start[u];
+      const std::size_t take = std::min(count, std::size_t(M.size()) - at);
+      std::copy(values, values + take, M.data() + at);
+      values += take;
+      first += take;
+      count -= take;
+      ++u;
+    }
+  }
+  template <typename F>
+  void for_each_influence_segment(F&& f) const {
+    for (const auto& b : owners)
+      if (b.M.size() > 0) f(b.M.data(), Index(b.M.size()));
+  }
+};
+
+}  // namespace detail
+
+/// @brief SnAp-n learner with the interface of Rtrl (LearnerBase, learner_base.hpp): step(x);
+/// accumulate_gradient(dL/dy_t) (the top layer) or accumulate_gradient_at(k, dL/dy^k_t);
+/// gradient() (one layer) or gradient(k). What is Snap's own: the kept pattern and its
+/// propagation, below. The model is referenced, not copied: it must outlive this learner and
+/// stay at one address (model.hpp).
 /// @tparam Scalar float or double.
 /// @tparam Surrogate pseudo-derivative policy (surrogate.hpp).
 template <typename Scalar, typename Surrogate = TriangularSurrogate<Scalar>>
-class Snap {
+class Snap : public LearnerBase<Snap<Scalar, Surrogate>, Scalar, Surrogate, detail::SnapLayer<Scalar>> {
+  using Base = LearnerBase<Snap<Scalar, Surrogate>, Scalar, Surrogate, detail::SnapLayer<Scalar>>;
+  using Layer = detail::SnapLayer<Scalar>;
+  using Owner = detail::SnapOwner<Scalar>;
+
  public:
-  using Model = sparse_rtrl::Model<Scalar, Surrogate>;
-  using Cell = EgruCell<Scalar, Surrogate>;
-  using Parameters = EgruParameters<Scalar>;
-  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+  using typename Base::Model;
   using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
   using Block = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
@@ -99,7 +159,7 @@ class Snap {
 
   /// @param options order >= 1 (else std::invalid_argument naming the value received) and the
   ///        cross-layer pattern. Tracks the kept parameters of @p model's masks.
-  Snap(Model& model, SnapOptions options) : model_(&model), options_(options) {
+  Snap(Model& model, SnapOptions options) : Base(model), options_(options) {
     const char* where = "sparse_rtrl::Snap::Snap()";
     if (options.order < 1) detail::fail(where, "order must be >= 1, received " + std::to_string(options.order));
     if (options.cross_layer != SnapCrossLayer::graph && options.cross_layer != SnapCrossLayer::none &&
@@ -107,78 +167,35 @@ class Snap {
       detail::fail(where, "cross_layer must be graph, none or same_step, received " +
                               std::to_string(int(options.cross_layer)));
     model.enforce_mask();
-    mask_version_ = model.mask_version();
-    const Index L = model.layers();
-    layers_.resize(std::size_t(L));
+    this->shape_layers();
     Index columns = 0, rows = 0;
-    for (Index k = 0; k < L; ++k) {
-      Layer& l = layers_[std::size_t(k)];
-      l.n = model.units(k);
-      l.d = model.cell(k).inputs();
-      l.events = model.events(k);
+    for (Index k = 0; k < this->layers(); ++k) {
+      Layer& l = this->layers_[std::size_t(k)];
       l.layout = InfluenceLayout(model.mask(k), l.events);
-      l.column_offset = columns;
+      l.offset = columns;
       l.row_offset = rows;
       columns += l.layout.columns();
+      l.width = columns;
       rows += l.n;
-      l.cache.resize(l.n, l.d);
-      l.cache.set_zero();  // defined values before the first step (a checkpoint saves them)
-      l.next.resize(l.n, l.d);
-      l.state.setZero(l.n);
-      l.dL_dc.setZero(l.n);
-      l.theta_direct.setZero(l.n);
       l.A.setZero(l.n, l.n);
       l.J.setZero(l.n, l.n);
       if (k > 0) {
-        connection_pattern(model.mask(k).W(), l.n, l.input_ptr, l.input_cols);
+        detail::connection_pattern(model.mask(k).W(), l.n, l.input_ptr, l.input_cols);
         l.B.setZero(l.n, l.d);
       }
     }
-    columns_ = columns;
     rows_ = rows;
-    grad_.setZero(columns);
+    this->grad_.setZero(columns);
     build_patterns();
-    last_layer_.resize(std::size_t(L));
-    total_layer_.resize(std::size_t(L));
   }
   /// A temporary model would be destroyed while referenced: refused at compile time.
   Snap(Model&& model, int order) = delete;
   Snap(Model&& model, SnapOptions options) = delete;
 
-  /// Layers of the model (1 for a single cell).
-  Index layers() const { return Index(layers_.size()); }
-  /// Units of the output layer (the top of a stack).
-  Index units() const { return detail::live_back(layers_, "sparse_rtrl::Snap").n; }
-  /// Units of layer k.
-  Index units(Index layer) const { return at(layer).n; }
-  Index inputs() const { return detail::live_front(layers_, "sparse_rtrl::Snap").d; }
   int order() const { return options_.order; }
   const SnapOptions& options() const { return options_; }
-  Model& model() { return *model_; }
-  const Model& model() const { return *model_; }
-  const Cell& cell(Index layer = 0) const { return model_->cell(layer); }
-  Cell& cell(Index layer = 0) { return model_->cell(layer); }
-  const ParameterMask& mask(Index layer = 0) const { return model_->mask(layer); }
-  /// Which parameter of layer k owns which of its columns (offset by column_offset(k)).
-  /// After a change of the model's masks (pruning, Model::set_mask), layout(), column_offset()
-  /// and columns() throw std::logic_error rather than report the old layout: SnAp's pattern
-  /// follows the masks, so construct a new Snap.
-  const InfluenceLayout& layout(Index layer = 0) const {
-    require_mask_unchanged("sparse_rtrl::Snap::layout()");
-    return at(layer).layout;
-  }
-  /// First column of layer k's parameters in gradient_columns().
-  Index column_offset(Index layer) const {
-    require_mask_unchanged("sparse_rtrl::Snap::column_offset()");
-    return at(layer).column_offset;
-  }
-  /// Columns over all layers (the size of gradient_columns()).
-  Index columns() const {
-    require_mask_unchanged("sparse_rtrl::Snap::columns()");
-    return columns_;
-  }
   /// Row of unit 0 of layer k in the stack's rows (kept_rows()); unit i is row_offset(k) + i.
-  Index row_offset(Index layer) const { return at(layer).row_offset; }
+  Index row_offset(Index layer) const { return this->at(layer).row_offset; }
   /// Units over all layers.
   Index rows() const { return rows_; }
 
@@ -187,15 +204,17 @@ class Snap {
   const std::vector<Index>& kept_rows(Index layer, Index unit) const { return block(layer, unit).rows; }
   /// The same for a one-layer model (std::logic_error for a stack: pass the layer).
   const std::vector<Index>& kept_rows(Index unit) const {
-    require_single_layer("sparse_rtrl::Snap::kept_rows()");
+    this->require_single_layer("sparse_rtrl::Snap::kept_rows()");
     return kept_rows(0, unit);
   }
   /// Influence entries kept, over all parameters (sum of |S(u)| x the columns owned by u).
   Index kept_entries() const {
     Index total = 0;
-    for (const auto& b : blocks_) total += b.M.size();
+    for (const auto& l : this->layers_) total += Index(l.influence_values());
     return total;
   }
+  /// Kept influence entries of the owners of layer k (the influence_values(k) of a StagedState).
+  Index kept_entries(Index layer) const { return Index(this->at(layer).influence_values()); }
   /// The smallest order whose pattern (with this learner's cross_layer) is closed: every order
   /// from it on keeps the same rows. With SnapCrossLayer::graph, SnAp at this order is exact
   /// RTRL. Costs a breadth-first search from every unit.
@@ -209,387 +228,90 @@ class Snap {
     return int(deepest) + 1;
   }
 
-  /// Starts a new sequence from c_0 = 0 in every layer: clears the kept influence entries. Keeps
-  /// the gradient.
-  void reset() {
-    if (layers_.empty()) detail::fail_moved_from("sparse_rtrl::Snap::reset()");
-    for (auto& l : layers_) l.state.setZero();
-    for (auto& b : blocks_) b.M.setZero();
-    steps_ = 0;
-    steps_valid_ = true;
-  }
-
-  /// @brief Advances every layer's state and kept influence entries for input x_t (size d,
-  /// finite). A changed shape or mode of the model, or a non-finite state, throws
-  /// std::invalid_argument before anything of the learner changes; a mask changed since
-  /// construction throws std::logic_error.
-  template <typename X>
-  void step(const Eigen::MatrixBase<X>& x) {
-    const char* where = "sparse_rtrl::Snap::step()";
-    detail::require_vector(where, "x", x, inputs());
-    detail::require_finite(where, "x", x);
-    if (mask_version_ != model_->mask_version())
-      throw std::logic_error(std::string(where) + ": the model's mask changed since this Snap was built; "
-                             "SnAp's pattern follows the mask: construct a new Snap");
-    require_parameter_shapes(where);
-    model_->enforce_mask();
-    // Into the next caches first: a refused step leaves the learner exactly as it was.
-    if (!detail::forward_into_next(layers_, *model_, x, /*event_sparse=*/false))
-      detail::fail_non_finite_state(where, *model_);
-    detail::commit_next(layers_);
-    steps_valid_ = true;
-    for (std::size_t k = 0; k < layers_.size(); ++k) build_jacobians(k);
-    std::vector<WorkCounters>& w = last_layer_;
-    for (std::size_t k = 0; k < layers_.size(); ++k) {
-      const Layer& l = layers_[k];
-      WorkCounters& lw = w[k];
-      lw = WorkCounters{};
-      lw.steps = 1;
-      lw.units = std::uint64_t(l.n);
-      for (Index j = 0; j < l.n; ++j) {
-        lw.event_units += l.cache.o_prev(j) != Scalar(0);
-        lw.active_rows += l.cache.s_prev(j) != Scalar(0);
-      }
-      std::uint64_t dense_width = 0;
-      for (std::size_t m = 0; m <= k; ++m) dense_width += std::uint64_t(layers_[m].layout.dense_columns());
-      const std::uint64_t n = std::uint64_t(l.n);
-      lw.dense_propagation_fma = (n * n + n) * dense_width;
-      if (k > 0) {
-        lw.dense_cross_layer_fma =
-            n * std::uint64_t(layers_[k - 1].n) * (dense_width - std::uint64_t(l.layout.dense_columns()));
-        lw.dense_propagation_fma += lw.dense_cross_layer_fma;
-      }
-    }
-    for (auto& b : blocks_) propagate(b, w);
-    for (std::size_t k = 0; k < layers_.size(); ++k) layers_[k].state = layers_[k].cache.c;
-    ++steps_;
-    last_ = WorkCounters{};
-    last_.steps = 1;
-    for (std::size_t k = 0; k < layers_.size(); ++k) {
-      total_layer_[k] += w[k];
-      WorkCounters lw = w[k];
-      lw.steps = 0;
-      last_ += lw;
-    }
-    total_ += last_;
-  }
-
-  /// @brief Adds the gradient of a loss on this step's output of the top layer, given dL/dy_t
-  /// (finite, of the top layer's size): (dL/dc_t)^T M_t over the kept entries, plus theta's
-  /// direct term (as Rtrl).
-  template <typename G>
-  void accumulate_gradient(const Eigen::MatrixBase<G>& dL_dy) {
-    accumulate_gradient_at(layers() - 1, dL_dy);
-  }
-  /// The same for a loss on the top layer's output and events (dL/do_t, e.g. an activity
-  /// regulariser), as Rtrl.
-  template <typename G, typename GO>
-  void accumulate_gradient(const Eigen::MatrixBase<G>& dL_dy, const Eigen::MatrixBase<GO>& dL_do) {
-    accumulate_gradient_at(layers() - 1, dL_dy, dL_do);
-  }
-  /// A loss on layer k's output y^k_t (size n_k): it reaches the parameters of the layers m <= k
-  /// whose pattern holds rows of layer k.
-  template <typename G>
-  void accumulate_gradient_at(Index layer, const Eigen::MatrixBase<G>& dL_dy) {
-    const char* where = "sparse_rtrl::Snap::accumulate_gradient()";
-    Layer& l = at(layer);
-    require_stepped(where);
-    detail::require_vector(where, "dL_dy", dL_dy, l.n);
-    detail::require_finite(where, "dL_dy", dL_dy);
-    for (Index i = 0; i < l.n; ++i) {
-      l.dL_dc(i) = dL_dy(i) * l.cache.s(i);
-      l.theta_direct(i) = -dL_dy(i) * l.cache.c(i) * l.cache.psi(i);
-    }
-    read_out(std::size_t(layer));
-  }
-  /// A loss on layer k's output and events: dL/dc = dL/dy s + dL/do psi, theta's direct term
-  /// -(dL/dy c + dL/do) psi.
-  template <typename G, typename GO>
-  void accumulate_gradient_at(Index layer, const Eigen::MatrixBase<G>& dL_dy, const Eigen::MatrixBase<GO>& dL_do) {
-    const char* where = "sparse_rtrl::Snap::accumulate_gradient()";
-    Layer& l = at(layer);
-    require_stepped(where);
-    detail::require_vector(where, "dL_dy", dL_dy, l.n);
-    detail::require_finite(where, "dL_dy", dL_dy);
-    detail::require_vector(where, "dL_do", dL_do, l.n);
-    detail::require_finite(where, "dL_do", dL_do);
-    for (Index i = 0; i < l.n; ++i) {
-      l.dL_dc(i) = dL_dy(i) * l.cache.s(i) + dL_do(i) * l.cache.psi(i);
-      l.theta_direct(i) = -(dL_dy(i) * l.cache.c(i) + dL_do(i)) * l.cache.psi(i);
-    }
-    read_out(std::size_t(layer));
-  }
-
-  /// The accumulated gradient of a one-layer model, in parameter layout (pruned entries zero).
-  /// A stack has one per layer: gradient(k) (here std::logic_error).
-  Parameters gradient() const {
-    require_single_layer("sparse_rtrl::Snap::gradient()");
-    return gradient(Index(0));
-  }
-  /// Allocation-free form (one-layer model): writes into @p out (resized if its shapes differ).
-  void gradient(Parameters& out) const {
-    require_single_layer("sparse_rtrl::Snap::gradient()");
-    gradient(Index(0), out);
-  }
-  /// The accumulated gradient of layer k's parameters.
-  Parameters gradient(Index layer) const {
-    Parameters out(units(layer), at(layer).d);
-    gradient(layer, out);
-    return out;
-  }
-  /// Allocation-free form for layer k.
-  void gradient(Index layer, Parameters& out) const {
-    const Layer& l = at(layer);
-    l.layout.scatter(grad_.segment(l.column_offset, l.layout.columns()), out);
-  }
-  /// The accumulated gradient per column (size columns(), all layers).
-  const Vector& gradient_columns() const { return grad_; }
-  void zero_gradient() { grad_.setZero(); }
-
-  /// c_t of the output layer (of layer k).
-  const Vector& state() const { return detail::live_back(layers_, "sparse_rtrl::Snap").state; }
-  const Vector& state(Index layer) const { return at(layer).state; }
-  /// y_t of the last step, of the output layer (of layer k).
-  const Vector& output() const { return detail::live_back(layers_, "sparse_rtrl::Snap").cache.y; }
-  const Vector& output(Index layer) const { return at(layer).cache.y; }
-  /// o_t of the last step.
-  const Vector& events() const { return detail::live_back(layers_, "sparse_rtrl::Snap").cache.o; }
-  const Vector& events(Index layer) const { return at(layer).cache.o; }
-  Index steps() const { return steps_; }
-
   /// Bytes of the kept influence entries.
   std::size_t influence_bytes() const { return sizeof(Scalar) * std::size_t(kept_entries()); }
 
-  /// Work of the last step / since reset_work(), over all layers (the cross-layer products are
-  /// in propagation_fma and also in cross_layer_fma), and per layer k (its rows).
-  const WorkCounters& last_step_work() const { return last_; }
-  const WorkCounters& total_work() const { return total_; }
-  const WorkCounters& last_step_work(Index layer) const { return last_layer_[std::size_t(check_layer(layer))]; }
-  const WorkCounters& total_work(Index layer) const { return total_layer_[std::size_t(check_layer(layer))]; }
-  void reset_work() {
-    total_ = WorkCounters{};
-    for (auto& w : total_layer_) w = WorkCounters{};
-  }
-
-  /// @brief The state a checkpoint restores (io/checkpoint.hpp): every layer's c and last step
-  /// cache, the kept influence entries of the owners of each layer (flat: owner by owner in unit
-  /// order, each block |S(u)| x its columns row by row), the gradient, step and work counters.
-  /// Sized by stage_state() for this learner's pattern; restore_state() checks the sizes.
-  struct StagedState {
-    std::vector<Vector> state;
-    std::vector<EgruStepCache<Scalar>> cache;
-    std::vector<Vector> kept;  ///< per layer: kept_entries of its owners, see above
-    Vector gradient;
-    Index steps = 0;
-    bool steps_valid = true;
-    WorkCounters last_work, total_work;
-    std::vector<WorkCounters> layer_last_work, layer_total_work;
-  };
-  /// Kept influence entries of the owners of layer k (the size of StagedState::kept[k]).
-  Index kept_entries(Index layer) const {
-    const Layer& l = at(layer);
-    Index total = 0;
-    for (Index u = 0; u < l.n; ++u) total += blocks_[std::size_t(l.row_offset + u)].M.size();
-    return total;
-  }
-  /// A copy of the current state, shaped for this learner (to be overwritten by a loader).
-  StagedState stage_state() const {
-    StagedState st;
-    for (Index k = 0; k < layers(); ++k) {
-      const Layer& l = layers_[std::size_t(k)];
-      st.state.push_back(l.state);
-      st.cache.push_back(l.cache);
-      Vector kept(kept_entries(k));
-      Index at_entry = 0;
-      for (Index u = 0; u < l.n; ++u) {
-        const Block& M = blocks_[std::size_t(l.row_offset + u)].M;
-        std::copy(M.data(), M.data() + M.size(), kept.data() + at_entry);
-        at_entry += M.size();
-      }
-      st.kept.push_back(std::move(kept));
-    }
-    st.gradient = grad_;
-    st.steps = steps_;
-    st.steps_valid = steps_valid_;
-    st.last_work = last_;
-    st.total_work = total_;
-    st.layer_last_work = last_layer_;
-    st.layer_total_work = total_layer_;
-    return st;
-  }
-  /// @brief The checks of restore_state() (std::invalid_argument naming the entry as a
-  /// checkpoint names it after @p prefix): sizes for this learner's pattern, every value finite,
-  /// steps in [0, 2^53]. A loader calls it while staging, before anything is committed.
-  void validate_state(const StagedState& st, const char* where, const std::string& prefix = "") const {
-    const auto n_layers = std::size_t(layers());
-    if (st.state.size() != n_layers || st.cache.size() != n_layers || st.kept.size() != n_layers ||
-        st.layer_last_work.size() != n_layers || st.layer_total_work.size() != n_layers)
-      detail::fail(where, "the state is for " + std::to_string(st.state.size()) + " layers, this learner has " +
-                              std::to_string(layers()));
-    if (st.gradient.size() != columns_)
-      detail::fail(where, "the gradient has " + std::to_string(st.gradient.size()) + " columns, expected " +
-                              std::to_string(columns_));
-    detail::require_step_count(where, prefix + "steps", std::int64_t(st.steps));
-    if (!st.gradient.allFinite()) detail::require_finite(where, (prefix + "gradient").c_str(), st.gradient);
-    for (Index k = 0; k < layers(); ++k) {
-      const Layer& l = layers_[std::size_t(k)];
-      const std::size_t q = std::size_t(k);
-      const std::string layer = "layer " + std::to_string(k) + ": ";
-      if (st.state[q].size() != l.n)
-        detail::fail(where, layer + "c has " + std::to_string(st.state[q].size()) + " units, expected " +
-                                std::to_string(l.n));
-      if (st.kept[q].size() != kept_entries(k))
-        detail::fail(where, layer + std::to_string(st.kept[q].size()) + " kept influence entries, this pattern keeps " +
-                                std::to_string(kept_entries(k)));
-      if (!cache_has_shape(st.cache[q], l.n, l.d))
-        detail::fail(where, layer + "the step cache has another shape than n = " + std::to_string(l.n) +
-                                ", d = " + std::to_string(l.d));
-      // Values no learner can hold, named as a checkpoint names the entry (after prefix).
-      const std::string p = prefix + "l" + std::to_string(k) + "/";
-      if (!st.state[q].allFinite()) detail::require_finite(where, (p + "state").c_str(), st.state[q]);
-      if (!st.kept[q].allFinite()) detail::require_finite(where, (p + "kept").c_str(), st.kept[q]);
-      detail::require_finite_cache(where, p, st.cache[q]);
-    }
-  }
-
-  /// @brief Installs @p st, all or nothing: every size is checked against this learner's
-  /// pattern first (std::invalid_argument, nothing changed), then swapped / copied in place
-  /// (no allocation). The pattern stays this learner's: the model's masks must be the ones it
-  /// was built for.
-  void restore_state(StagedState&& st) {
-    validate_state(st, "sparse_rtrl::Snap::restore_state()");
-    for (Index k = 0; k < layers(); ++k) {
-      Layer& l = layers_[std::size_t(k)];
-      const std::size_t q = std::size_t(k);
-      l.state.swap(st.state[q]);
-      std::swap(l.cache, st.cache[q]);
-      Index at_entry = 0;
-      for (Index u = 0; u < l.n; ++u) {
-        Block& M = blocks_[std::size_t(l.row_offset + u)].M;
-        std::copy(st.kept[q].data() + at_entry, st.kept[q].data() + at_entry + M.size(), M.data());
-        at_entry += M.size();
-      }
-    }
-    grad_.swap(st.gradient);
-    steps_ = st.steps;
-    steps_valid_ = st.steps_valid;
-    last_ = st.last_work;
-    total_ = st.total_work;
-    last_layer_.swap(st.layer_last_work);
-    total_layer_.swap(st.layer_total_work);
-  }
-  /// Whether the model's masks are still those this learner's pattern was built for.
-  bool mask_followed() const { return mask_version_ == model_->mask_version(); }
-
  private:
-  struct Layer {
-    Index n = 0, d = 0;
-    bool events = true;
-    InfluenceLayout layout;
-    Index column_offset = 0, row_offset = 0;
-    EgruStepCache<Scalar> cache;
-    EgruStepCache<Scalar> next;  ///< the step being computed (detail::forward_into_next)
-    Vector state, dL_dc, theta_direct;
-    /// A_t = dc_t/dy_{t-1} and J_t = diag(decay) + A_t diag(s_{t-1}), n x n, written on R's
-    /// coupling pattern only (zero elsewhere from construction on). Row-major: written row by row.
-    Block A, J;
-    /// B^k_t = dc^k_t/dy^{k-1}_t (k > 0), n x n_{k-1}, written on W's connection pattern only.
-    Block B;
-    std::vector<Index> input_ptr, input_cols;  ///< W's connection pattern, CSR by target unit
-  };
-
-  /// The kept influence entries of the parameters feeding one unit (the owner).
-  struct OwnerBlock {
-    Index layer = 0, unit = 0;
-    std::vector<Index> rows;   ///< S(unit): rows of the stack, ascending (so grouped by layer)
-    std::vector<Index> begin;  ///< rows of layer layer + q are [begin[q], begin[q + 1])
-    Index self = 0;            ///< position of the owner's own row in rows
-    Index parameters = 0;      ///< columns of its weights and biases; + 1 for theta when tracked
-    bool theta = false;
-    Block M;                   ///< rows.size() x (parameters + theta)
-  };
-
-  static bool cache_has_shape(const EgruStepCache<Scalar>& c, Index n, Index d) {
-    if (c.x.size() != d) return false;
-    for (const Vector* v : {&c.c_prev, &c.o_prev, &c.y_prev, &c.h_prev, &c.psi_prev, &c.s_prev, &c.r, &c.z, &c.g,
-                            &c.c, &c.o, &c.y, &c.psi, &c.s, &c.decay})
-      if (v->size() != n) return false;
-    for (const Vector* v : {&c.a, &c.q, &c.dc_da, &c.dc_dq})
-      if (v->size() != 3 * n) return false;
-    return true;
-  }
-  Layer& at(Index layer) { return layers_[std::size_t(check_layer(layer))]; }
-  const Layer& at(Index layer) const { return layers_[std::size_t(check_layer(layer))]; }
-  void require_mask_unchanged(const char* where) const {
-    if (!mask_followed())
-      throw std::logic_error(std::string(where) +
-                             ": the model's mask changed since this Snap was built (pruning or Model::set_mask); "
+  // ---- LearnerBase's hooks (learner_base.hpp). ----
+  friend Base;
+  static constexpr LearnerText text{"sparse_rtrl::Snap", "kept_rows(k, unit)", "SnAp's pattern follows the mask: construct a new Snap"};
+  static bool event_sparse_forward() { return false; }
+  static bool flush_subnormals() { return false; }
+  /// A mask changed since construction is refused (std::logic_error): following it would need a
+  /// new pattern and a rule for entries entering it (Rtrl follows mask changes exactly).
+  void prepare_step(const char* where) {
+    if (this->mask_version_ != this->model_->mask_version())
+      throw std::logic_error(std::string(where) + ": the model's mask changed since this Snap was built; "
                              "SnAp's pattern follows the mask: construct a new Snap");
+    this->require_parameter_shapes(where);
   }
-  Index check_layer(Index layer) const {
-    if (layers_.empty()) detail::fail_moved_from("sparse_rtrl::Snap");
-    if (layer < 0 || layer >= layers())
-      throw std::out_of_range("sparse_rtrl::Snap: layer must be in [0, " + std::to_string(layers()) +
-                              "), received " + std::to_string(layer));
-    return layer;
+  /// The Jacobians of the step, then every owner's kept entries (in row order) and the counters.
+  void propagate_step() {
+    for (std::size_t k = 0; k < this->layers_.size(); ++k) build_jacobians(k);
+    std::vector<WorkCounters>& w = this->last_layer_;
+    for (std::size_t k = 0; k < this->layers_.size(); ++k) {
+      const Layer& l = this->layers_[k];
+      w[k] = this->step_work(k);
+      for (Index j = 0; j < l.n; ++j) w[k].active_rows += l.cache.s_prev(j) != Scalar(0);
+    }
+    for (auto& l : this->layers_)
+      for (auto& b : l.owners) propagate(b, w);
+    this->finish_step();
   }
-  const OwnerBlock& block(Index layer, Index unit) const {
-    const Layer& l = at(layer);
+  void clear_influence() {
+    for (auto& l : this->layers_)
+      for (auto& b : l.owners) b.M.setZero();
+  }
+  /// The pattern is this learner's: a state can be staged only for the masks it was built for.
+  std::vector<Layer> stage_layers(const std::vector<ParameterMask>& masks, bool zero_influence) const {
+    for (std::size_t k = 0; k < this->layers_.size(); ++k)
+      if (!(masks[k] == this->layout_mask(Index(k))))
+        detail::fail("sparse_rtrl::Snap::stage_state()",
+                     "layer " + std::to_string(k) +
+                         ": the masks differ from those this Snap's pattern was built for (construct a new Snap)");
+    std::vector<Layer> staged = this->layers_;
+    for (auto& l : staged) {
+      l.cache.set_zero();
+      l.state.setZero();
+      if (zero_influence)
+        for (auto& b : l.owners) b.M.setZero();
+    }
+    return staged;
+  }
+  /// A staged state must have this learner's pattern: the same rows kept for every owner.
+  void check_staged_layers(const std::vector<Layer>& staged, const char* where) const {
+    for (std::size_t k = 0; k < this->layers_.size(); ++k) {
+      const Layer& a = staged[k];
+      const Layer& b = this->layers_[k];
+      bool same = a.owners.size() == b.owners.size() && a.owner_start == b.owner_start;
+      for (std::size_t u = 0; same && u < b.owners.size(); ++u)
+        same = a.owners[u].rows == b.owners[u].rows && a.owners[u].M.rows() == b.owners[u].M.rows() &&
+               a.owners[u].M.cols() == b.owners[u].M.cols();
+      if (!same)
+        detail::fail(where, "layer " + std::to_string(k) +
+                                ": the state's kept pattern is not this Snap's (stage it with this learner's stage_state())");
+    }
+  }
+  /// gradient_columns() not finite after a read-out: std::overflow_error naming where.
+  [[noreturn]] void fail_non_finite_gradient(const char* where) const {
+    throw std::overflow_error(std::string(where) +
+                              ": the accumulated gradient is not finite (kept influence entries or loss gradients "
+                              "too large); call zero_gradient() and reset()");
+  }
+
+  const Owner& block(Index layer, Index unit) const {
+    const Layer& l = this->at(layer);
     if (unit < 0 || unit >= l.n)
       throw std::out_of_range("sparse_rtrl::Snap: unit must be in [0, " + std::to_string(l.n) + "), received " +
                               std::to_string(unit));
-    return blocks_[std::size_t(l.row_offset + unit)];
-  }
-  void require_single_layer(const char* where) const {
-    if (layers_.empty()) detail::fail_moved_from(where);
-    if (layers() != 1)
-      throw std::logic_error(std::string(where) + ": the model is a stack of " + std::to_string(layers()) +
-                             " layers: pass the layer (e.g. gradient(k), kept_rows(k, unit))");
-  }
-  void require_stepped(const char* where) const {
-    if (steps_ == 0)
-      throw std::logic_error(std::string(where) + ": call step() first: the loss is on y_t of a step");
-    if (!steps_valid_) throw std::logic_error(std::string(where) + ": the last step() failed; step again first");
-  }
-
-  /// The model's parameters may be replaced through cell(): refuse other layer counts, modes or
-  /// shapes than this learner's buffers have.
-  void require_parameter_shapes(const char* where) const {
-    if (layers_.empty()) detail::fail_moved_from(where);
-    if (model_->layers() != layers())
-      detail::fail(where, "the model has " + std::to_string(model_->layers()) + " layers, this learner was built for " +
-                              std::to_string(layers()) + " (construct a new learner)");
-    for (Index k = 0; k < layers(); ++k) {
-      const Layer& l = layers_[std::size_t(k)];
-      const std::string layer = layers() > 1 ? "layer " + std::to_string(k) + ": " : std::string();
-      if (model_->events(k) != l.events)
-        detail::fail(where, layer + "the model's cell changed mode since construction: it was built in " +
-                                (l.events ? "events" : "GRU") + " mode, the model's cell is now in " +
-                                (l.events ? "GRU" : "events") + " mode (construct a new learner)");
-      if (!model_->parameters(k).has_shape(l.n, l.d))
-        detail::fail(where, layer + "the model's parameters changed shape since construction: expected n = " +
-                                std::to_string(l.n) + ", d = " + std::to_string(l.d) + ", received " +
-                                model_->parameters(k).shape_string());
-    }
-  }
-
-  /// CSR of the connections input j -> unit i kept in any of W's three gate blocks.
-  static void connection_pattern(const ParameterMask::BoolMatrix& keep, Index n, std::vector<Index>& ptr,
-                                 std::vector<Index>& cols) {
-    ptr.assign(std::size_t(n + 1), 0);
-    cols.clear();
-    for (Index i = 0; i < n; ++i) {
-      for (Index j = 0; j < keep.cols(); ++j)
-        if (keep(i, j) || keep(n + i, j) || keep(2 * n + i, j)) cols.push_back(j);
-      ptr[std::size_t(i + 1)] = Index(cols.size());
-    }
+    return l.owners[std::size_t(unit)];
   }
 
   /// A^k_t, J^k_t and B^k_t of this step, on their patterns.
   void build_jacobians(std::size_t k) {
-    Layer& l = layers_[k];
+    Layer& l = this->layers_[k];
     const Index n = l.n;
-    const auto& R = model_->parameters(Index(k)).R;
+    const auto& R = this->model_->parameters(Index(k)).R;
     const auto& ptr = l.layout.coupling_row_ptr();
     const auto& cols = l.layout.coupling_cols();
     for (Index i = 0; i < n; ++i) {
@@ -605,7 +327,7 @@ class Snap {
       }
     }
     if (k == 0) return;
-    const auto& W = model_->parameters(Index(k)).W;
+    const auto& W = this->model_->parameters(Index(k)).W;
     for (Index i = 0; i < n; ++i) {
       const Scalar ar = l.cache.dc_da(i), az = l.cache.dc_da(n + i), ag = l.cache.dc_da(2 * n + i);
       for (Index p = l.input_ptr[std::size_t(i)]; p < l.input_ptr[std::size_t(i + 1)]; ++p) {
@@ -618,16 +340,16 @@ class Snap {
   /// One owner's kept entries, layer by layer from its own up (snap.hpp): the exact update of
   /// the kept rows of layer k from the kept rows of M^k_{t-1} (carried rows only) and of the
   /// already updated M^{k-1}_t, which is the exact update followed by the projection.
-  void propagate(OwnerBlock& b, std::vector<WorkCounters>& w) {
+  void propagate(Owner& b, std::vector<WorkCounters>& w) {
     const Index m = b.layer, u = b.unit;
     const Index width = b.M.cols();
     const bool carry_up = options_.cross_layer != SnapCrossLayer::same_step;
-    for (Index k = m; k < layers(); ++k) {
+    for (Index k = m; k < this->layers(); ++k) {
       const Index q = k - m;
       if (q + 1 >= Index(b.begin.size())) break;
       const Index a0 = b.begin[std::size_t(q)], r = b.begin[std::size_t(q + 1)] - a0;
       if (r == 0) continue;
-      const Layer& l = layers_[std::size_t(k)];
+      const Layer& l = this->layers_[std::size_t(k)];
       WorkCounters& lw = w[std::size_t(k)];
       auto out = tmp_.topLeftCorner(r, width);
       if (k == m || carry_up) {
@@ -642,7 +364,7 @@ class Snap {
       }
       if (k > m) {
         // + B^k_t D^{k-1, m}_t over the kept rows of layer k - 1 (updated this step).
-        const Layer& below = layers_[std::size_t(k - 1)];
+        const Layer& below = this->layers_[std::size_t(k - 1)];
         const Index c0 = b.begin[std::size_t(q - 1)], rb = a0 - c0;
         if (rb > 0) {
           for (Index a = 0; a < r; ++a)
@@ -669,7 +391,7 @@ class Snap {
         detail::add_unit_immediate_jacobian(l.layout, l.cache, u, b.M.row(b.self).data(), 0);
         if (b.theta) {
           b.M(b.self, b.parameters) +=
-              detail::threshold_reset_entry(l.cache, model_->parameters(Index(k)).theta, u);
+              detail::threshold_reset_entry(l.cache, this->model_->parameters(Index(k)).theta, u);
           const Scalar cpsi = l.cache.c_prev(u) * l.cache.psi_prev(u);
           if (cpsi != Scalar(0))
             for (Index a = 0; a < r; ++a) {
@@ -683,32 +405,27 @@ class Snap {
 
   /// gradient += (dL/dc^k_t)^T over the kept rows of layer k of every owner in layers <= k, plus
   /// theta^k's direct term.
-  void read_out(std::size_t k) {
-    const Layer& l = layers_[k];
+  /// Returns its multiply-adds (LearnerBase counts them).
+  std::uint64_t read_out(std::size_t k) {
+    const Layer& l = this->layers_[k];
     std::uint64_t fma = 0;
-    for (const auto& b : blocks_) {
-      if (std::size_t(b.layer) > k) break;  // blocks are in row order, so in layer order
+    for (std::size_t m = 0; m <= k; ++m)  // owners in row order, as they are stored
+    for (const auto& b : this->layers_[m].owners) {
       const std::size_t q = k - std::size_t(b.layer);
       if (q + 1 >= b.begin.size()) continue;
-      const Layer& owner = layers_[std::size_t(b.layer)];
-      const Index first = owner.column_offset + owner.layout.unit_begin(b.unit);
+      const Layer& owner = this->layers_[std::size_t(b.layer)];
+      const Index first = owner.offset + owner.layout.unit_begin(b.unit);
       for (Index a = b.begin[q]; a < b.begin[q + 1]; ++a) {
         const Scalar g = l.dL_dc(b.rows[std::size_t(a)] - l.row_offset);
         if (g == Scalar(0)) continue;
-        grad_.segment(first, b.parameters) += g * b.M.row(a).head(b.parameters).transpose();
-        if (b.theta) grad_(owner.column_offset + owner.layout.theta_column(b.unit)) += g * b.M(a, b.parameters);
+        this->grad_.segment(first, b.parameters) += g * b.M.row(a).head(b.parameters).transpose();
+        if (b.theta) this->grad_(owner.offset + owner.layout.theta_column(b.unit)) += g * b.M(a, b.parameters);
         fma += std::uint64_t(b.M.cols());
       }
     }
     if (l.layout.tracks_theta())
-      for (Index j = 0; j < l.n; ++j) grad_(l.column_offset + l.layout.theta_column(j)) += l.theta_direct(j);
-    std::uint64_t dense_width = 0;
-    for (std::size_t m = 0; m <= k; ++m) dense_width += std::uint64_t(layers_[m].layout.dense_columns());
-    const std::uint64_t dense = std::uint64_t(l.n) * dense_width;
-    for (WorkCounters* c : {&last_, &total_, &last_layer_[k], &total_layer_[k]}) {
-      c->readout_fma += fma;
-      c->dense_readout_fma += dense;
-    }
+      for (Index j = 0; j < l.n; ++j) this->grad_(l.offset + l.layout.theta_column(j)) += l.theta_direct(j);
+    return fma;
   }
 
   /// Edges of the stack's graph from row g: recurrent successors (same layer, one step later)
@@ -716,16 +433,16 @@ class Snap {
   void build_graph() {
     recurrent_.assign(std::size_t(rows_), {});
     upward_.assign(std::size_t(rows_), {});
-    for (const Layer& l : layers_) {
+    for (const Layer& l : this->layers_) {
       const auto& ptr = l.layout.coupling_row_ptr();
       const auto& cols = l.layout.coupling_cols();
       for (Index i = 0; i < l.n; ++i)
         for (Index p = ptr[std::size_t(i)]; p < ptr[std::size_t(i + 1)]; ++p)
           recurrent_[std::size_t(l.row_offset + cols[std::size_t(p)])].push_back(l.row_offset + i);
     }
-    for (std::size_t k = 1; k < layers_.size(); ++k) {
-      const Layer& l = layers_[k];
-      const Index below = layers_[k - 1].row_offset;
+    for (std::size_t k = 1; k < this->layers_.size(); ++k) {
+      const Layer& l = this->layers_[k];
+      const Index below = this->layers_[k - 1].row_offset;
       for (Index i = 0; i < l.n; ++i)
         for (Index p = l.input_ptr[std::size_t(i)]; p < l.input_ptr[std::size_t(i + 1)]; ++p)
           upward_[std::size_t(below + l.input_cols[std::size_t(p)])].push_back(l.row_offset + i);
@@ -780,28 +497,28 @@ class Snap {
   void build_patterns() {
     const char* where = "sparse_rtrl::Snap::Snap()";
     build_graph();
-    blocks_.resize(std::size_t(rows_));
+    for (Layer& l : this->layers_) l.owners.resize(std::size_t(l.n));
     std::vector<Index> depth(std::size_t(rows_), -1), queue;
     Index widest = 1, largest = 1;
     // The n x n Jacobians A, J (and B) per layer, allocated by the constructor, count too.
     double bytes = 0;
-    for (const Layer& l : layers_) bytes += double(sizeof(Scalar)) * double(l.n) * double(2 * l.n + l.d);
+    for (const Layer& l : this->layers_) bytes += double(sizeof(Scalar)) * double(l.n) * double(2 * l.n + l.d);
     const double limit = detail::memory_limit_bytes();
     const auto sizes = [&] {
-      return std::to_string(rows_) + " units in " + std::to_string(layers()) + " layer(s), " +
-             std::to_string(columns_) + " parameter columns, order " + std::to_string(options_.order);
+      return std::to_string(rows_) + " units in " + std::to_string(this->layers()) + " layer(s), " +
+             std::to_string(this->layers_.back().width) + " parameter columns, order " + std::to_string(options_.order);
     };
-    for (Index m = 0; m < layers(); ++m) {
-      const Layer& l = layers_[std::size_t(m)];
+    for (Index m = 0; m < this->layers(); ++m) {
+      const Layer& l = this->layers_[std::size_t(m)];
       for (Index u = 0; u < l.n; ++u) {
-        OwnerBlock& b = blocks_[std::size_t(l.row_offset + u)];
+        Owner& b = this->layers_[std::size_t(m)].owners[std::size_t(u)];
         b.layer = m;
         b.unit = u;
         search(l.row_offset + u, options_.order, depth, queue, b.rows, nullptr);
         b.self = Index(std::lower_bound(b.rows.begin(), b.rows.end(), l.row_offset + u) - b.rows.begin());
         b.begin.clear();
-        for (Index k = m; k <= layers(); ++k) {
-          const Index first = k < layers() ? layers_[std::size_t(k)].row_offset : rows_;
+        for (Index k = m; k <= this->layers(); ++k) {
+          const Index first = k < this->layers() ? this->layers_[std::size_t(k)].row_offset : rows_;
           b.begin.push_back(Index(std::lower_bound(b.rows.begin(), b.rows.end(), first) - b.rows.begin()));
         }
         b.parameters = l.layout.unit_end(u) - l.layout.unit_begin(u);
@@ -813,10 +530,14 @@ class Snap {
       }
     }
     try {
-      for (OwnerBlock& b : blocks_) {
-        b.M.setZero(Index(b.rows.size()), b.parameters + (b.theta ? 1 : 0));
-        widest = std::max(widest, b.M.cols());
-        for (std::size_t q = 0; q + 1 < b.begin.size(); ++q) largest = std::max(largest, b.begin[q + 1] - b.begin[q]);
+      for (Layer& l : this->layers_) {
+        l.owner_start.assign(1, 0);
+        for (Owner& b : l.owners) {
+          b.M.setZero(Index(b.rows.size()), b.parameters + (b.theta ? 1 : 0));
+          l.owner_start.push_back(l.owner_start.back() + std::size_t(b.M.size()));
+          widest = std::max(widest, b.M.cols());
+          for (std::size_t q = 0; q + 1 < b.begin.size(); ++q) largest = std::max(largest, b.begin[q + 1] - b.begin[q]);
+        }
       }
       Jsub_.setZero(largest, largest);
       Bsub_.setZero(largest, largest);
@@ -829,20 +550,11 @@ class Snap {
     }
   }
 
-  Model* model_;
   SnapOptions options_;
-  std::uint64_t mask_version_ = 0;
-  std::vector<Layer> layers_;
-  Index columns_ = 0, rows_ = 0;
+  Index rows_ = 0;
   std::vector<std::vector<Index>> recurrent_, upward_;
-  std::vector<OwnerBlock> blocks_;  ///< one per row of the stack, in row order
-  Vector grad_;
   Matrix Jsub_, Bsub_;
   Block tmp_;
-  Index steps_ = 0;
-  bool steps_valid_ = true;
-  WorkCounters last_, total_;
-  std::vector<WorkCounters> last_layer_, total_layer_;
 };
 
 }  // namespace sparse_rtrl

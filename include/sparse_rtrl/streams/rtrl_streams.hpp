@@ -117,7 +117,7 @@ class RtrlStreams {
     require_batch(where, "X", X_batch, inputs());
     // Shapes, and a mask change followed by every stream (a stream that throws here, out of
     // memory, is left as it was and follows at the next call), then the mask enforced once.
-    for (auto& s : streams_) s.prepare_step(where);
+    for (auto& s : streams_) s.phases().prepare(where);
     model_->enforce_mask();
     const Index B = streams();
     // Phase 1: every stream's forward pass into its next cache (reads the model only, changes
@@ -125,20 +125,20 @@ class RtrlStreams {
     pool_.run(teams(), [&](int t) {
       detail::SubnormalGuard guard(options_.flush_subnormals);
       for (Index b = block_begin(t); b < block_begin(t + 1); ++b)
-        forward_ok_[std::size_t(b)] = streams_[std::size_t(b)].forward(X_batch.row(b));
+        forward_ok_[std::size_t(b)] = streams_[std::size_t(b)].phases().forward(X_batch.row(b));
     });
     for (Index b = 0; b < B; ++b)
-      if (!forward_ok_[std::size_t(b)]) streams_[std::size_t(b)].fail_non_finite_state(where);
-    for (auto& s : streams_) s.commit_forward();
+      if (!forward_ok_[std::size_t(b)]) streams_[std::size_t(b)].phases().fail_non_finite_state(where);
+    for (auto& s : streams_) s.phases().commit_forward();
     // Phase 2: influence matrices and states.
     if (B >= pool_.threads()) {
       pool_.run(teams(), [&](int t) {
         detail::SubnormalGuard guard(options_.flush_subnormals);
-        for (Index b = block_begin(t); b < block_begin(t + 1); ++b) streams_[std::size_t(b)].propagate_single();
+        for (Index b = block_begin(t); b < block_begin(t + 1); ++b) streams_[std::size_t(b)].phases().propagate();
       });
     } else {
       detail::SubnormalGuard guard(options_.flush_subnormals);
-      for (auto& s : streams_) s.propagate(pool_, scratch_.data(), scratch_stride_);
+      for (auto& s : streams_) s.phases().propagate_on(pool_, scratch_.data(), scratch_stride_);
     }
     for (Index b = 0; b < B; ++b) {
       outputs_.row(b) = streams_[std::size_t(b)].output().transpose();
@@ -160,7 +160,7 @@ class RtrlStreams {
       for (Index b = block_begin(t); b < block_begin(t + 1); ++b) {
         auto& s = streams_[std::size_t(b)];
         if (G_batch.row(b).isZero(0)) continue;
-        s.accumulate_output_unchecked(G_batch.row(b));
+        s.phases().accumulate_output_unchecked(G_batch.row(b));
       }
     });
     require_finite_gradients(where);
@@ -179,7 +179,7 @@ class RtrlStreams {
       for (Index b = block_begin(t); b < block_begin(t + 1); ++b) {
         auto& s = streams_[std::size_t(b)];
         if (G_batch.row(b).isZero(0) && G_events.row(b).isZero(0)) continue;
-        s.accumulate_output_unchecked(G_batch.row(b), G_events.row(b));
+        s.phases().accumulate_output_unchecked(G_batch.row(b), G_events.row(b));
       }
     });
     require_finite_gradients(where);
@@ -235,7 +235,7 @@ class RtrlStreams {
   void set_mask(const ParameterMask& mask, Index layer = 0) {
     const char* where = "sparse_rtrl::RtrlStreams::set_mask()";
     require_streams("set_mask()");
-    streams_.front().require_parameter_shapes(where);
+    streams_.front().phases().require_parameter_shapes(where);
     mask.require_matches(model_->parameters(layer), where);
     require_memory(where, *model_, &mask, layer, streams());
     model_->set_mask(mask, layer);
@@ -294,9 +294,9 @@ class RtrlStreams {
     if (staged.size() != streams_.size())
       detail::fail(where, "one state per stream: " + std::to_string(streams_.size()) + " streams, received " +
                               std::to_string(staged.size()));
-    for (std::size_t b = 0; b < streams_.size(); ++b) streams_[b].check_restorable(staged[b], where);
+    for (std::size_t b = 0; b < streams_.size(); ++b) streams_[b].phases().check_restorable(staged[b], where);
     for (std::size_t b = 0; b < streams_.size(); ++b) {
-      streams_[b].commit_state(staged[b]);
+      streams_[b].phases().commit_state(staged[b]);
       outputs_.row(Index(b)) = streams_[b].output().transpose();
       events_.row(Index(b)) = streams_[b].events().transpose();
     }
@@ -338,10 +338,8 @@ class RtrlStreams {
   /// gradient finite, else the first overflowed influence entry is named (Rtrl).
   void require_finite_gradients(const char* where) const {
     for (Index b = 0; b < streams(); ++b) {
-      const Learner& s = streams_[std::size_t(b)];
-      if (s.grad_.allFinite()) continue;
       try {
-        s.fail_non_finite_influence(where);
+        streams_[std::size_t(b)].phases().require_finite_gradient(where);
       } catch (const std::overflow_error& e) {
         throw std::overflow_error(std::string(e.what()) + " (stream " + std::to_string(b) + ")");
       }
@@ -360,7 +358,7 @@ class RtrlStreams {
 
   void require_stepped(const char* where, Index b) const {
     try {
-      streams_[std::size_t(b)].require_stepped(where);
+      streams_[std::size_t(b)].phases().require_stepped(where);
     } catch (const std::logic_error& e) {
       throw std::logic_error(std::string(e.what()) + " (stream " + std::to_string(b) + ")");
     }
