@@ -19,6 +19,10 @@
 //   streams: RtrlStreams of B = 3 over the stack's initial model; per step: step(Xs[t]) (B x 3),
 //            accumulate_gradient(Gs[t]) (B x 6); Xs = uniform(31, (T, 3, 3), -1, 1), Gs =
 //            uniform(32, (T, 3, 6), -1, 1), T = 6. Prints gradient(k) of both layers.
+//   snap:    Snap(model, 1) over the stack's initial model, the stack's data and protocol; prints
+//            gradient(k) of both layers.
+//   bptt:    Bptt over the stack's initial model: forward(X), backward({none, G}) with the stack's
+//            X and G; prints the top layer's outputs and both layers' gradients.
 #include <sparse_rtrl/sparse_rtrl.hpp>
 
 #include <cstdio>
@@ -116,6 +120,25 @@ int main() {
         streams.accumulate_gradient(Mat(Gs.middleRows(3 * t, 3)));
       }
       for (Index k = 0; k < 2; ++k) print_params("streams.grad" + std::to_string(k), streams.gradient(k));
+    }
+    {  // snap
+      Model<S, Sur> model = stack_model();
+      Snap<S, Sur> snap(model, 1);
+      const Mat X = uniform(11, 12, 3), G = uniform(12, 12, 6);
+      for (Index t = 0; t < X.rows(); ++t) {
+        snap.step(X.row(t).transpose());
+        snap.accumulate_gradient(G.row(t).transpose());
+      }
+      for (Index k = 0; k < 2; ++k) print_params("snap.grad" + std::to_string(k), snap.gradient(k));
+    }
+    {  // bptt
+      Model<S, Sur> model = stack_model();
+      Bptt<S, Sur> bptt(model);
+      const Mat X = uniform(11, 12, 3), G = uniform(12, 12, 6);
+      print("bptt.Y", bptt.forward(X));
+      using ColMat = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
+      const auto grads = bptt.backward(std::vector<ColMat>{ColMat(), ColMat(G)});
+      for (Index k = 0; k < 2; ++k) print_params("bptt.grad" + std::to_string(k), grads[std::size_t(k)]);
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "float_reference: %s\n", e.what());

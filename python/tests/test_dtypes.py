@@ -110,6 +110,20 @@ def test_float32_streams_equal_cpp_float_bit_for_bit(cpp_float):
         check_params(streams.gradient(k), cpp_float, f"streams.grad{k}")
 
 
+def test_float32_snap_and_bptt_equal_cpp_float_bit_for_bit(cpp_float):
+    snap = s.Snap(stack_model(), 1)
+    X, G = uniform32(11, (12, 3)), uniform32(12, (12, 6))
+    for t in range(12):
+        snap.step(X[t])
+        snap.accumulate_gradient(G[t])
+    for k in range(2):
+        check_params(snap.gradient(k), cpp_float, f"snap.grad{k}")
+    bptt = s.Bptt(stack_model())
+    same_bits(bptt.forward(X), cpp_float["bptt.Y"], "Bptt outputs")
+    for k, grad in enumerate(bptt.backward([None, G])):
+        check_params(grad, cpp_float, f"bptt.grad{k}")
+
+
 # float32 against float64 on the golden cases. The float64 results match the stored PyTorch
 # gradients to 1e-10 (test_golden.py); float32 rounds every operation at 2^-24 ~ 6e-8 relative and
 # the influence recursion accumulates it over the T steps: the largest relative error against the stored
@@ -289,3 +303,17 @@ def test_inputs_are_used_without_a_copy_when_c_contiguous():
         assert mod._input_address(x.reshape(1, 6)) == x.ctypes.data  # a one-row matrix
         strided = x[::2]
         assert mod._input_address(strided) != strided.ctypes.data
+
+
+def test_top_level_classes_cover_both_dtypes():
+    m32, m64 = s.Model.torch_like(3, 2, dtype="float32"), s.Model.torch_like(3, 2)
+    assert isinstance(m32, s.Model) and isinstance(m64, s.Model) and not isinstance(m32, s.Rtrl)
+    assert issubclass(s.float32.Rtrl, s.Rtrl) and issubclass(s.float64.Rtrl, s.Rtrl)
+    assert not isinstance(m32, s.float64.Model)
+    assert type(s.Rtrl(m32)) is s.float32.Rtrl and type(s.Rtrl(m64)) is s.float64.Rtrl
+    # Methods and their documentation reach through the factory class (help(), editors).
+    assert "Advances every layer" in s.Rtrl.step.__doc__ and s.Model.torch_like.__doc__
+    assert s.float32.dtype == F32 and s.float64.dtype == F64
+    assert s.LinearReadout(s.ReadoutParameters(np.zeros((2, 3), F32), np.zeros(2, F32))).dtype == F32
+    with pytest.raises(TypeError, match="params are float32, dtype='float64'"):
+        s.LinearReadout(s.ReadoutParameters(2, 3, dtype="float32"), dtype="float64")
