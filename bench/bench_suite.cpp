@@ -77,6 +77,7 @@ void run_learner(benchmark::State& state, Learner& learner, Index n) {
     ++t;
   }
   bench::set_work_counters(state, learner.total_work(), learner.influence_bytes());
+  bench::set_phase_counters(state, learner.phase_times(), learner.total_work().steps);
 }
 
 /// algo: "sparse_rtrl", "dense_rtrl", "snap1", "snap2".
@@ -85,7 +86,9 @@ void bm_rtrl(benchmark::State& state, std::string algo, Index n, double activity
   EgruCell<S> cell(net.params, {true}, kSurrogate);
   if (algo == "sparse_rtrl") {
     Model<S> model(cell, net.mask);
-    Rtrl<S> rtrl(model);
+    RtrlOptions options;
+    options.time_phases = true;  // the per-phase breakdown counters (bench_common.hpp)
+    Rtrl<S> rtrl(model, options);
     run_learner(state, rtrl, n);
   } else if (algo == "dense_rtrl") {
     const Index P = InfluenceLayout(ParameterMask::dense(n, kInputs), true).columns();
@@ -112,7 +115,9 @@ void bm_rtrl(benchmark::State& state, std::string algo, Index n, double activity
 void bm_scale(benchmark::State& state, Index n, double activity, double density) {
   const Network& net = network(n, activity, density);
   Model<S> model(EgruCell<S>(net.params, {true}, kSurrogate), net.mask);
-  Rtrl<S> rtrl(model);
+  RtrlOptions options;
+  options.time_phases = true;
+  Rtrl<S> rtrl(model, options);
   run_learner(state, rtrl, n);
   common_counters(state, n, density);
   // The floor, measured now on a matrix of the same shape (a few passes, the fastest kept).

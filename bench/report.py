@@ -340,23 +340,30 @@ def python_section(python):
          "`rtrl.step(x)` and `rtrl.accumulate_gradient(g)` called from a Python loop (`bench/python_overhead.py`, "
          f"Python {c.get('python', '?')}, NumPy {c.get('numpy', '?')}) against the same step in C++: bench_suite's "
          "`python_twin` rows, and the same loop run in C++ inside the Python module (its own compilation of the "
-         "step, without the Python layer). float64 everywhere (the bindings' scalar), one thread, the same mask, "
+         "step, without the Python layer). float64 rows against bench_suite (whose twin is double); float32 rows "
+         "(the same network rounded to float32) against the module's float32 loop only. One thread, the same mask, "
          "thresholds calibrated the same way (theta below, from each side), the same inputs. The three alternate "
          "round by round and each keeps its fastest round, in process CPU time, since other processes share this machine "
          f"(load average at the start {', '.join(f'{x:.1f}' for x in c.get('load_avg', []))}; measured once).\n",
-         "| n | C++ step (bench_suite) | C++ loop in the module | Python step | Python vs bench_suite | "
+         "| n | dtype | C++ step (bench_suite) | C++ loop in the module | Python step | Python vs bench_suite | "
          "Python vs the module's loop | Python layer (probe) over the module's step | activity (C++ / Python) | "
-         "theta (C++ / Python) |",
-         "|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: r["n"]):
-        L.append(f"| {int(r['n'])} | {ms(r['cpp_step_seconds'])} | {ms(r['module_step_seconds'])} | {ms(r['step_seconds'])} | "
-                 f"{100 * r['overhead']:+.1f}% | {r['python_layer_seconds'] * 1e6:+.1f} us ({100 * r['python_layer_share']:+.1f}%) | "
+         "theta (C++ / Python) | influence bytes |",
+         "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["n"], r.get("dtype", "float64") != "float64")):
+        twin = r.get("cpp_step_seconds") is not None  # float32 rows have no bench_suite twin
+        cpp = ms(r["cpp_step_seconds"]) if twin else "-"
+        vs_cpp = f"{100 * r['overhead']:+.1f}%" if twin else "-"
+        L.append(f"| {int(r['n'])} | {r.get('dtype', 'float64')} | {cpp} | "
+                 f"{ms(r['module_step_seconds'])} | {ms(r['step_seconds'])} | {vs_cpp} | "
+                 f"{r['python_layer_seconds'] * 1e6:+.1f} us ({100 * r['python_layer_share']:+.1f}%) | "
                  f"{r['python_layer_probe_seconds'] * 1e6:.1f} us ({100 * r['estimated_overhead']:+.2f}%) | "
-                 f"{r.get('cpp_activity', 0):.3f} / {r['activity']:.3f} | {r.get('cpp_theta', 0):.6g} / {r['theta']:.6g} |")
+                 + (f"{r.get('cpp_activity', 0):.3f} / {r['activity']:.3f} | {r.get('cpp_theta', 0):.6g} / {r['theta']:.6g} |"
+                    if twin else f"- / {r['activity']:.3f} | - / {r['theta']:.6g} |")
+                 + f" {int(r['state_bytes']):,} |")
     L.append("\nTimes are process CPU time per step (step + gradient readout). The probe times the same two loops on a "
              "4-unit model, whose C++ step is about a microsecond: the difference is what the Python layer (the loop, "
              "argument conversion, dispatch, releasing and taking the GIL) costs per step, the same at every n.")
-    big = next((r for r in rows if int(r["n"]) == 256), None)
+    big = next((r for r in rows if int(r["n"]) == 256 and r.get("dtype", "float64") == "float64"), None)
     if big:
         spread = "; ".join(f"{label} {ms(min(big['round_seconds'][key]))} to {ms(max(big['round_seconds'][key]))}"
                            for key, label in (("cpp", "bench_suite"), ("module", "module's loop"), ("python", "Python")))
@@ -515,6 +522,22 @@ def standing(rs, peer, rtrl_suite, dense256):
                        f"is decayed and almost every row receives coupling): streaming M once takes {sec(f) * 1e3:.2f} ms "
                        f"here, the floor for any step at this size; the kernel takes {sec(k) / sec(f):.1f}x that floor and "
                        f"the whole step {sec(st) / sec(f):.1f}x.")
+            phases = ("forward", "coupling", "propagation", "readout", "other")
+            if all(p + "_seconds" in st for p in phases):
+                whole = st["real_time"] * unit[st.get("time_unit", "ms")]
+                parts = ", ".join(f"{name.replace('readout', 'read-out')} {st[name + '_seconds'] * 1e3:.3f} ms "
+                                  f"({100 * st[name + '_seconds'] / whole:.0f}%)" for name in phases)
+                out.append(f"* Where the 90/90 step's time goes (`BM_SparseRtrlStep`, wall-clock per phase, "
+                           f"`RtrlOptions::time_phases`): {parts}, of {whole * 1e3:.3f} ms per iteration.")
+            k256 = by.get("BM_PropagationKernel/26/27/256")
+            if k256 and "fma" in st:
+                # The step's roofline: streaming M once, or its counted multiply-adds at the kernel's in-cache rate.
+                compute = 2.0 * st["fma"] / k256["GFLOPS"]
+                roof = max(sec(f), compute)
+                out.append(f"* The step against its roofline (CPU time): max(streaming M once {sec(f) * 1e3:.3f} ms, "
+                           f"{st['fma'] / 1e6:.1f} M counted multiply-adds at the in-cache kernel rate "
+                           f"{k256['GFLOPS'] / 1e9:.1f} GFLOP/s = {compute * 1e3:.3f} ms) = {roof * 1e3:.3f} ms; the step "
+                           f"takes {sec(st) * 1e3:.3f} ms, **{sec(st) / roof:.2f}x** its roofline (target: at most 1.3x).")
             if strict:
                 out.append(f"* Subnormal floats: rows of long-silent units decay into the subnormal range, where arithmetic "
                            f"is slow. The learners flush subnormals by default (include/sparse_rtrl/parallel/denormals.hpp); with strict "
