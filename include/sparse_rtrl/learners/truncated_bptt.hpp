@@ -35,8 +35,9 @@
 /// (coupling_entry() summed over i); between layers dL/dy^{k-1}_t = B^{k T} delta^k_t = W^{k T} e_a.
 /// Columns of silent units (x = 0, y_{t-1} = 0, s_{t-1} = 0) are skipped, exactly. A pass sums its
 /// gradient in a dense scratch per layer and adds it to the learners' kept columns once at its
-/// end; its cost per step back is that of one event-sparse BPTT step, and the tests can hold it
-/// against Bptt as an independent implementation (it never calls Bptt).
+/// end; its cost per step back is that of one event-sparse BPTT step, plus per pass a fixed
+/// O(3n (n + d) + P_kept) to add the scratch to the columns and zero it (what dominates k = 1),
+/// and the tests can hold it against Bptt as an independent implementation (it never calls Bptt).
 ///
 /// The backward pass uses the model's parameters at the time it runs (the window's caches hold
 /// the activations of the steps as they ran), as Bptt::backward() does; with parameters updated
