@@ -1,0 +1,212 @@
+#!/usr/bin/python3
+"""Runs the copy-task grid of examples/copy_curriculum.cpp (methods x EGRU/GRU mode x recurrent
+density x seeds, the same data budget for every run), writes every run's curve to one JSON file and
+draws docs/img/copy_task_steps.png (L reached vs data steps) and docs/img/copy_task_time.png (L vs
+wall-clock seconds), and prints the table of docs/copy_task.md.
+
+Usage (from the repository root, after building the example, e.g. in Release:
+    cmake -S . -B build/rel -DCMAKE_BUILD_TYPE=Release -DSPARSE_RTRL_BUILD_EXAMPLES=ON -DSPARSE_RTRL_NATIVE=ON
+    cmake --build build/rel --target copy_curriculum -j2):
+    /usr/bin/python3 examples/copy_curriculum.py [--build build/rel] [--steps N] [--seeds 1,2,3]
+        [--methods rtrl,snap1,snap2,...] [--modes egru,gru] [--densities 0.25,0.1] [--jobs 2]
+        [--json bench/results/copy_curriculum.json] [--img docs/img] [--no-run]
+
+Every run is started with `nice -n 19` (the machine is shared); --jobs runs that many at once
+(each run is single-threaded). --no-run only redraws the plots and the table from the JSON.
+matplotlib is Debian's python3-matplotlib (cmake/install_deps.sh --plots); without it the JSON and
+the table are still written and the plots are skipped with a message.
+"""
+import argparse
+import concurrent.futures
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+METHODS = ["rtrl", "snap1", "snap2", "uoro", "tbptt"]
+LABEL = {"rtrl": "exact sparse RTRL", "snap1": "SnAp-1", "snap2": "SnAp-2", "uoro": "UORO", "tbptt": "truncated BPTT"}
+COLOR = {"rtrl": "black", "snap1": "tab:orange", "snap2": "tab:blue", "uoro": "tab:red", "tbptt": "tab:green"}
+
+
+def csv(kind):
+    return lambda text: [kind(v) for v in text.split(",") if v]
+
+
+def machine():
+    info = {"load_before": os.getloadavg()}
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("Model name", "CPU family", "CPU(s)", "Model"):
+                info[key.strip()] = value.strip()
+    except (OSError, subprocess.CalledProcessError) as e:
+        info["lscpu"] = "unavailable: %s" % e
+    return info
+
+
+def run_one(binary, cfg, extra):
+    fd, path = tempfile.mkstemp(suffix=".json", prefix="copy_curriculum_")
+    os.close(fd)
+    cmd = ["nice", "-n", "19", binary, "--method", cfg["method"], "--mode", cfg["mode"], "--density",
+           str(cfg["density"]), "--seed", str(cfg["seed"]), "--steps", str(cfg["steps"]), "--json", path] + extra
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.monotonic() - t0
+    if proc.returncode != 0:
+        os.unlink(path)
+        raise RuntimeError("%s failed (%d):\n%s%s" % (" ".join(cmd), proc.returncode, proc.stdout, proc.stderr))
+    with open(path) as f:
+        record = json.load(f)
+    os.unlink(path)
+    record["process_seconds"] = wall
+    record["summary"] = [l for l in proc.stdout.splitlines() if l.startswith("final:")][0]
+    print(record["summary"], flush=True)
+    return record
+
+
+def level_at(curve, x, key):
+    """L reached at x (a step count or seconds) on one run's curve [(step, seconds, L), ...]."""
+    i = 0 if key == "step" else 1
+    L = 1
+    for point in curve:
+        if point[i] <= x:
+            L = point[2]
+    return L
+
+
+def groups(runs):
+    out = {}
+    for r in runs:
+        out.setdefault((r["mode"], r["density"], r["method"]), []).append(r)
+    return out
+
+
+def table(doc):
+    runs = doc["runs"]
+    g = groups(runs)
+    modes = [m for m in ("egru", "gru") if any(r["mode"] == m for r in runs)]
+    densities = sorted({r["density"] for r in runs}, reverse=True)
+    methods = [m for m in METHODS if any(r["method"] == m for r in runs)]
+    lines = ["| method | " + " | ".join("%s, %d%% sparse" % (m.upper(), round(100 * (1 - d)))
+                                      for m in modes for d in densities) + " |",
+             "|---|" + "---|" * (len(modes) * len(densities))]
+    for method in methods:
+        cells = []
+        for mode in modes:
+            for d in densities:
+                rs = g.get((mode, d, method), [])
+                if not rs:
+                    cells.append("-")
+                    continue
+                Ls = sorted(r["L"] for r in rs)
+                secs = [r["seconds"] for r in rs]
+                cells.append("%s (%.1f s)" % (", ".join(str(L) for L in Ls), sum(secs) / len(secs)))
+        lines.append("| %s | %s |" % (LABEL.get(method, method), " | ".join(cells)))
+    return "\n".join(lines)
+
+
+def plots(doc, img):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("copy_curriculum.py: matplotlib is not installed (cmake/install_deps.sh --plots): no plots", file=sys.stderr)
+        return []
+    runs = doc["runs"]
+    g = groups(runs)
+    modes = [m for m in ("egru", "gru") if any(r["mode"] == m for r in runs)]
+    densities = sorted({r["density"] for r in runs}, reverse=True)
+    methods = [m for m in METHODS if any(r["method"] == m for r in runs)]
+    os.makedirs(img, exist_ok=True)
+    made = []
+    for key, xlabel, fname in (("step", "data steps", "copy_task_steps.png"),
+                               ("seconds", "wall-clock seconds (one core, shared machine)", "copy_task_time.png")):
+        fig, axes = plt.subplots(len(modes), len(densities), figsize=(5 * len(densities), 3.6 * len(modes)),
+                                 squeeze=False, sharey=True)
+        for a, mode in enumerate(modes):
+            for b, d in enumerate(densities):
+                ax = axes[a][b]
+                for method in methods:
+                    rs = g.get((mode, d, method), [])
+                    if not rs:
+                        continue
+                    end = max(r["steps"] if key == "step" else r["seconds"] for r in rs)
+                    xs = [end * k / 400.0 for k in range(401)]
+                    for r in rs:  # each seed, thin; its own curve ends where the run ended
+                        stop = r["steps"] if key == "step" else r["seconds"]
+                        xr = [x for x in xs if x <= stop] + [stop]
+                        ax.step(xr, [level_at(r["curve"], x, key) for x in xr], where="post",
+                                color=COLOR[method], alpha=0.3, lw=0.8)
+                    if key == "step":  # the mean over seeds (same data budget: same x range)
+                        mean = [sum(level_at(r["curve"], x, key) for r in rs) / len(rs) for x in xs]
+                        ax.plot(xs, mean, color=COLOR[method], lw=2, label=LABEL[method])
+                    else:
+                        ax.plot([], [], color=COLOR[method], lw=2, label=LABEL[method])
+                ax.set_title("%s, %d%% of R pruned" % ("EGRU" if mode == "egru" else "GRU mode", round(100 * (1 - d))))
+                ax.set_xlabel(xlabel)
+                if b == 0:
+                    ax.set_ylabel("L reached")
+                ax.grid(alpha=0.3)
+        axes[0][0].legend(loc="upper left", fontsize=8)
+        fig.suptitle("Copy task with curriculum, n = %d, %d seeds (thin: each seed%s)" %
+                     (runs[0]["units"], len({r["seed"] for r in runs}), "; thick: mean" if key == "step" else ""),
+                     fontsize=10)
+        fig.tight_layout()
+        path = os.path.join(img, fname)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        made.append(path)
+    return made
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default=os.path.join(ROOT, "build", "rel"))
+    ap.add_argument("--steps", type=int, default=300000)
+    ap.add_argument("--seeds", type=csv(int), default=[1, 2, 3])
+    ap.add_argument("--methods", type=csv(str), default=["rtrl", "snap1", "snap2"])
+    ap.add_argument("--modes", type=csv(str), default=["egru", "gru"])
+    ap.add_argument("--densities", type=csv(float), default=[0.25, 0.1])
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--extra", default="", help="more arguments for every run, e.g. '--tbptt-k 8'")
+    ap.add_argument("--json", default=os.path.join(ROOT, "bench", "results", "copy_curriculum.json"))
+    ap.add_argument("--img", default=os.path.join(ROOT, "docs", "img"))
+    ap.add_argument("--no-run", action="store_true", help="only redraw the plots and the table from --json")
+    a = ap.parse_args()
+
+    if not a.no_run:
+        binary = os.path.join(a.build, "examples", "copy_curriculum")
+        if not os.access(binary, os.X_OK):
+            sys.exit("copy_curriculum.py: no program %s (build the copy_curriculum target)" % binary)
+        unknown = [m for m in a.methods if m not in METHODS]
+        if unknown:
+            sys.exit("copy_curriculum.py: unknown method(s) %s (known: %s)" % (", ".join(unknown), ", ".join(METHODS)))
+        info = machine()
+        grid = [{"method": m, "mode": mode, "density": d, "seed": s, "steps": a.steps}
+                for mode in a.modes for d in a.densities for s in a.seeds for m in a.methods]
+        t0 = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=a.jobs) as pool:
+            runs = list(pool.map(lambda cfg: run_one(binary, cfg, a.extra.split()), grid))
+        info["grid_wall_seconds"] = time.monotonic() - t0
+        info["load_after"] = os.getloadavg()
+        info["jobs"] = a.jobs
+        doc = {"machine": info, "runs": runs}
+        os.makedirs(os.path.dirname(a.json), exist_ok=True)
+        with open(a.json, "w") as f:
+            json.dump(doc, f, indent=1)
+        print("wrote %s (%d runs, %.0f s wall)" % (a.json, len(runs), info["grid_wall_seconds"]))
+    with open(a.json) as f:
+        doc = json.load(f)
+    for path in plots(doc, a.img):
+        print("wrote", path)
+    print(json.dumps(doc["machine"]))
+    print(table(doc))
+
+
+if __name__ == "__main__":
+    main()
