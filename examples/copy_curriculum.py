@@ -8,8 +8,14 @@ Usage (from the repository root, after building the example, e.g. in Release:
     cmake -S . -B build/rel -DCMAKE_BUILD_TYPE=Release -DSPARSE_RTRL_BUILD_EXAMPLES=ON -DSPARSE_RTRL_NATIVE=ON
     cmake --build build/rel --target copy_curriculum -j2):
     /usr/bin/python3 examples/copy_curriculum.py [--build build/rel] [--steps N] [--seeds 1,2,3]
-        [--methods rtrl,snap1,snap2,...] [--modes egru,gru] [--densities 0.25,0.1] [--jobs 2]
-        [--json bench/results/copy_curriculum.json] [--img docs/img] [--no-run]
+        [--methods rtrl,snap1,snap2,uoro,tbptt:8,tbptt:16:blocks] [--modes egru,gru]
+        [--densities 0.25,0.1] [--jobs 2] [--json bench/results/copy_curriculum.json] [--img docs/img]
+        [--append] [--no-run]
+
+A method is rtrl, snap1, snap2, uoro, tbptt:K (truncated BPTT through the last K steps, an update
+at every recall step) or tbptt:K:blocks (truncated BPTT in blocks of K steps, one update per block).
+--append adds the runs to the JSON already there (a run of the same method, mode, density and seed
+replaced), e.g. to add methods to a grid run before; every batch's machine record is kept.
 
 Every run is started with `nice -n 19` (the machine is shared); --jobs runs that many at once
 (each run is single-threaded). --no-run only redraws the plots and the table from the JSON.
@@ -27,8 +33,43 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METHODS = ["rtrl", "snap1", "snap2", "uoro", "tbptt"]
-LABEL = {"rtrl": "exact sparse RTRL", "snap1": "SnAp-1", "snap2": "SnAp-2", "uoro": "UORO", "tbptt": "truncated BPTT"}
-COLOR = {"rtrl": "black", "snap1": "tab:orange", "snap2": "tab:blue", "uoro": "tab:red", "tbptt": "tab:green"}
+BASE_LABEL = {"rtrl": "exact sparse RTRL", "snap1": "SnAp-1", "snap2": "SnAp-2", "uoro": "UORO"}
+BASE_COLOR = {"rtrl": "black", "snap1": "tab:orange", "snap2": "tab:blue", "uoro": "tab:red"}
+TBPTT_COLORS = ["tab:green", "tab:olive", "tab:purple", "tab:brown", "tab:cyan"]
+
+
+def parse_spec(spec):
+    """'tbptt:16:blocks' -> ('tbptt', ['--k', '16', '--blocks']); checks the spelling."""
+    parts = spec.split(":")
+    if parts[0] in BASE_LABEL and len(parts) == 1:
+        return parts[0], []
+    if parts[0] == "tbptt" and len(parts) in (2, 3) and parts[1].isdigit() and int(parts[1]) >= 1 and \
+            (len(parts) == 2 or parts[2] == "blocks"):
+        return "tbptt", ["--k", parts[1]] + (["--blocks"] if len(parts) == 3 else [])
+    raise ValueError("unknown method '%s' (rtrl, snap1, snap2, uoro, tbptt:K or tbptt:K:blocks)" % spec)
+
+
+def label(spec):
+    if spec in BASE_LABEL:
+        return BASE_LABEL[spec]
+    parts = spec.split(":")
+    if len(parts) == 3:
+        return "truncated BPTT, blocks of %s (update per block)" % parts[1]
+    return "truncated BPTT, k = %s (update every step)" % parts[1]
+
+
+def order(specs):
+    def key(spec):
+        parts = spec.split(":")
+        return (METHODS.index(parts[0]), len(parts), int(parts[1]) if len(parts) > 1 else 0)
+    return sorted(set(specs), key=key)
+
+
+def color(spec, specs):
+    if spec in BASE_COLOR:
+        return BASE_COLOR[spec]
+    tb = [s for s in order(specs) if s.startswith("tbptt")]
+    return TBPTT_COLORS[tb.index(spec) % len(TBPTT_COLORS)]
 
 
 def csv(kind):
@@ -51,7 +92,8 @@ def machine():
 def run_one(binary, cfg, extra):
     fd, path = tempfile.mkstemp(suffix=".json", prefix="copy_curriculum_")
     os.close(fd)
-    cmd = ["nice", "-n", "19", binary, "--method", cfg["method"], "--mode", cfg["mode"], "--density",
+    method, method_args = parse_spec(cfg["spec"])
+    cmd = ["nice", "-n", "19", binary, "--method", method] + method_args + ["--mode", cfg["mode"], "--density",
            str(cfg["density"]), "--seed", str(cfg["seed"]), "--steps", str(cfg["steps"]), "--json", path] + extra
     t0 = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -63,6 +105,7 @@ def run_one(binary, cfg, extra):
         record = json.load(f)
     os.unlink(path)
     record["process_seconds"] = wall
+    record["spec"] = cfg["spec"]
     record["summary"] = [l for l in proc.stdout.splitlines() if l.startswith("final:")][0]
     print(record["summary"], flush=True)
     return record
@@ -81,7 +124,7 @@ def level_at(curve, x, key):
 def groups(runs):
     out = {}
     for r in runs:
-        out.setdefault((r["mode"], r["density"], r["method"]), []).append(r)
+        out.setdefault((r["mode"], r["density"], r["spec"]), []).append(r)
     return out
 
 
@@ -90,7 +133,7 @@ def table(doc):
     g = groups(runs)
     modes = [m for m in ("egru", "gru") if any(r["mode"] == m for r in runs)]
     densities = sorted({r["density"] for r in runs}, reverse=True)
-    methods = [m for m in METHODS if any(r["method"] == m for r in runs)]
+    methods = order(r["spec"] for r in runs)
     lines = ["| method | " + " | ".join("%s, %d%% sparse" % (m.upper(), round(100 * (1 - d)))
                                       for m in modes for d in densities) + " |",
              "|---|" + "---|" * (len(modes) * len(densities))]
@@ -105,7 +148,7 @@ def table(doc):
                 Ls = sorted(r["L"] for r in rs)
                 secs = [r["seconds"] for r in rs]
                 cells.append("%s (%.1f s)" % (", ".join(str(L) for L in Ls), sum(secs) / len(secs)))
-        lines.append("| %s | %s |" % (LABEL.get(method, method), " | ".join(cells)))
+        lines.append("| %s | %s |" % (label(method), " | ".join(cells)))
     return "\n".join(lines)
 
 
@@ -121,7 +164,7 @@ def plots(doc, img):
     g = groups(runs)
     modes = [m for m in ("egru", "gru") if any(r["mode"] == m for r in runs)]
     densities = sorted({r["density"] for r in runs}, reverse=True)
-    methods = [m for m in METHODS if any(r["method"] == m for r in runs)]
+    methods = order(r["spec"] for r in runs)
     os.makedirs(img, exist_ok=True)
     made = []
     for key, xlabel, fname in (("step", "data steps", "copy_task_steps.png"),
@@ -141,12 +184,12 @@ def plots(doc, img):
                         stop = r["steps"] if key == "step" else r["seconds"]
                         xr = [x for x in xs if x <= stop] + [stop]
                         ax.step(xr, [level_at(r["curve"], x, key) for x in xr], where="post",
-                                color=COLOR[method], alpha=0.3, lw=0.8)
+                                color=color(method, methods), alpha=0.3, lw=0.8)
                     if key == "step":  # the mean over seeds (same data budget: same x range)
                         mean = [sum(level_at(r["curve"], x, key) for r in rs) / len(rs) for x in xs]
-                        ax.plot(xs, mean, color=COLOR[method], lw=2, label=LABEL[method])
+                        ax.plot(xs, mean, color=color(method, methods), lw=2, label=label(method))
                     else:
-                        ax.plot([], [], color=COLOR[method], lw=2, label=LABEL[method])
+                        ax.plot([], [], color=color(method, methods), lw=2, label=label(method))
                 ax.set_title("%s, %d%% of R pruned" % ("EGRU" if mode == "egru" else "GRU mode", round(100 * (1 - d))))
                 ax.set_xlabel(xlabel)
                 if b == 0:
@@ -169,13 +212,14 @@ def main():
     ap.add_argument("--build", default=os.path.join(ROOT, "build", "rel"))
     ap.add_argument("--steps", type=int, default=300000)
     ap.add_argument("--seeds", type=csv(int), default=[1, 2, 3])
-    ap.add_argument("--methods", type=csv(str), default=["rtrl", "snap1", "snap2"])
+    ap.add_argument("--methods", type=csv(str), default=["rtrl", "snap1", "snap2", "uoro", "tbptt:8", "tbptt:16:blocks"])
     ap.add_argument("--modes", type=csv(str), default=["egru", "gru"])
     ap.add_argument("--densities", type=csv(float), default=[0.25, 0.1])
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--extra", default="", help="more arguments for every run, e.g. '--tbptt-k 8'")
+    ap.add_argument("--extra", default="", help="more arguments for every run, e.g. '--units 16'")
     ap.add_argument("--json", default=os.path.join(ROOT, "bench", "results", "copy_curriculum.json"))
     ap.add_argument("--img", default=os.path.join(ROOT, "docs", "img"))
+    ap.add_argument("--append", action="store_true", help="add the runs to those in --json")
     ap.add_argument("--no-run", action="store_true", help="only redraw the plots and the table from --json")
     a = ap.parse_args()
 
@@ -183,11 +227,16 @@ def main():
         binary = os.path.join(a.build, "examples", "copy_curriculum")
         if not os.access(binary, os.X_OK):
             sys.exit("copy_curriculum.py: no program %s (build the copy_curriculum target)" % binary)
-        unknown = [m for m in a.methods if m not in METHODS]
-        if unknown:
-            sys.exit("copy_curriculum.py: unknown method(s) %s (known: %s)" % (", ".join(unknown), ", ".join(METHODS)))
+        for m in a.methods:
+            try:
+                parse_spec(m)
+            except ValueError as e:
+                sys.exit("copy_curriculum.py: %s" % e)
+        for mode in a.modes:
+            if mode not in ("egru", "gru"):
+                sys.exit("copy_curriculum.py: unknown mode '%s' (egru, gru)" % mode)
         info = machine()
-        grid = [{"method": m, "mode": mode, "density": d, "seed": s, "steps": a.steps}
+        grid = [{"spec": m, "mode": mode, "density": d, "seed": s, "steps": a.steps}
                 for mode in a.modes for d in a.densities for s in a.seeds for m in a.methods]
         t0 = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(max_workers=a.jobs) as pool:
@@ -195,7 +244,15 @@ def main():
         info["grid_wall_seconds"] = time.monotonic() - t0
         info["load_after"] = os.getloadavg()
         info["jobs"] = a.jobs
-        doc = {"machine": info, "runs": runs}
+        info["runs"] = len(runs)
+        info["methods"] = a.methods
+        doc = {"machine": [info], "runs": runs}
+        if a.append and os.path.exists(a.json):
+            with open(a.json) as f:
+                old = json.load(f)
+            key = lambda r: (r["spec"], r["mode"], r["density"], r["seed"])
+            new_keys = {key(r) for r in runs}
+            doc = {"machine": old["machine"] + [info], "runs": [r for r in old["runs"] if key(r) not in new_keys] + runs}
         os.makedirs(os.path.dirname(a.json), exist_ok=True)
         with open(a.json, "w") as f:
             json.dump(doc, f, indent=1)
@@ -204,7 +261,8 @@ def main():
         doc = json.load(f)
     for path in plots(doc, a.img):
         print("wrote", path)
-    print(json.dumps(doc["machine"]))
+    for info in doc["machine"]:
+        print(json.dumps(info))
     print(table(doc))
 
 
