@@ -14,12 +14,22 @@
 ///
 /// Updates: at every recall step (the steps with a loss) the learner's gradient of that step's
 /// loss updates the network and the readout by Adam, before the next input arrives (fully online;
-/// read steps have no loss and no update). The methods differ only in the gradient:
+/// read steps have no loss and no update; truncated BPTT with --blocks updates once per block).
+/// The methods differ only in the gradient:
 ///   rtrl    exact sparse RTRL (sparse_rtrl::Rtrl): the exact gradient of the step's loss
 ///           through the whole sequence so far (online RTRL: the influence carries Jacobians of
 ///           earlier weights);
 ///   snap1   SnAp-1 (sparse_rtrl::Snap, order 1): each parameter's influence on its own unit only;
-///   snap2   SnAp-2: on its unit and the units one recurrent hop away.
+///   snap2   SnAp-2: on its unit and the units one recurrent hop away;
+///   uoro    UORO (sparse_rtrl::Uoro, Tallec & Ollivier 2017): an unbiased rank-one estimate of
+///           the influence, fresh random signs at every step (seeded from --seed);
+///   tbptt   truncated BPTT (sparse_rtrl::TruncatedBptt, form every_step): each step's loss
+///           back-propagated at once through the last --k steps (default 8). A bit read j steps
+///           before its recall (j = L in this task) is out of reach once L >= k. With --blocks,
+///           form every_k_steps: the losses of each block of k steps (counted from the sequence's
+///           start) back-propagated together through the block, one update per block (and one
+///           for the sequence's shorter last block); k >= 2L is BPTT of the whole sequence with
+///           one update per sequence.
 ///
 /// Model: one EGRU layer of n units (--units, default 32) on d = 3 inputs, or the same cell in
 /// GRU mode (--mode gru: o = 1, y = c; the control without events). Recurrent weights R pruned to
@@ -29,13 +39,16 @@
 /// scaled by 3 (one-hot inputs, as in copy_online.cpp); thresholds start at 0.3 (trained);
 /// triangular surrogate, gamma = 1, eps = 0.5; zero readout at start; Adam, --lr (default 3e-3).
 ///
-/// Output: a header, a line per curriculum step ("L 5 at step 12345, 3.2 s, ..."), and the
-/// summary line "final: <method> <mode> density <P> seed <S>: L <L> after <N> steps, <T> s, ..."
+/// Output: a header, a line per curriculum step ("L   5 at step     12345,     3.20 s"), and the
+/// summary line "final: <method> <mode> density <P> seed <S>: L <L> after <N> steps, <T> s wall, ..."
 /// that examples/copy_curriculum.py and the ctest smoke test read; with --json PATH the same as a
-/// JSON object (the run's options and the curve of (step, seconds, L)).
+/// JSON object (the run's options and the curve of (step, wall seconds, L, CPU seconds)). Wall
+/// time is what was asked of the run; on a machine shared with other work the process's CPU time
+/// (std::clock) is the steadier measure of what each method costs, and both are reported.
 ///
-/// Usage: copy_curriculum [--short] [--method M] [--mode egru|gru] [--density P] [--units N]
-///                        [--steps N] [--window B] [--lr R] [--seed S] [--json PATH]
+/// Usage: copy_curriculum [--short] [--method rtrl|snap1|snap2|uoro|tbptt] [--mode egru|gru]
+///                        [--density P] [--units N] [--steps N] [--window B] [--lr R]
+///                        [--k K [--blocks]] [--seed S] [--json PATH]
 /// Arguments it does not know, or cannot parse, end it with exit code 2 and the usage.
 #include <sparse_rtrl/sparse_rtrl.hpp>
 
@@ -47,6 +60,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <ctime>
 #include <limits>
 #include <random>
 #include <stdexcept>
@@ -77,18 +91,22 @@ struct Options {
   long window = 256;
   double lr = 3e-3;
   std::uint64_t seed = 1;
+  long k = 8;  // truncated BPTT's window
+  bool blocks = false;  // truncated BPTT's form every_k_steps
   std::string json;
 };
 
-const std::vector<std::string> kMethods = {"rtrl", "snap1", "snap2"};
+const std::vector<std::string> kMethods = {"rtrl", "snap1", "snap2", "uoro", "tbptt"};
 
 constexpr const char* kUsage =
-    "usage: copy_curriculum [--short] [--method rtrl|snap1|snap2] [--mode egru|gru] [--density P]\n"
-    "                       [--units N] [--steps N] [--window B] [--lr R] [--seed S] [--json PATH]\n"
+    "usage: copy_curriculum [--short] [--method rtrl|snap1|snap2|uoro|tbptt] [--mode egru|gru] [--density P]\n"
+    "                       [--units N] [--steps N] [--window B] [--lr R] [--k K [--blocks]] [--seed S] [--json PATH]\n"
     "  --short      400 data steps (a smoke run) unless --steps is given; default 100000\n"
     "  --density P  fraction of the recurrent weights kept, 0 < P <= 1 (default 0.25: 75% sparse)\n"
     "  --window B   recall bits averaged for the curriculum's 0.15-bit test (default 256)\n"
     "  --lr R       Adam's learning rate, 0 < R <= 1 (default 0.003)\n"
+    "  --k K        truncated BPTT's window, K >= 1 steps (default 8; only with --method tbptt)\n"
+    "  --blocks     truncated BPTT in blocks of K steps, one update per block (form every_k_steps)\n"
     "  N, B positive integers, S a non-negative integer\n";
 
 Options parse(int argc, char** argv) {
@@ -99,7 +117,7 @@ Options parse(int argc, char** argv) {
               [&](const std::string& text) {
                 bool known = false;
                 for (const auto& m : kMethods) known = known || m == text;
-                if (!known) args.fail("--method needs one of rtrl, snap1, snap2, received '" + text + "'");
+                if (!known) args.fail("--method needs one of rtrl, snap1, snap2, uoro, tbptt, received '" + text + "'");
                 o.method = text;
               })
       .option("--mode",
@@ -112,21 +130,27 @@ Options parse(int argc, char** argv) {
       .integer("--steps", o.steps, 1L, 1000000000L)
       .integer("--window", o.window, 1L, 1000000L)
       .number("--lr", o.lr, 0.0, 1.0)
+      .integer("--k", o.k, 1L, 100000L)
+      .flag("--blocks", o.blocks)
       .integer("--seed", o.seed, std::uint64_t(0), std::numeric_limits<std::uint64_t>::max())
       .path("--json", o.json)
       .parse(argc, argv);
+  if (o.blocks && o.method != "tbptt") args.fail("--blocks needs --method tbptt");
   return o;
 }
 
 struct Level {
   long L, step;
-  double seconds;
+  double seconds, cpu_seconds;
 };
+
+/// CPU seconds of this process (single-threaded: the run's own work).
+double cpu_seconds() { return double(std::clock()) / double(CLOCKS_PER_SEC); }
 
 struct Result {
   long L = 1;
   std::vector<Level> curve;  // one entry per L reached, L = 1 at step 0 first
-  double seconds = 0.0, last_loss = 0.0;
+  double seconds = 0.0, cpu_seconds = 0.0, last_loss = 0.0;
   long sequences = 0;
   sparse_rtrl::WorkCounters work;
 };
@@ -155,8 +179,10 @@ class Window {
   long count_ = 0;
 };
 
-/// One run of @p learner (an Rtrl or Snap of @p model): --steps data steps of the copy task.
-template <typename Learner>
+/// One run of @p learner (any learner of @p model): --steps data steps of the copy task. Blocks:
+/// truncated BPTT's form every_k_steps, which updates once a block's losses are back-propagated
+/// (block_complete(), or flush() at the end of a sequence) instead of at every recall step.
+template <bool Blocks = false, typename Learner>
 Result train(Learner& learner, Model& model, const Options& opt, long steps, examples::Clock::time_point start) {
   const Index n = model.cell().units();
   sparse_rtrl::LinearReadout<float> readout(2, n);
@@ -171,8 +197,10 @@ Result train(Learner& learner, Model& model, const Options& opt, long steps, exa
   std::vector<int> sequence;
   Window window(opt.window);
   Result r;
-  r.curve.push_back({1, 0, 0.0});
+  const double cpu_start = cpu_seconds();
+  r.curve.push_back({1, 0, 0.0, 0.0});
   long L = 1, t = 0;
+  bool pending = false;  // losses taken since the last update
   learner.reset_work();
   while (t < steps) {
     // One sequence (cut short when the data budget ends inside it).
@@ -194,8 +222,23 @@ Result train(Learner& learner, Model& model, const Options& opt, long steps, exa
       window.add(bits_lost);
       readout.backward(learner.output(), dL_dlogits, dL_dy);
       learner.accumulate_gradient(dL_dy);
-      adam_cell.update(model, learner);  // step, then zero the learner's gradient
-      adam_readout.update(readout);
+      pending = true;
+      bool update = true;
+      if constexpr (Blocks) update = learner.block_complete();
+      if (update) {
+        adam_cell.update(model, learner);  // step, then zero the learner's gradient
+        adam_readout.update(readout);
+        pending = false;
+      }
+    }
+    if constexpr (Blocks) {
+      // The sequence's last, shorter block (or the budget ended inside one): its losses now.
+      learner.flush();
+      if (pending) {
+        adam_cell.update(model, learner);
+        adam_readout.update(readout);
+        pending = false;
+      }
     }
     if (j < 2 * L) break;  // an unfinished sequence (the budget ended in it) does not count
     ++r.sequences;
@@ -204,13 +247,14 @@ Result train(Learner& learner, Model& model, const Options& opt, long steps, exa
       ++L;
       window.clear();
       const double s = examples::seconds_since(start);
-      r.curve.push_back({L, t, s});
+      r.curve.push_back({L, t, s, cpu_seconds() - cpu_start});
       std::printf("L %3ld at step %9ld, %8.2f s\n", L, t, s);
       std::fflush(stdout);
     }
   }
   r.L = L;
   r.seconds = examples::seconds_since(start);
+  r.cpu_seconds = cpu_seconds() - cpu_start;
   r.work = learner.total_work();
   return r;
 }
@@ -220,13 +264,15 @@ void write_json(const std::string& path, const Options& opt, long steps, const R
   if (f == nullptr) throw std::runtime_error("cannot write " + path);
   std::fprintf(f,
                "{\"method\": \"%s\", \"mode\": \"%s\", \"density\": %.6g, \"units\": %ld, \"seed\": %llu, "
-               "\"steps\": %ld, \"window\": %ld, \"lr\": %.6g, \"L\": %ld, \"seconds\": %.4f, \"sequences\": %ld, "
+               "\"steps\": %ld, \"window\": %ld, \"lr\": %.6g, \"k\": %ld, \"blocks\": %s, \"L\": %ld, \"seconds\": %.4f, \"cpu_seconds\": %.4f, \"sequences\": %ld, "
                "\"event_sparsity\": %.6f, \"backward_sparsity\": %.6f,\n \"curve\": [",
                opt.method.c_str(), opt.mode.c_str(), opt.density, opt.units, static_cast<unsigned long long>(opt.seed),
-               steps, opt.window, opt.lr, r.L, r.seconds, r.sequences, r.work.event_sparsity(),
+               steps, opt.window, opt.lr, opt.method == "tbptt" ? opt.k : 0L,
+               opt.method == "tbptt" && opt.blocks ? "true" : "false", r.L, r.seconds, r.cpu_seconds, r.sequences, r.work.event_sparsity(),
                r.work.backward_sparsity());
   for (std::size_t k = 0; k < r.curve.size(); ++k)
-    std::fprintf(f, "%s[%ld, %.4f, %ld]", k ? ", " : "", r.curve[k].step, r.curve[k].seconds, r.curve[k].L);
+    std::fprintf(f, "%s[%ld, %.4f, %ld, %.4f]", k ? ", " : "", r.curve[k].step, r.curve[k].seconds, r.curve[k].L,
+                 r.curve[k].cpu_seconds);
   std::fprintf(f, "]}\n");
   if (std::fclose(f) != 0) throw std::runtime_error("cannot write " + path);
 }
@@ -251,9 +297,10 @@ int main(int argc, char** argv) {
 
   std::printf("copy_curriculum: copy task, curriculum on L (+1 when the mean of the last %ld recall bits' loss < "
               "%.2f bits), %ld data steps, Adam (lr %g) at every recall step\n"
-              "%s n = %d, d = %d, recurrent density %.2f (%d of %d R kept, gate-shared), method %s, seed %llu\n",
+              "%s n = %d, d = %d, recurrent density %.2f (%d of %d R kept, gate-shared), method %s%s, seed %llu\n",
               opt.window, kTargetBits, steps, opt.lr, events ? "EGRU" : "GRU (mode)", int(n), int(kInputs),
               opt.density, int(mask.kept_R()), int(3 * n * n), opt.method.c_str(),
+              opt.method == "tbptt" ? (" (k = " + std::to_string(opt.k) + (opt.blocks ? ", blocks" : ", every step") + ")").c_str() : "",
               static_cast<unsigned long long>(opt.seed));
   std::fflush(stdout);
 
@@ -263,19 +310,35 @@ int main(int argc, char** argv) {
     if (opt.method == "rtrl") {
       sparse_rtrl::Rtrl<float, Surrogate> learner(model);
       r = train(learner, model, opt, steps, start);
-    } else {
+    } else if (opt.method == "snap1" || opt.method == "snap2") {
       sparse_rtrl::Snap<float, Surrogate> learner(model, opt.method == "snap1" ? 1 : 2);
       r = train(learner, model, opt, steps, start);
+    } else if (opt.method == "uoro") {
+      sparse_rtrl::UoroOptions options;
+      options.seed = opt.seed + 3;
+      sparse_rtrl::Uoro<float, Surrogate> learner(model, options);
+      r = train(learner, model, opt, steps, start);
+    } else {
+      sparse_rtrl::TruncatedBpttOptions options;
+      options.k = Index(opt.k);
+      options.form = opt.blocks ? sparse_rtrl::TruncationForm::every_k_steps : sparse_rtrl::TruncationForm::every_step;
+      sparse_rtrl::TruncatedBptt<float, Surrogate> learner(model, options);
+      r = opt.blocks ? train<true>(learner, model, opt, steps, start) : train<false>(learner, model, opt, steps, start);
     }
     if (!opt.json.empty()) write_json(opt.json, opt, steps, r);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "copy_curriculum: %s\n", e.what());
     return 1;
   }
-  std::printf("final: %s %s density %.2f seed %llu: L %ld after %ld steps, %.2f s (%.2f us/step), %ld sequences, "
-              "last sequence %.3f bits/bit, event sparsity %.1f%%, backward sparsity %.1f%%\n",
+  // Backward sparsity (influence rows skipped for s = 0) is RTRL's and SnAp's counter; the other
+  // learners have no influence rows.
+  const bool rows = opt.method == "rtrl" || opt.method == "snap1" || opt.method == "snap2";
+  char backward[64] = "";
+  if (rows) std::snprintf(backward, sizeof backward, ", backward sparsity %.1f%%", 100.0 * r.work.backward_sparsity());
+  std::printf("final: %s %s density %.2f seed %llu: L %ld after %ld steps, %.2f s wall, %.2f s CPU (%.2f us/step), "
+              "%ld sequences, last sequence %.3f bits/bit, event sparsity %.1f%%%s\n",
               opt.method.c_str(), opt.mode.c_str(), opt.density, static_cast<unsigned long long>(opt.seed), r.L, steps,
-              r.seconds, 1e6 * r.seconds / double(steps), r.sequences, r.last_loss, 100.0 * r.work.event_sparsity(),
-              100.0 * r.work.backward_sparsity());
+              r.seconds, r.cpu_seconds, 1e6 * r.cpu_seconds / double(steps), r.sequences, r.last_loss,
+              100.0 * r.work.event_sparsity(), backward);
   return 0;
 }

@@ -129,27 +129,35 @@ def groups(runs):
 
 
 def table(doc):
+    """Two markdown tables: L reached per seed, and the mean wall / CPU seconds of a run."""
     runs = doc["runs"]
     g = groups(runs)
     modes = [m for m in ("egru", "gru") if any(r["mode"] == m for r in runs)]
     densities = sorted({r["density"] for r in runs}, reverse=True)
     methods = order(r["spec"] for r in runs)
-    lines = ["| method | " + " | ".join("%s, %d%% sparse" % (m.upper(), round(100 * (1 - d)))
+    head = ["| method | " + " | ".join("%s, %d%% of R pruned" % ("EGRU" if m == "egru" else "GRU mode", round(100 * (1 - d)))
                                       for m in modes for d in densities) + " |",
-             "|---|" + "---|" * (len(modes) * len(densities))]
+            "|---|" + "---|" * (len(modes) * len(densities))]
+    reached, cost = list(head), list(head)
     for method in methods:
-        cells = []
+        cells_L, cells_t = [], []
         for mode in modes:
             for d in densities:
-                rs = g.get((mode, d, method), [])
+                rs = sorted(g.get((mode, d, method), []), key=lambda r: r["seed"])
                 if not rs:
-                    cells.append("-")
+                    cells_L.append("-")
+                    cells_t.append("-")
                     continue
-                Ls = sorted(r["L"] for r in rs)
-                secs = [r["seconds"] for r in rs]
-                cells.append("%s (%.1f s)" % (", ".join(str(L) for L in Ls), sum(secs) / len(secs)))
-        lines.append("| %s | %s |" % (label(method), " | ".join(cells)))
-    return "\n".join(lines)
+                Ls = [r["L"] for r in rs]
+                cells_L.append("%.1f (%s)" % (sum(Ls) / len(Ls), ", ".join(str(L) for L in Ls)))
+                wall = sum(r["seconds"] for r in rs) / len(rs)
+                cpu = [r.get("cpu_seconds") for r in rs]
+                cells_t.append("%.1f s / %s" % (wall, "%.1f s" % (sum(cpu) / len(cpu)) if None not in cpu else "-"))
+        reached.append("| %s | %s |" % (label(method), " | ".join(cells_L)))
+        cost.append("| %s | %s |" % (label(method), " | ".join(cells_t)))
+    return ("L reached after %d data steps, mean (seeds %s):\n\n%s\n\nWall / CPU seconds per run (mean over seeds):\n\n%s"
+            % (runs[0]["steps"], ", ".join(str(s) for s in sorted({r["seed"] for r in runs})),
+               "\n".join(reached), "\n".join(cost)))
 
 
 def plots(doc, img):
