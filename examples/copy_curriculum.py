@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """Runs the copy-task grid of examples/copy_curriculum.cpp (methods x EGRU/GRU mode x recurrent
 density x seeds, the same data budget for every run), writes every run's curve to one JSON file and
-draws docs/img/copy_task_steps.png (L reached vs data steps) and docs/img/copy_task_time.png (L vs
-wall-clock seconds), and prints the table of docs/copy_task.md.
+draws docs/img/copy_task_steps.png (L reached vs data steps), docs/img/copy_task_time.png (L vs
+wall-clock seconds) and docs/img/copy_task_cpu.png (L vs the run's CPU seconds), and prints the
+tables of docs/copy_task.md.
 
 Usage (from the repository root, after building the example, e.g. in Release:
     cmake -S . -B build/rel -DCMAKE_BUILD_TYPE=Release -DSPARSE_RTRL_BUILD_EXAMPLES=ON -DSPARSE_RTRL_NATIVE=ON
@@ -10,7 +11,7 @@ Usage (from the repository root, after building the example, e.g. in Release:
     /usr/bin/python3 examples/copy_curriculum.py [--build build/rel] [--steps N] [--seeds 1,2,3]
         [--methods rtrl,snap1,snap2,uoro,tbptt:8,tbptt:16:blocks] [--modes egru,gru]
         [--densities 0.25,0.1] [--jobs 2] [--json bench/results/copy_curriculum.json] [--img docs/img]
-        [--append] [--no-run]
+        [--prefix copy_task] [--append] [--no-run]
 
 A method is rtrl, snap1, snap2, uoro, tbptt:K (truncated BPTT through the last K steps, an update
 at every recall step) or tbptt:K:blocks (truncated BPTT in blocks of K steps, one update per block).
@@ -113,7 +114,7 @@ def run_one(binary, cfg, extra):
 
 def level_at(curve, x, key):
     """L reached at x (a step count or seconds) on one run's curve [(step, seconds, L), ...]."""
-    i = 0 if key == "step" else 1
+    i = {"step": 0, "seconds": 1, "cpu": 3}[key]
     L = 1
     for point in curve:
         if point[i] <= x:
@@ -155,12 +156,28 @@ def table(doc):
                 cells_t.append("%.1f s / %s" % (wall, "%.1f s" % (sum(cpu) / len(cpu)) if None not in cpu else "-"))
         reached.append("| %s | %s |" % (label(method), " | ".join(cells_L)))
         cost.append("| %s | %s |" % (label(method), " | ".join(cells_t)))
+    # Per datum: the data steps at which L first reached 6 and 8 (mean over the seeds that did).
+    steps_to = list(head)
+    steps_to[0] = steps_to[0].replace("| method |", "| method (steps to L = 6; to L = 8) |")
+    for method in methods:
+        cells = []
+        for mode in modes:
+            for d in densities:
+                rs = g.get((mode, d, method), [])
+                parts = []
+                for target in (6, 8):
+                    hit = [next(p[0] for p in r["curve"] if p[2] >= target) for r in rs if r["L"] >= target]
+                    parts.append("-" if not hit else "%.0fk%s" % (sum(hit) / len(hit) / 1000.0,
+                                                                   "" if len(hit) == len(rs) else " (%d of %d)" % (len(hit), len(rs))))
+                cells.append("; ".join(parts))
+        steps_to.append("| %s | %s |" % (label(method), " | ".join(cells)))
     return ("L reached after %d data steps, mean (seeds %s):\n\n%s\n\nWall / CPU seconds per run (mean over seeds):\n\n%s"
             % (runs[0]["steps"], ", ".join(str(s) for s in sorted({r["seed"] for r in runs})),
-               "\n".join(reached), "\n".join(cost)))
+               "\n".join(reached), "\n".join(cost))
+            + "\n\nData steps until L first reached 6 and 8 (mean over the seeds that reached it):\n\n" + "\n".join(steps_to))
 
 
-def plots(doc, img):
+def plots(doc, img, prefix):
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -175,8 +192,9 @@ def plots(doc, img):
     methods = order(r["spec"] for r in runs)
     os.makedirs(img, exist_ok=True)
     made = []
-    for key, xlabel, fname in (("step", "data steps", "copy_task_steps.png"),
-                               ("seconds", "wall-clock seconds (one core, shared machine)", "copy_task_time.png")):
+    for key, xlabel, fname in (("step", "data steps", prefix + "_steps.png"),
+                               ("seconds", "wall-clock seconds (one core each, machine shared)", prefix + "_time.png"),
+                               ("cpu", "CPU seconds of the run's process", prefix + "_cpu.png")):
         fig, axes = plt.subplots(len(modes), len(densities), figsize=(5 * len(densities), 3.6 * len(modes)),
                                  squeeze=False, sharey=True)
         for a, mode in enumerate(modes):
@@ -186,13 +204,15 @@ def plots(doc, img):
                     rs = g.get((mode, d, method), [])
                     if not rs:
                         continue
-                    end = max(r["steps"] if key == "step" else r["seconds"] for r in rs)
+                    total = {"step": "steps", "seconds": "seconds", "cpu": "cpu_seconds"}[key]
+                    end = max(r[total] for r in rs)
                     xs = [end * k / 400.0 for k in range(401)]
-                    for r in rs:  # each seed, thin; its own curve ends where the run ended
-                        stop = r["steps"] if key == "step" else r["seconds"]
+                    for r in rs:  # each seed; its own curve ends where the run ended
+                        stop = r[total]
                         xr = [x for x in xs if x <= stop] + [stop]
                         ax.step(xr, [level_at(r["curve"], x, key) for x in xr], where="post",
-                                color=color(method, methods), alpha=0.3, lw=0.8)
+                                color=color(method, methods), alpha=0.3 if key == "step" else 0.75,
+                                lw=0.8 if key == "step" else 1.2)
                     if key == "step":  # the mean over seeds (same data budget: same x range)
                         mean = [sum(level_at(r["curve"], x, key) for r in rs) / len(rs) for x in xs]
                         ax.plot(xs, mean, color=color(method, methods), lw=2, label=label(method))
@@ -227,6 +247,7 @@ def main():
     ap.add_argument("--extra", default="", help="more arguments for every run, e.g. '--units 16'")
     ap.add_argument("--json", default=os.path.join(ROOT, "bench", "results", "copy_curriculum.json"))
     ap.add_argument("--img", default=os.path.join(ROOT, "docs", "img"))
+    ap.add_argument("--prefix", default="copy_task", help="plot file names: PREFIX_steps.png, _time.png, _cpu.png")
     ap.add_argument("--append", action="store_true", help="add the runs to those in --json")
     ap.add_argument("--no-run", action="store_true", help="only redraw the plots and the table from --json")
     a = ap.parse_args()
@@ -267,7 +288,7 @@ def main():
         print("wrote %s (%d runs, %.0f s wall)" % (a.json, len(runs), info["grid_wall_seconds"]))
     with open(a.json) as f:
         doc = json.load(f)
-    for path in plots(doc, a.img):
+    for path in plots(doc, a.img, a.prefix):
         print("wrote", path)
     for info in doc["machine"]:
         print(json.dumps(info))
