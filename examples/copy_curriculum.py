@@ -195,7 +195,7 @@ def plots(doc, img, prefix):
     for key, xlabel, fname in (("step", "data steps", prefix + "_steps.png"),
                                ("seconds", "wall-clock seconds (one core each, machine shared)", prefix + "_time.png"),
                                ("cpu", "CPU seconds of the run's process", prefix + "_cpu.png")):
-        fig, axes = plt.subplots(len(modes), len(densities), figsize=(5 * len(densities), 3.6 * len(modes)),
+        fig, axes = plt.subplots(len(modes), len(densities), figsize=(max(7.5, 5 * len(densities)), 3.6 * len(modes) + 0.4),
                                  squeeze=False, sharey=True)
         for a, mode in enumerate(modes):
             for b, d in enumerate(densities):
@@ -223,7 +223,7 @@ def plots(doc, img, prefix):
                 if b == 0:
                     ax.set_ylabel("L reached")
                 ax.grid(alpha=0.3)
-        axes[0][0].legend(loc="upper left", fontsize=8)
+        axes[0][0].legend(loc="lower right", fontsize=7)
         fig.suptitle("Copy task with curriculum, n = %d, %d seeds (thin: each seed%s)" %
                      (runs[0]["units"], len({r["seed"] for r in runs}), "; thick: mean" if key == "step" else ""),
                      fontsize=10)
