@@ -79,6 +79,20 @@ inline void set_work_counters(benchmark::State& state, const sparse_rtrl::WorkCo
                                                 benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
 }
 
+/// Seconds per step in each phase (RtrlOptions::time_phases; learner.phase_times() since
+/// reset_work()), as counters forward_seconds, coupling_seconds, propagation_seconds,
+/// readout_seconds, other_seconds, and the rest of the iteration (outside the learner) as
+/// outside_seconds is left to the reader: step_seconds minus their sum. Nothing when not recorded.
+inline void set_phase_counters(benchmark::State& state, const sparse_rtrl::PhaseTimes& p, std::uint64_t steps) {
+  if (p.total() <= 0 || steps == 0) return;
+  const double s = double(steps);
+  state.counters["forward_seconds"] = p.forward / s;
+  state.counters["coupling_seconds"] = p.coupling / s;
+  state.counters["propagation_seconds"] = p.propagation / s;
+  state.counters["readout_seconds"] = p.readout / s;
+  state.counters["other_seconds"] = p.other / s;
+}
+
 /// The value of Google Benchmark's flag --NAME=value as it will read it: the last one on the
 /// command line, else the environment variable NAME in capitals, else @p fallback.
 inline std::string flag_value(int argc, char** argv, const std::string& name, const std::string& fallback) {

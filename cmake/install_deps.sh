@@ -4,7 +4,9 @@
 #   --python   also what the Python bindings and their tests need (python/; dev.sh test and bench)
 #   --plots    also matplotlib, for the plots of bench/report.py and examples/copy_curriculum.py
 set -euo pipefail
-python_packages=(pybind11-dev python3-dev python3-numpy python3-pytest)
+# pip install . (README, "Python"; ctest python_pip_install): pip, venv, setuptools and pybind11 from Debian.
+python_packages=(pybind11-dev python3-dev python3-numpy python3-pytest python3-pip python3-venv python3-setuptools
+                 python3-pybind11)
 extra=()
 for arg in "$@"; do
   if [ "$arg" = "--python" ]; then extra+=("${python_packages[@]}")

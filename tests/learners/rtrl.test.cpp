@@ -488,3 +488,34 @@ TEMPLATE_TEST_CASE("After a mask change the layout accessors refuse until the le
   rtrl.step(X.row(1));  // a step follows by itself
   CHECK(rtrl.columns() == before);
 }
+
+TEMPLATE_TEST_CASE("RtrlOptions::time_phases records each phase's seconds and changes no bit", "[rtrl][phases]", float,
+                   double) {
+  using S = TestType;
+  Model<S> model(EgruCell<S>(test::firing_parameters<S>(7, 3, 91)), ParameterMask::random(7, 3, 0.6, 0.6, 92));
+  Model<S> stack_model(std::vector<EgruCell<S>>{EgruCell<S>(test::firing_parameters<S>(7, 3, 93)),
+                                                EgruCell<S>(test::firing_parameters<S>(5, 7, 94))});
+  for (Model<S>* m : {&model, &stack_model}) {
+    RtrlOptions timed_options;
+    timed_options.time_phases = true;
+    Rtrl<S> plain(*m), timed(*m, timed_options);
+    const Mat<S> X = test::random_matrix<S>(6, 3, 95);
+    for (Index t = 0; t < 6; ++t) {
+      plain.step(X.row(t));
+      timed.step(X.row(t));
+      plain.accumulate_gradient(test::Vec<S>::Ones(plain.units()));
+      timed.accumulate_gradient(test::Vec<S>::Ones(timed.units()));
+    }
+    CHECK(test::same_bits(plain.gradient_columns(), timed.gradient_columns()));
+    CHECK(test::same_bits(plain.state(), timed.state()));
+    const PhaseTimes& p = timed.phase_times();
+    CHECK(p.forward > 0);
+    CHECK(p.coupling > 0);
+    CHECK(p.propagation > 0);
+    CHECK(p.readout > 0);
+    CHECK(p.other > 0);
+    CHECK(plain.phase_times().total() == 0);
+    timed.reset_work();
+    CHECK(timed.phase_times().total() == 0);
+  }
+}

@@ -351,7 +351,12 @@ class LearnerBase {
     derived().prepare_step(where);
     model_->enforce_mask();
     detail::SubnormalGuard flush(derived().flush_subnormals());
-    if (!forward(x)) fail_non_finite_state(where);
+    bool finite;
+    {
+      detail::ScopedPhase timed(time_phases_, phase_times_.forward);
+      finite = forward(x);
+    }
+    if (!finite) fail_non_finite_state(where);
     commit_forward();
     derived().propagate_step();
   }
@@ -464,7 +469,11 @@ class LearnerBase {
   void reset_work() {
     total_ = WorkCounters{};
     for (auto& w : total_layer_) w = WorkCounters{};
+    phase_times_ = PhaseTimes{};
   }
+  /// Seconds spent per phase since construction or reset_work(), when the learner records them
+  /// (RtrlOptions::time_phases); zeros otherwise. Not saved by checkpoints.
+  const PhaseTimes& phase_times() const { return phase_times_; }
 
   // ---- Checkpoints (io/checkpoint.hpp): the whole stream state, replaced all at once. ----
 
@@ -680,6 +689,7 @@ class LearnerBase {
   /// The derived learner's read-out of layer k, its multiply-adds counted against the dense
   /// read-out's n_k x (dense columns of layers 0..k).
   void read_out_counted(std::size_t k) {
+    detail::ScopedPhase timed(time_phases_, phase_times_.readout);
     const std::uint64_t fma = derived().read_out(k);
     std::uint64_t dense_width = 0;
     for (std::size_t m = 0; m <= k; ++m) dense_width += std::uint64_t(layers_[m].layout.dense_columns());
@@ -820,6 +830,8 @@ class LearnerBase {
   bool steps_valid_ = true;
   WorkCounters last_, total_;
   std::vector<WorkCounters> last_layer_, total_layer_;
+  bool time_phases_ = false;  ///< set by a derived learner's options
+  PhaseTimes phase_times_;
 };
 
 /// @brief The step of a learner in phases, for a driver that runs many learners over one model

@@ -55,6 +55,10 @@ struct RtrlOptions {
   /// touches M, restoring each thread's mode afterwards (denormals.hpp: long-silent rows of M
   /// decay into subnormals, which are 6-13x slower on Intel CPUs). false: strict IEEE.
   bool flush_subnormals = true;
+  /// Record the seconds of each phase of the step and read-out (phase_times(): forward, coupling
+  /// build, propagation, read-out, other): two clock reads per phase and layer, for benchmarks
+  /// and profiling. Changes no result.
+  bool time_phases = false;
 };
 
 namespace detail {
@@ -148,6 +152,7 @@ class Rtrl : public LearnerBase<Rtrl<Scalar, Surrogate>, Scalar, Surrogate, deta
     install(std::move(layouts), nullptr);
     scratch_stride_ = detail::propagation_scratch_size<Scalar>(max_units);
     scratch_.resize(std::size_t(pool_.threads()) * std::size_t(scratch_stride_));
+    this->time_phases_ = options_.time_phases;
   }
   /// A temporary model would be destroyed while referenced: refused at compile time.
   Rtrl(Model&& model, RtrlOptions options = {}) = delete;
@@ -262,33 +267,43 @@ class Rtrl : public LearnerBase<Rtrl<Scalar, Surrogate>, Scalar, Surrogate, deta
   /// the products' columns split over @p pool's threads (scratch: pool.threads() *
   /// scratch_stride scalars).
   void propagate(parallel::ThreadPool& pool, Scalar* scratch, Index scratch_stride) {
+    const bool timed = this->time_phases_;
+    PhaseTimes& times = this->phase_times_;
     for (std::size_t k = 0; k < this->layers_.size(); ++k) {
       Layer& l = this->layers_[k];
       const Index n = l.n;
+      const Layer* below = k > 0 ? &this->layers_[k - 1] : nullptr;
+      {
+        detail::ScopedPhase phase(timed, times.coupling);
+        build_coupling(l, this->model_->parameters(Index(k)).R);
+        if (below) build_cross(l, *below, this->model_->parameters(Index(k)).W);
+      }
+      {
+        detail::ScopedPhase phase(timed, times.propagation);
+        // J^k_t M^k_{t-1}: the dominant product (model.md "RTRL"), over all of layer k's blocks.
+        detail::propagate_in_place(l.M, l.cache.decay.data(), l.coupling, scratch, scratch_stride, pool,
+                                   options_.flush_subnormals);
+        // + B^k_t D^{k-1}_t over the blocks of layers 0..k-1 ("Stacked layers").
+        if (below) detail::cross_add_in_place(l.M, l.offset, below->M, l.cross, pool, options_.flush_subnormals);
+      }
+      detail::ScopedPhase phase(timed, times.other);
       WorkCounters w = this->step_work(k);
-      build_coupling(l, this->model_->parameters(Index(k)).R);
       w.active_rows = std::uint64_t(l.coupling.active_count);
       w.coupling_nonzeros = std::uint64_t(l.coupling.nnz());
       if (!options_.skip_silent_rows) {
         w.active_rows = 0;
         for (Index j = 0; j < n; ++j) w.active_rows += l.cache.s_prev(j) != Scalar(0);
       }
-      // J^k_t M^k_{t-1}: the dominant product (model.md "RTRL"), over all of layer k's blocks.
-      detail::propagate_in_place(l.M, l.cache.decay.data(), l.coupling, scratch, scratch_stride, pool,
-                                 options_.flush_subnormals);
       w.propagation_fma = std::uint64_t(l.coupling.nnz() + n) * std::uint64_t(l.width);
-      if (k > 0) {
-        // + B^k_t D^{k-1}_t over the blocks of layers 0..k-1 ("Stacked layers").
-        const Layer& below = this->layers_[k - 1];
-        build_cross(l, below, this->model_->parameters(Index(k)).W);
-        detail::cross_add_in_place(l.M, l.offset, below.M, l.cross, pool, options_.flush_subnormals);
-        add_cross_threshold_term(l, below);
+      if (below) {
+        add_cross_threshold_term(l, *below);
         w.cross_layer_fma = std::uint64_t(l.cross.nnz()) * std::uint64_t(l.offset);
         w.propagation_fma += w.cross_layer_fma;
       }
       add_immediate_jacobian(l, this->model_->parameters(Index(k)).theta);
       this->last_layer_[k] = w;
     }
+    detail::ScopedPhase phase(timed, times.other);
     this->finish_step();
   }
 

@@ -26,15 +26,17 @@
 /// Its "influence" is its window: per layer, the k step caches and the losses not yet
 /// back-propagated (checkpoint entry "window", k x (d + 29 n), slot by slot); its read_out() is
 /// the backward pass through the window. That pass is not Bptt's code: it is the adjoint of the
-/// RTRL step, built from the same pieces as Rtrl (detail/immediate_jacobian.hpp):
+/// RTRL step (model.md "RTRL"), in the same quantities as Rtrl's pieces (detail/immediate_jacobian.hpp):
 ///   delta_t = dL/dc_t (this step's loss) + J_{t+1}^T delta_{t+1} (+ the layer above, same step),
 ///   gradient += delta_t^T Mbar_t,   J_t = diag(decay_t) + A_t diag(s_{t-1}),
-/// with A_t = coupling_entry() on R's pattern, Mbar_t by add_unit_immediate_jacobian() scaled by
-/// delta_t (ScaledRow) and the threshold terms threshold_reset_entry() and -A_t c_{t-1} psi_{t-1};
-/// between layers dL/dy^{k-1}_t = B^{k T} delta^k_t, B^k = dc^k/dy^{k-1} on W's pattern (as in
-/// Rtrl's build_cross). Its gradient lands in the learners' columns with no dense Parameters, its
-/// cost per step back is O(kept R + kept W + n) like one RTRL row update, and the tests can hold
-/// it against Bptt as an independent implementation.
+/// where delta^T Mbar_t is e_a x_t^T, e_q y_{t-1}^T, e_a, e_q on W, R, bW, bR (e_a = delta dc/da,
+/// e_q = delta dc/dq: the entries add_unit_immediate_jacobian() writes, times delta) plus the
+/// threshold terms threshold_reset_entry() and -A_t c_{t-1} psi_{t-1}, and A_t^T delta = R^T e_q
+/// (coupling_entry() summed over i); between layers dL/dy^{k-1}_t = B^{k T} delta^k_t = W^{k T} e_a.
+/// Columns of silent units (x = 0, y_{t-1} = 0, s_{t-1} = 0) are skipped, exactly. A pass sums its
+/// gradient in a dense scratch per layer and adds it to the learners' kept columns once at its
+/// end; its cost per step back is that of one event-sparse BPTT step, and the tests can hold it
+/// against Bptt as an independent implementation (it never calls Bptt).
 ///
 /// The backward pass uses the model's parameters at the time it runs (the window's caches hold
 /// the activations of the steps as they ran), as Bptt::backward() does; with parameters updated
@@ -86,8 +88,8 @@ struct TbpttLayer : LearnerLayer<Scalar> {
   using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
   std::vector<EgruStepCache<Scalar>> ring;
   Matrix pending_dc, pending_theta;  ///< n x k: dL/dc_t and theta's direct term, per slot
-  Vector delta, carry, from_above, sum_a;
-  std::vector<Index> input_row_ptr, input_cols;
+  Vector delta, carry, from_above, e_a, e_q, columns;
+  EgruParameters<Scalar> g;  ///< the backward pass's gradient, dense, added to the columns at its end
 
   void shape_window(Index k) {
     ring.resize(std::size_t(k));
@@ -100,7 +102,10 @@ struct TbpttLayer : LearnerLayer<Scalar> {
     delta.setZero(this->n);
     carry.setZero(this->n);
     from_above.setZero(this->n);
-    sum_a.setZero(this->n);
+    e_a.setZero(3 * this->n);
+    e_q.setZero(3 * this->n);
+    columns.setZero(this->layout.columns());
+    g = EgruParameters<Scalar>(this->n, this->d);
   }
   bool has_pending() const {
     return (pending_dc.array() != Scalar(0)).any() || (pending_theta.array() != Scalar(0)).any();
@@ -259,7 +264,6 @@ class TruncatedBptt
       offset += l.layout.columns();
       l.width = offset;
       l.shape_window(options_.k);
-      if (k > 0) detail::connection_pattern(masks[k].W(), l.n, l.input_row_ptr, l.input_cols);
     }
     return staged;
   }
@@ -278,7 +282,8 @@ class TruncatedBptt
 
   /// @brief Back-propagates every pending loss of layers 0..top through the last @p len steps
   /// (newest first; within a step from layer top down) into the gradient, and clears them.
-  /// Returns its multiply-adds.
+  /// Each layer's part is summed in its dense scratch and added to its kept columns once, at the
+  /// end. Returns its multiply-adds.
   std::uint64_t backward(Index len, Index top) {
     std::uint64_t fma = 0;
     for (Index m = 0; m <= top; ++m) this->layers_[std::size_t(m)].carry.setZero();
@@ -286,65 +291,78 @@ class TruncatedBptt
       const Index slot = (t - 1) % options_.k;
       for (Index m = top; m >= 0; --m) fma += backward_step(std::size_t(m), slot, m < top);
     }
+    for (Index m = 0; m <= top; ++m) {
+      Layer& l = this->layers_[std::size_t(m)];
+      l.layout.gather(l.g, l.columns);
+      this->grad_.segment(l.offset, l.columns.size()) += l.columns;
+      l.g.set_zero();
+      fma += std::uint64_t(l.columns.size());
+    }
     return fma;
   }
 
-  /// One layer at one step of the backward pass: delta = dL/dc_t, its gradient delta^T Mbar_t,
-  /// the carry J_t^T delta to step t - 1 and (layer k > 0) dL/dy^{k-1}_t for the layer below.
+  /// One layer at one step of the backward pass: delta = dL/dc_t; its gradient delta^T Mbar_t,
+  /// i.e. e_a x^T, e_q y_{t-1}^T, e_a, e_q on W, R, bW, bR (e_a = delta dc/da, e_q = delta dc/dq)
+  /// and the threshold terms; the carry J_t^T delta to step t - 1 ((A_t^T delta)_j = R_{:, j} .
+  /// e_q); and (layer k > 0) dL/dy^{k-1}_t = B^T delta = W^T e_a for the layer below.
   std::uint64_t backward_step(std::size_t m, Index slot, bool has_above) {
     Layer& l = this->layers_[m];
     const EgruStepCache<Scalar>& c = l.ring[std::size_t(slot)];
     const auto& p = this->model_->parameters(Index(m));
-    const Index n = l.n;
-    const InfluenceLayout& layout = l.layout;
-    const bool theta = layout.tracks_theta();
-    Scalar* g = this->grad_.data() + l.offset;
+    const Index n = l.n, d = l.d;
+    const bool theta = l.layout.tracks_theta();
     std::uint64_t fma = 0;
     l.delta = l.pending_dc.col(slot) + l.carry;
     if (has_above) l.delta += l.from_above.cwiseProduct(c.s);
-    if (theta)
-      for (Index j = 0; j < n; ++j) {
-        // y_t's direct dependence on theta_j (dy/dtheta = -c psi), from this step's loss and from
-        // the layer above.
-        Scalar direct = l.pending_theta(j, slot);
-        if (has_above) direct -= c.c(j) * c.psi(j) * l.from_above(j);
-        g[layout.theta_column(j)] += direct;
-      }
+    if (theta) {
+      // y_t's direct dependence on theta (dy/dtheta = -c psi): this step's loss, the layer above.
+      l.g.theta += l.pending_theta.col(slot);
+      if (has_above) l.g.theta -= c.c.cwiseProduct(c.psi).cwiseProduct(l.from_above);
+    }
     l.pending_dc.col(slot).setZero();
     l.pending_theta.col(slot).setZero();
-    l.sum_a.setZero();
-    const auto& ptr = layout.coupling_row_ptr();
-    const auto& cols = layout.coupling_cols();
-    for (Index i = 0; i < n; ++i) {
-      const Scalar di = l.delta(i);
-      if (di == Scalar(0)) continue;  // exact: every term below is a multiple of di
-      detail::add_unit_immediate_jacobian(layout, c, i, detail::ScaledRow<Scalar>{g, di}, layout.unit_begin(i));
-      fma += std::uint64_t(layout.unit_end(i) - layout.unit_begin(i));
-      if (theta) g[layout.theta_column(i)] += di * detail::threshold_reset_entry(c, p.theta, i);
-      for (Index e = ptr[std::size_t(i)]; e < ptr[std::size_t(i + 1)]; ++e) {
-        const Index j = cols[std::size_t(e)];
-        l.sum_a(j) += detail::coupling_entry(p.R, c, n, i, j) * di;
+    Layer* below = m > 0 ? &this->layers_[m - 1] : nullptr;
+    if (l.delta.isZero(0)) {  // nothing reaches this step (exact: every term is a multiple of delta)
+      l.carry.setZero();
+      if (below) below->from_above.setZero();
+      return 0;
+    }
+    for (int gate = 0; gate < 3; ++gate) {
+      l.e_a.segment(gate * n, n) = l.delta.cwiseProduct(c.dc_da.segment(gate * n, n));
+      l.e_q.segment(gate * n, n) = l.delta.cwiseProduct(c.dc_dq.segment(gate * n, n));
+    }
+    l.g.bW += l.e_a;
+    l.g.bR += l.e_q;
+    const std::uint64_t n3 = 3 * std::uint64_t(n);
+    for (Index j = 0; j < d; ++j)
+      if (c.x(j) != Scalar(0)) {  // an input of zero (a silent unit below) adds nothing
+        l.g.W.col(j) += l.e_a * c.x(j);
+        fma += n3;
       }
-      fma += std::uint64_t(ptr[std::size_t(i + 1)] - ptr[std::size_t(i)]);
-    }
-    // J_t^T delta = decay delta + s_{t-1} (A_t^T delta); theta through y_{t-1}: -c psi (A_t^T delta).
     for (Index j = 0; j < n; ++j) {
-      l.carry(j) = c.decay(j) * l.delta(j) + c.s_prev(j) * l.sum_a(j);
-      if (theta) g[layout.theta_column(j)] -= c.c_prev(j) * c.psi_prev(j) * l.sum_a(j);
+      const Scalar y = c.y_prev(j);
+      if (y != Scalar(0)) {  // silent presynaptic unit: a zero column of y^T
+        l.g.R.col(j) += l.e_q * y;
+        fma += n3;
+      }
+      // (A^T delta)_j is used multiplied by s_{t-1, j} and by c_{t-1, j} psi_{t-1, j}, both zero
+      // for a unit with s_{t-1, j} = 0 (s = o + c psi): not computed there (as Bptt's `needed`).
+      Scalar at_delta = 0;
+      if (c.s_prev(j) != Scalar(0)) {
+        at_delta = p.R.col(j).dot(l.e_q);
+        fma += n3;
+      }
+      l.carry(j) = c.decay(j) * l.delta(j) + c.s_prev(j) * at_delta;
+      // theta_j through h_{t-1} (threshold_reset_entry) and through y_{t-1} (-A_t c psi).
+      if (theta)
+        l.g.theta(j) += l.delta(j) * detail::threshold_reset_entry(c, p.theta, j) - c.c_prev(j) * c.psi_prev(j) * at_delta;
     }
-    if (m > 0) {
-      // dL/dy^{k-1}_t = B^T delta, B_ij = sum over gates of dc_i/da_gate W_gate(i, j).
-      Layer& below = this->layers_[m - 1];
-      below.from_above.setZero();
-      for (Index i = 0; i < n; ++i) {
-        const Scalar di = l.delta(i);
-        if (di == Scalar(0)) continue;
-        const Scalar ar = c.dc_da(i) * di, az = c.dc_da(n + i) * di, ag = c.dc_da(2 * n + i) * di;
-        for (Index e = l.input_row_ptr[std::size_t(i)]; e < l.input_row_ptr[std::size_t(i + 1)]; ++e) {
-          const Index j = l.input_cols[std::size_t(e)];
-          below.from_above(j) += ar * p.W(i, j) + az * p.W(n + i, j) + ag * p.W(2 * n + i, j);
-        }
-        fma += 3 * std::uint64_t(l.input_row_ptr[std::size_t(i + 1)] - l.input_row_ptr[std::size_t(i)]);
+    if (below) {
+      const auto& below_s = below->ring[std::size_t(slot)].s;
+      for (Index j = 0; j < d; ++j) {
+        // used times s^{k-1}_t and c psi below: both zero where s^{k-1}_t = 0
+        below->from_above(j) = below_s(j) != Scalar(0) ? p.W.col(j).dot(l.e_a) : Scalar(0);
+        fma += below_s(j) != Scalar(0) ? n3 : 0;
       }
     }
     return fma;

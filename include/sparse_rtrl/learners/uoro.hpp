@@ -1,7 +1,7 @@
 /// @file uoro.hpp
 /// @brief UORO (Tallec and Ollivier 2017, "Unbiased Online Recurrent Optimization",
 ///        arXiv:1702.05043) for EGRUs and stacks of them: an unbiased rank-one estimate of the
-///        influence matrix, O(n + P) memory and O(kept R + kept W + P) work per step.
+///        influence matrix, O(n + P) memory and O(kept R and W entries of active units + P) work per step.
 ///
 /// The influence M_t = J_t M_{t-1} + Mbar_t (model.md "RTRL") is carried as s~ theta~^T with
 /// s~ of size n (the state) and theta~ of size P_kept (the kept parameters' columns), updated
@@ -194,6 +194,9 @@ class Uoro : public LearnerBase<Uoro<Scalar, Surrogate>, Scalar, Surrogate, deta
         Scalar sum = c.decay(i) * l.s_tilde(i);
         for (Index e = ptr[std::size_t(i)]; e < ptr[std::size_t(i + 1)]; ++e) {
           const Index j = cols[std::size_t(e)];
+          // A_ij is used times s_{t-1, j} (here) and c_{t-1, j} psi_{t-1, j} (nu^T Mbar's theta
+          // term), both zero for s_{t-1, j} = 0 (s = o + c psi): skipped, exactly, as Rtrl does.
+          if (c.s_prev(j) == Scalar(0)) continue;
           const Scalar a = detail::coupling_entry(R, c, n, i, j);
           l.a_values[std::size_t(e)] = a;
           sum += a * (c.s_prev(j) * l.s_tilde(j));
@@ -202,6 +205,7 @@ class Uoro : public LearnerBase<Uoro<Scalar, Surrogate>, Scalar, Surrogate, deta
       }
       w.coupling_nonzeros = std::uint64_t(l.layout.coupling_nonzeros());
       w.propagation_fma = std::uint64_t(l.layout.coupling_nonzeros() + n);
+      for (Index j = 0; j < n; ++j) w.active_rows += c.s_prev(j) != Scalar(0);
       if (k > 0) {
         const Layer& below = this->layers_[k - 1];
         const auto& W = this->model_->parameters(Index(k)).W;
@@ -209,6 +213,7 @@ class Uoro : public LearnerBase<Uoro<Scalar, Surrogate>, Scalar, Surrogate, deta
           Scalar sum = 0;
           for (Index e = l.input_row_ptr[std::size_t(i)]; e < l.input_row_ptr[std::size_t(i + 1)]; ++e) {
             const Index j = l.input_cols[std::size_t(e)];
+            if (below.cache.s(j) == Scalar(0)) continue;
             sum += cross_entry(c, W, n, i, j) * (below.cache.s(j) * below.js(j));
           }
           l.js(i) += sum;
@@ -243,8 +248,10 @@ class Uoro : public LearnerBase<Uoro<Scalar, Surrogate>, Scalar, Surrogate, deta
         detail::add_unit_immediate_jacobian(layout, c, i, detail::ScaledRow<Scalar>{l.nu_mbar.data(), li},
                                             layout.unit_begin(i));
         if (tracks) l.nu_mbar(layout.theta_column(i)) += li * detail::threshold_reset_entry(c, theta, i);
-        for (Index e = ptr[std::size_t(i)]; e < ptr[std::size_t(i + 1)]; ++e)
-          l.sum_a(cols[std::size_t(e)]) += l.a_values[std::size_t(e)] * li;
+        for (Index e = ptr[std::size_t(i)]; e < ptr[std::size_t(i + 1)]; ++e) {
+          const Index j = cols[std::size_t(e)];
+          if (c.s_prev(j) != Scalar(0)) l.sum_a(j) += l.a_values[std::size_t(e)] * li;  // else c psi = 0
+        }
       }
       if (tracks)
         for (Index j = 0; j < n; ++j) l.nu_mbar(layout.theta_column(j)) -= c.c_prev(j) * c.psi_prev(j) * l.sum_a(j);
@@ -256,7 +263,8 @@ class Uoro : public LearnerBase<Uoro<Scalar, Surrogate>, Scalar, Surrogate, deta
         for (Index i = 0; i < n; ++i)
           for (Index e = l.input_row_ptr[std::size_t(i)]; e < l.input_row_ptr[std::size_t(i + 1)]; ++e) {
             const Index j = l.input_cols[std::size_t(e)];
-            below.from_above(j) += cross_entry(c, W, n, i, j) * l.lambda(i);
+            // used times s^{k-1}_t and c psi below: both zero where s^{k-1}_t = 0
+            if (below.cache.s(j) != Scalar(0)) below.from_above(j) += cross_entry(c, W, n, i, j) * l.lambda(i);
           }
         this->last_layer_[kk].cross_layer_fma += 2 * std::uint64_t(l.input_cols.size());
         this->last_layer_[kk].propagation_fma += 2 * std::uint64_t(l.input_cols.size());

@@ -4,6 +4,7 @@
 
 #include <sparse_rtrl/config.hpp>
 
+#include <chrono>
 #include <cstdint>
 
 namespace sparse_rtrl {
@@ -53,4 +54,44 @@ struct WorkCounters {
   }
 };
 
+/// @brief Wall-clock seconds a learner spent in each phase of its steps and read-outs, summed
+/// (recorded only when asked for, e.g. RtrlOptions::time_phases: a clock read per phase).
+///
+/// forward: every layer's c_t and local derivatives (EgruCell::forward); coupling: building the
+/// step's sparse Jacobians (A_t diag(s_{t-1}), the cross-layer B^k_t); propagation: the products
+/// J_t M_{t-1} (+ B^k_t D^{k-1}_t), the dominant kernel; readout: (dL/dc)^T M in
+/// accumulate_gradient(); other: the immediate Jacobian Mbar_t, the threshold terms, counters.
+struct PhaseTimes {
+  double forward = 0, coupling = 0, propagation = 0, readout = 0, other = 0;
+  double total() const { return forward + coupling + propagation + readout + other; }
+  PhaseTimes& operator+=(const PhaseTimes& o) {
+    forward += o.forward;
+    coupling += o.coupling;
+    propagation += o.propagation;
+    readout += o.readout;
+    other += o.other;
+    return *this;
+  }
+};
+
+namespace detail {
+
+/// Adds the seconds of its scope to @p into when @p on (PhaseTimes); a branch when off.
+class ScopedPhase {
+ public:
+  ScopedPhase(bool on, double& into) : into_(on ? &into : nullptr) {
+    if (into_) start_ = std::chrono::steady_clock::now();
+  }
+  ~ScopedPhase() {
+    if (into_) *into_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  }
+  ScopedPhase(const ScopedPhase&) = delete;
+  ScopedPhase& operator=(const ScopedPhase&) = delete;
+
+ private:
+  double* into_;
+  std::chrono::steady_clock::time_point start_{};
+};
+
+}  // namespace detail
 }  // namespace sparse_rtrl
