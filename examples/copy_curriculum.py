@@ -223,11 +223,12 @@ def plots(doc, img, prefix):
                 if b == 0:
                     ax.set_ylabel("L reached")
                 ax.grid(alpha=0.3)
-        axes[0][0].legend(loc="lower right", fontsize=7)
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
         fig.suptitle("Copy task with curriculum, n = %d, %d seeds (thin: each seed%s)" %
                      (runs[0]["units"], len({r["seed"] for r in runs}), "; thick: mean" if key == "step" else ""),
                      fontsize=10)
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0.07 if len(modes) > 1 else 0.17, 1, 1))
         path = os.path.join(img, fname)
         fig.savefig(path, dpi=110)
         plt.close(fig)
