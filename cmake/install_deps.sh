@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Installs the Debian packages sparse_rtrl needs, and only those that are missing.
-# Usage: cmake/install_deps.sh [--python] [extra-package ...]   (does nothing when everything is present)
+# Usage: cmake/install_deps.sh [--python] [--plots] [extra-package ...]   (does nothing when everything is present)
 #   --python   also what the Python bindings and their tests need (python/; dev.sh test and bench)
+#   --plots    also matplotlib, for the plots of bench/report.py and examples/copy_curriculum.py
 set -euo pipefail
 # pip install . (README, "Python"; ctest python_pip_install): pip, venv, setuptools and pybind11 from Debian.
 python_packages=(pybind11-dev python3-dev python3-numpy python3-pytest python3-pip python3-venv python3-setuptools
                  python3-pybind11)
 extra=()
 for arg in "$@"; do
-  if [ "$arg" = "--python" ]; then extra+=("${python_packages[@]}"); else extra+=("$arg"); fi
+  if [ "$arg" = "--python" ]; then extra+=("${python_packages[@]}")
+  elif [ "$arg" = "--plots" ]; then extra+=(python3-matplotlib)
+  else extra+=("$arg"); fi
 done
 needed=(cmake make g++ libeigen3-dev catch2 libbenchmark-dev "${extra[@]}")
 missing=()
