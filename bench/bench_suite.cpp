@@ -1,6 +1,7 @@
 // The cost-curve suite: time and memory per step of exact sparse RTRL, dense RTRL, SnAp-1/2 and
 // BPTT (dense and event-sparse) over hidden size, backward activity, weight density and (for
-// BPTT) sequence length. One iteration of an RTRL benchmark is one step (step + gradient
+// BPTT) sequence length; and online learning (online/...): an exact gradient at every step by RTRL
+// or by BPTT over the whole history, truncated BPTT and UORO. One iteration of an RTRL benchmark is one step (step + gradient
 // readout); one iteration of a BPTT benchmark is a whole sequence, reported per step.
 //
 // Run through bench/run_suite.py (writes JSON, the report and the plots), or directly:
@@ -12,6 +13,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -403,6 +405,134 @@ void bm_checkpoint(benchmark::State& state, Index n, double activity, double den
   state.counters["density"] = density;
 }
 
+// ---- Online learning (issue 24): the cost of a gradient at every step. ----
+
+/// Exact gradients at every step, at step t of a sequence: exact sparse RTRL (its step costs the
+/// same at any t) against BPTT over the whole history so far (event-sparse, exact: at step t one
+/// backward pass through all t steps, plus the step's share of the forward pass). One iteration
+/// times a few of each, not t of them. Counters: rtrl_step_seconds (mean of 50 steps after 10),
+/// bptt_history_step_seconds (forward of t steps / t + the mean of a few backward passes through
+/// the t steps), the same as CPU time (*_cpu_seconds), rtrl_state_bytes (M), bptt_state_bytes
+/// (the t stored step caches), t.
+void bm_online_exact(benchmark::State& state, Index n, double activity, double density, Index T, int backward_reps) {
+  const Network& net = network(n, activity, density);
+  Model<S> model(EgruCell<S>(net.params, {true}, kSurrogate), net.mask);
+  const bench::Mat<S> X = bench::inputs<S>(std::max<Index>(T, 60), kInputs, 5);
+  const Eigen::VectorXf g = Eigen::VectorXf::Constant(n, 0.01f);
+  bench::Mat<S> G = bench::Mat<S>::Zero(T, n);
+  G.row(T - 1) = g.transpose();  // the loss of step t; the pass still runs through all t steps
+  // Wall-clock and CPU time of the process (one thread): on a shared, loaded machine the CPU
+  // time is what the work costs, the wall-clock time what a user waits.
+  struct Stamp {
+    std::chrono::steady_clock::time_point wall = std::chrono::steady_clock::now();
+    std::clock_t cpu = std::clock();
+  };
+  const auto wall = [](const Stamp& a, const Stamp& b) { return std::chrono::duration<double>(b.wall - a.wall).count(); };
+  const auto cpu = [](const Stamp& a, const Stamp& b) { return double(b.cpu - a.cpu) / CLOCKS_PER_SEC; };
+  double rtrl_seconds = 0, bptt_seconds = 0, rtrl_cpu = 0, bptt_cpu = 0, rtrl_bytes = 0, bptt_bytes = 0;
+  for (auto _ : state) {
+    Rtrl<S> rtrl(model);
+    for (Index t = 0; t < 10; ++t) rtrl.step(X.row(t));
+    const Index steps = 50;
+    const Stamp r0;
+    for (Index t = 10; t < 10 + steps; ++t) {
+      rtrl.step(X.row(t));
+      rtrl.accumulate_gradient(g);
+    }
+    const Stamp r1;
+    rtrl_seconds = wall(r0, r1) / double(steps);
+    rtrl_cpu = cpu(r0, r1) / double(steps);
+    rtrl_bytes = double(rtrl.influence_bytes());
+    Bptt<S> bptt(model, BpttOptions{true});
+    const Stamp f0;
+    bptt.forward(X.topRows(T));
+    const Stamp f1;
+    for (int rep = 0; rep < backward_reps; ++rep) {
+      auto grad = bptt.backward(G);
+      benchmark::DoNotOptimize(grad.R.data());
+    }
+    const Stamp b1;
+    bptt_seconds = wall(f0, f1) / double(T) + wall(f1, b1) / double(backward_reps);
+    bptt_cpu = cpu(f0, f1) / double(T) + cpu(f1, b1) / double(backward_reps);
+    bptt_bytes = double(bptt.history_bytes());
+    benchmark::ClobberMemory();
+  }
+  state.counters["rtrl_step_cpu_seconds"] = rtrl_cpu;
+  state.counters["bptt_history_step_cpu_seconds"] = bptt_cpu;
+  state.counters["n"] = double(n);
+  state.counters["t"] = double(T);
+  state.counters["density"] = density;
+  state.counters["rtrl_step_seconds"] = rtrl_seconds;
+  state.counters["bptt_history_step_seconds"] = bptt_seconds;
+  state.counters["rtrl_state_bytes"] = rtrl_bytes;
+  state.counters["bptt_state_bytes"] = bptt_bytes;
+}
+
+/// One iteration = one online step (step + the loss's gradient) of truncated BPTT (form
+/// every_step: the loss back-propagated through the last k steps) or UORO, after a warm-up that
+/// fills the window. Counters: step_seconds, state_bytes (the window; UORO's pair s~, theta~).
+template <typename Learner>
+void run_online(benchmark::State& state, Learner& learner, Index n, Index warm, std::size_t bytes) {
+  const bench::Mat<S> X = bench::inputs<S>(256, kInputs, 5);
+  const Eigen::VectorXf g = Eigen::VectorXf::Constant(n, 0.01f);
+  for (Index t = 0; t < warm; ++t) {
+    learner.step(X.row(t % X.rows()));
+    learner.accumulate_gradient(g);
+  }
+  Index t = warm;
+  for (auto _ : state) {
+    learner.step(X.row(t % X.rows()));
+    learner.accumulate_gradient(g);
+    benchmark::ClobberMemory();
+    ++t;
+  }
+  common_counters(state, n, 0);
+  state.counters["state_bytes"] = double(bytes);
+}
+
+void bm_online_tbptt(benchmark::State& state, Index n, double activity, double density, Index k) {
+  const Network& net = network(n, activity, density);
+  Model<S> model(EgruCell<S>(net.params, {true}, kSurrogate), net.mask);
+  TruncatedBptt<S> tbptt(model, {k, TruncationForm::every_step});
+  run_online(state, tbptt, n, k + 10, tbptt.window_bytes());
+  state.counters["density"] = density;
+  state.counters["k"] = double(k);
+}
+
+void bm_online_uoro(benchmark::State& state, Index n, double activity, double density) {
+  const Network& net = network(n, activity, density);
+  Model<S> model(EgruCell<S>(net.params, {true}, kSurrogate), net.mask);
+  Uoro<S> uoro(model, {1, 1e-7});
+  run_online(state, uoro, n, 10, uoro.state_bytes());
+  state.counters["density"] = density;
+}
+
+/// The online rows: n = 256 (smoke: 16), activity and weight density 0.1; fixed iteration
+/// counts, so that the group takes well under a minute.
+void register_online(Mode mode) {
+  const bool smoke = mode == Mode::smoke;
+  const Index n = smoke ? 16 : 256;
+  const std::string point = "/n:" + std::to_string(n) + "/act:0.1/dens:0.1";
+  for (Index T : smoke ? std::vector<Index>{10, 20} : std::vector<Index>{100, 1000, 10000}) {
+    const int reps = T <= 100 ? 20 : (T <= 1000 ? 5 : 2);
+    benchmark::RegisterBenchmark(("online/exact" + point + "/t:" + std::to_string(T)).c_str(), bm_online_exact, n, 0.1,
+                                 0.1, T, reps)
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime()
+        ->Iterations(1);
+  }
+  for (Index k : smoke ? std::vector<Index>{1, 3} : std::vector<Index>{1, 10, 100})
+    benchmark::RegisterBenchmark(("online/tbptt" + point + "/k:" + std::to_string(k)).c_str(), bm_online_tbptt, n, 0.1,
+                                 0.1, k)
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime()
+        ->Iterations(smoke ? 1 : (k >= 100 ? 100 : 400));
+  benchmark::RegisterBenchmark(("online/uoro" + point).c_str(), bm_online_uoro, n, 0.1, 0.1)
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime()
+      ->Iterations(smoke ? 1 : 400);
+}
+
 std::string fmt(double v) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%g", v);
@@ -451,6 +581,7 @@ void register_all(Mode mode) {
     const std::string name = "python_twin/sparse_rtrl/n:" + std::to_string(m) + "/act:" + fmt(act) + "/dens:" + fmt(dens);
     limit(benchmark::RegisterBenchmark(name.c_str(), bm_python_twin, m, act, dens), mode, 0);
   }
+  register_online(mode);
   if (mode == Mode::smoke) {  // one tiny point of the stack and streams families too
     limit(benchmark::RegisterBenchmark("stack/sparse_rtrl/layers:2/n:16/act:0.1/dens:0.5", bm_stack, Index(16), 0.1, 0.5),
           mode, 0);

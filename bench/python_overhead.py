@@ -5,14 +5,17 @@ The Python step (rtrl.step(x) then rtrl.accumulate_gradient(g), from a NumPy loo
 network of bench_suite's python_twin rows: the same mask (ParameterMask.random, same seed), the
 same initialisation and threshold calibration (bench_common.hpp's parameters_for_activity, done
 here through the bindings in double, as the twin does in C++), the same inputs (the library's
-portable generator) and gradient. Both are float64, both single-threaded.
+portable generator) and gradient. Both are float64, both single-threaded. A float32 row per size
+(--dtypes) runs the same network in float32 (parameters, inputs and gradient rounded from the
+float64 ones, the same theta): Python loop against the module's float32 C++ loop (bench_suite has
+no float twin), and its influence bytes (half the float64 row's).
 
 Timing: CPU time of the process on every side (Google Benchmark's cpu_time for the twin,
 time.process_time() here, std::clock() in the module's loop): the machine is shared, and CPU time
 leaves out the time other processes held the core (not their effect on caches and memory
 bandwidth). The script also alternates, round by round, the C++ twin (a
 bench_suite subprocess running just that row), its own Python loop, and the same loop run in C++
-inside the module (sparse_rtrl._core._time_rtrl_loop: the module's compilation of the step without
+inside the module (sparse_rtrl.float64._time_rtrl_loop: the module's compilation of the step without
 the Python layer), and keeps each side's fastest round: the minima were measured minutes apart at
 most, under the same conditions.
 Each Python round runs like a Google Benchmark row: steps until the mode's minimum time (0.2 s
@@ -21,7 +24,8 @@ quick, 1 s full) of CPU time has passed. Output: Google-Benchmark-compatible JSO
 
 Usage (run_suite.py calls it; PYTHONPATH must reach the built package):
     PYTHONPATH=build/bench/python /usr/bin/python3 bench/python_overhead.py \
-        --bench-suite build/bench/bench/bench_suite --out bench/results/python_quick.json [--quick|--full]
+        --bench-suite build/bench/bench/bench_suite --out bench/results/python_quick.json [--quick|--full] \
+        [--dtypes float64,float32]
 """
 import argparse
 import datetime
@@ -72,15 +76,22 @@ def calibrated_network(n, activity=ACTIVITY, density=DENSITY):
     return s.Model(p, masks=mask, events=True, surrogate=surrogate)
 
 
-def inputs_and_gradient(n):
-    return s.uniform_random(5, (256, INPUTS), -1.0, 1.0), np.full(n, 0.01)
+def as_float32(model):
+    """The calibrated float64 network in float32 (every parameter rounded; same mask and surrogate)."""
+    p = model.parameters()
+    p32 = s.EgruParameters(*(np.asarray(getattr(p, k), dtype=np.float32) for k in ("W", "R", "bW", "bR", "theta")))
+    return s.Model(p32, masks=model.mask(), events=True, surrogate=s.TriangularSurrogate(GAMMA, EPS, dtype="float32"))
+
+
+def inputs_and_gradient(n, dtype=np.float64):
+    return s.uniform_random(5, (256, INPUTS), -1.0, 1.0).astype(dtype), np.full(n, 0.01, dtype=dtype)
 
 
 def python_round(model, min_time):
     """One Google-Benchmark-like run of the Python step; returns (CPU seconds per step, counters)."""
     n = model.units()
     rtrl = s.Rtrl(model)
-    X, g = inputs_and_gradient(n)
+    X, g = inputs_and_gradient(n, model.dtype)
     for t in range(10):
         rtrl.step(X[t])
     rtrl.reset_work()
@@ -105,22 +116,22 @@ def python_round(model, min_time):
 
 
 def module_round(model, min_time):
-    """The same loop in C++ inside the module (sparse_rtrl._core._time_rtrl_loop): the step as this
+    """The same loop in C++ inside the module (sparse_rtrl.float64._time_rtrl_loop): the step as this
     module's compilation runs it, without the Python layer. Returns CPU seconds per step."""
     rtrl = s.Rtrl(model)
-    X, g = inputs_and_gradient(model.units())
+    X, g = inputs_and_gradient(model.units(), model.dtype)
     for t in range(10):
         rtrl.step(X[t])
-    elapsed, steps = s._core._time_rtrl_loop(rtrl, X, g, 10, min_time)
+    elapsed, steps = s._dtypes._time_rtrl_loop(rtrl, X, g, 10, min_time)
     return elapsed / steps
 
 
-def layer_probe(rounds, min_time, n=4):
+def layer_probe(rounds, min_time, n=4, dtype="float64"):
     """The Python layer alone: the same Python loop and module loop on a tiny model (n = 4, d = 32,
     dense), whose C++ step costs about a microsecond, so the difference (CPU seconds per step,
     fastest rounds) is what the Python layer costs per step, free of the large step's noise."""
-    p = s.init_torch_like(n, INPUTS, seed=1, threshold=0.3)
-    model = s.Model(p, events=True, surrogate=s.TriangularSurrogate(GAMMA, EPS))
+    p = s.init_torch_like(n, INPUTS, seed=1, threshold=0.3, dtype=dtype)
+    model = s.Model(p, events=True, surrogate=s.TriangularSurrogate(GAMMA, EPS, dtype=dtype))
     py = min(python_round(model, min_time)[0] for _ in range(rounds))
     mod = min(module_round(model, min_time) for _ in range(rounds))
     return py - mod, py, mod
@@ -147,46 +158,65 @@ def main():
     g.add_argument("--quick", action="store_true", help="5 rounds of 0.2 s per side and size (default; bench_suite --quick)")
     g.add_argument("--full", action="store_true", help="9 rounds of 1 s (bench_suite --full)")
     ap.add_argument("--sizes", default="64,256")
+    ap.add_argument("--dtypes", default="float64,float32",
+                    help="float64: the rows against bench_suite's twin; float32: against the module's float32 loop")
     a = ap.parse_args()
     mode = "full" if a.full else "quick"
     rounds, min_time = (9, 1.0) if a.full else (5, 0.2)  # min_time: bench_suite's default --benchmark_min_time per mode
     benchmarks, context = [], {}
-    probe, probe_py, probe_mod = layer_probe(rounds, min_time)
-    print(f"Python layer probe (n = 4): Python {probe_py * 1e6:.2f} us, module's C++ loop {probe_mod * 1e6:.2f} us per step: "
-          f"the layer costs {probe * 1e6:.2f} us per step", flush=True)
+    dtypes = [d for d in a.dtypes.split(",") if d]
+    probes = {}
+    for dtype in dtypes:
+        probes[dtype] = layer_probe(rounds, min_time, dtype=dtype)
+        probe, probe_py, probe_mod = probes[dtype]
+        print(f"Python layer probe (n = 4, {dtype}): Python {probe_py * 1e6:.2f} us, module's C++ loop "
+              f"{probe_mod * 1e6:.2f} us per step: the layer costs {probe * 1e6:.2f} us per step", flush=True)
     for n in (int(v) for v in a.sizes.split(",")):
-        model = calibrated_network(n)
-        times = {"cpp": [], "module": [], "python": []}
-        for r in range(rounds):
-            t_cpp, cpp_row, context = cpp_round(a.bench_suite, n, mode)
-            t_py, counters = python_round(model, min_time)
-            t_mod = module_round(model, min_time)
-            for key, value in (("cpp", t_cpp), ("python", t_py), ("module", t_mod)):
-                times[key].append(value)
-            print(f"n = {n} round {r + 1}/{rounds}: bench_suite {t_cpp * 1e3:.4f} ms, module's C++ loop "
-                  f"{t_mod * 1e3:.4f} ms, Python {t_py * 1e3:.4f} ms per step", flush=True)
-        t_py, t_cpp, t_mod = min(times["python"]), min(times["cpp"]), min(times["module"])
-        name = f"python/sparse_rtrl/n:{n}/act:{ACTIVITY:g}/dens:{DENSITY:g}"
-        row = {
-            "name": name, "run_name": name, "run_type": "iteration", "repetitions": rounds, "threads": 1,
-            "iterations": counters.pop("iterations"),
-            "real_time": t_py * 1e3, "cpu_time": t_py * 1e3, "time_unit": "ms",
-            "step_seconds": t_py,  # CPU time per step (every time of this row is)
-            "cpp_step_seconds": t_cpp, "cpp_theta": cpp_row.get("theta"), "cpp_activity": cpp_row.get("activity"),
-            "module_step_seconds": t_mod,
-            "overhead": t_py / t_cpp - 1.0,             # against bench_suite's twin row (the issue's measure)
-            "python_layer_seconds": t_py - t_mod,       # against the same loop in C++ in the same module
-            "python_layer_share": t_py / t_mod - 1.0,
-            "python_layer_probe_seconds": probe,        # the layer on a tiny model (layer_probe())
-            "estimated_overhead": probe / t_mod,        # that cost over this size's C++ step
-            "round_seconds": times,
-        }
-        row.update(counters)
-        benchmarks.append(row)
-        print(f"{name}: Python {t_py * 1e3:.4f} ms, bench_suite {t_cpp * 1e3:.4f} ms, the module's C++ loop "
-              f"{t_mod * 1e3:.4f} ms per step (fastest of {rounds} rounds each): {100 * row['overhead']:+.1f}% vs "
-              f"bench_suite; the Python layer {row['python_layer_seconds'] * 1e6:.2f} us per step "
-              f"({100 * row['python_layer_share']:+.1f}%); from the probe: {100 * row['estimated_overhead']:+.2f}%", flush=True)
+        model64 = calibrated_network(n)
+        for dtype in dtypes:
+            twin = dtype == "float64"  # bench_suite's python_twin rows are double
+            model = model64 if twin else as_float32(model64)
+            probe = probes[dtype][0]
+            times = {"cpp": [], "module": [], "python": []} if twin else {"module": [], "python": []}
+            cpp_row = {}
+            for r in range(rounds):
+                if twin:
+                    t_cpp, cpp_row, context = cpp_round(a.bench_suite, n, mode)
+                    times["cpp"].append(t_cpp)
+                t_py, counters = python_round(model, min_time)
+                t_mod = module_round(model, min_time)
+                times["python"].append(t_py)
+                times["module"].append(t_mod)
+                print(f"n = {n} {dtype} round {r + 1}/{rounds}: "
+                      + (f"bench_suite {t_cpp * 1e3:.4f} ms, " if twin else "")
+                      + f"module's C++ loop {t_mod * 1e3:.4f} ms, Python {t_py * 1e3:.4f} ms per step", flush=True)
+            t_py, t_mod = min(times["python"]), min(times["module"])
+            t_cpp = min(times["cpp"]) if twin else None
+            name = f"python/sparse_rtrl/n:{n}/act:{ACTIVITY:g}/dens:{DENSITY:g}" + ("" if twin else f"/dtype:{dtype}")
+            row = {
+                "name": name, "run_name": name, "run_type": "iteration", "repetitions": rounds, "threads": 1,
+                "dtype": dtype,
+                "iterations": counters.pop("iterations"),
+                "real_time": t_py * 1e3, "cpu_time": t_py * 1e3, "time_unit": "ms",
+                "step_seconds": t_py,  # CPU time per step (every time of this row is)
+                "cpp_step_seconds": t_cpp, "cpp_theta": cpp_row.get("theta"), "cpp_activity": cpp_row.get("activity"),
+                "module_step_seconds": t_mod,
+                "overhead": t_py / t_cpp - 1.0 if twin else None,  # against bench_suite's twin row (the issue's measure)
+                "python_layer_seconds": t_py - t_mod,       # against the same loop in C++ in the same module
+                "python_layer_share": t_py / t_mod - 1.0,
+                "python_layer_probe_seconds": probe,        # the layer on a tiny model (layer_probe())
+                "estimated_overhead": probe / t_mod,        # that cost over this size's C++ step
+                "round_seconds": times,
+            }
+            row.update(counters)
+            benchmarks.append(row)
+            print(f"{name}: Python {t_py * 1e3:.4f} ms, "
+                  + (f"bench_suite {t_cpp * 1e3:.4f} ms, " if twin else "")
+                  + f"the module's C++ loop {t_mod * 1e3:.4f} ms per step (fastest of {rounds} rounds each)"
+                  + (f": {100 * row['overhead']:+.1f}% vs bench_suite" if twin else "")
+                  + f"; the Python layer {row['python_layer_seconds'] * 1e6:.2f} us per step "
+                  f"({100 * row['python_layer_share']:+.1f}%); from the probe: {100 * row['estimated_overhead']:+.2f}%; "
+                  f"influence {row['state_bytes']} bytes", flush=True)
     context = dict(context)
     context.update(date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                    executable="bench/python_overhead.py", python=platform.python_version(),

@@ -52,10 +52,14 @@ def rows(suite):
         sweep, algo, f = parse_name(b["name"])
         r = dict(sweep=sweep, algo=algo, **f)
         r["error"] = b.get("error_message") if b.get("error_occurred") else None
+        if "cpu_time" in b and "iterations" in b:  # CPU seconds per iteration (Google Benchmark's own)
+            r["cpu_seconds"] = b["cpu_time"] * {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}.get(b.get("time_unit", "ns"), 1e-9)
         for k in ("step_seconds", "state_bytes", "activity", "event_rate", "fma", "dense_fma", "ideal_ratio", "GFLOPS",
                   "stream_seconds", "stream_GBps", "over_floor", "stream_step_seconds", "streams", "threads",
                   "save_seconds", "load_seconds", "bytes", "read_seconds", "first_load_seconds", "first_read_seconds",
-                  "layer_seconds_sum", "activity_l0", "activity_l1", "cross_time_share", "cross_fma_share"):
+                  "layer_seconds_sum", "activity_l0", "activity_l1", "cross_time_share", "cross_fma_share",
+                  "rtrl_step_seconds", "bptt_history_step_seconds", "rtrl_state_bytes", "bptt_state_bytes",
+                  "rtrl_step_cpu_seconds", "bptt_history_step_cpu_seconds"):
             if k in b:
                 r[k] = b[k]
         out.append(r)
@@ -218,6 +222,8 @@ def report(mode, suite, kernel_table, peer, rtrl_suite=None, python=None, docs=D
              "weights in W and R. RTRL time is per step including the gradient readout; BPTT time is forward + "
              "backward of a T-step sequence divided by T. Learning-state bytes: the influence matrix for RTRL and "
              "SnAp, the stored history for BPTT, peak RSS growth for PyTorch.\n")
+    L.append("Online learning (an exact gradient at every step by RTRL or by BPTT over the history, the crossover "
+             "t*, truncated BPTT and UORO): [online.md](online.md), from the online/ rows.\n")
     if kernel_table:
         L.append("## Sparse vs dense exact RTRL at n = 256 (bench_rtrl)\n")
         L.append(kernel_table + "\n")
@@ -335,23 +341,30 @@ def python_section(python):
          "`rtrl.step(x)` and `rtrl.accumulate_gradient(g)` called from a Python loop (`bench/python_overhead.py`, "
          f"Python {c.get('python', '?')}, NumPy {c.get('numpy', '?')}) against the same step in C++: bench_suite's "
          "`python_twin` rows, and the same loop run in C++ inside the Python module (its own compilation of the "
-         "step, without the Python layer). float64 everywhere (the bindings' scalar), one thread, the same mask, "
+         "step, without the Python layer). float64 rows against bench_suite (whose twin is double); float32 rows "
+         "(the same network rounded to float32) against the module's float32 loop only. One thread, the same mask, "
          "thresholds calibrated the same way (theta below, from each side), the same inputs. The three alternate "
          "round by round and each keeps its fastest round, in process CPU time, since other processes share this machine "
          f"(load average at the start {', '.join(f'{x:.1f}' for x in c.get('load_avg', []))}; measured once).\n",
-         "| n | C++ step (bench_suite) | C++ loop in the module | Python step | Python vs bench_suite | "
+         "| n | dtype | C++ step (bench_suite) | C++ loop in the module | Python step | Python vs bench_suite | "
          "Python vs the module's loop | Python layer (probe) over the module's step | activity (C++ / Python) | "
-         "theta (C++ / Python) |",
-         "|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: r["n"]):
-        L.append(f"| {int(r['n'])} | {ms(r['cpp_step_seconds'])} | {ms(r['module_step_seconds'])} | {ms(r['step_seconds'])} | "
-                 f"{100 * r['overhead']:+.1f}% | {r['python_layer_seconds'] * 1e6:+.1f} us ({100 * r['python_layer_share']:+.1f}%) | "
+         "theta (C++ / Python) | influence bytes |",
+         "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["n"], r.get("dtype", "float64") != "float64")):
+        twin = r.get("cpp_step_seconds") is not None  # float32 rows have no bench_suite twin
+        cpp = ms(r["cpp_step_seconds"]) if twin else "-"
+        vs_cpp = f"{100 * r['overhead']:+.1f}%" if twin else "-"
+        L.append(f"| {int(r['n'])} | {r.get('dtype', 'float64')} | {cpp} | "
+                 f"{ms(r['module_step_seconds'])} | {ms(r['step_seconds'])} | {vs_cpp} | "
+                 f"{r['python_layer_seconds'] * 1e6:+.1f} us ({100 * r['python_layer_share']:+.1f}%) | "
                  f"{r['python_layer_probe_seconds'] * 1e6:.1f} us ({100 * r['estimated_overhead']:+.2f}%) | "
-                 f"{r.get('cpp_activity', 0):.3f} / {r['activity']:.3f} | {r.get('cpp_theta', 0):.6g} / {r['theta']:.6g} |")
+                 + (f"{r.get('cpp_activity', 0):.3f} / {r['activity']:.3f} | {r.get('cpp_theta', 0):.6g} / {r['theta']:.6g} |"
+                    if twin else f"- / {r['activity']:.3f} | - / {r['theta']:.6g} |")
+                 + f" {int(r['state_bytes']):,} |")
     L.append("\nTimes are process CPU time per step (step + gradient readout). The probe times the same two loops on a "
              "4-unit model, whose C++ step is about a microsecond: the difference is what the Python layer (the loop, "
              "argument conversion, dispatch, releasing and taking the GIL) costs per step, the same at every n.")
-    big = next((r for r in rows if int(r["n"]) == 256), None)
+    big = next((r for r in rows if int(r["n"]) == 256 and r.get("dtype", "float64") == "float64"), None)
     if big:
         spread = "; ".join(f"{label} {ms(min(big['round_seconds'][key]))} to {ms(max(big['round_seconds'][key]))}"
                            for key, label in (("cpp", "bench_suite"), ("module", "module's loop"), ("python", "Python")))
@@ -611,6 +624,184 @@ def mark_target(line):
     return line[:m.end()] + (": **met**" if met else ": **not met**") + line[m.end():]
 
 
+def online_crossover(rs, clock="wall"):
+    """From the online/exact rows, with wall-clock ("wall") or CPU ("cpu") times: RTRL's step time
+    (mean over the rows: it does not depend on t), the power-law fit c t^p of BPTT-over-history's
+    time per step, the t where the two meet, and the t where BPTT's stored history outgrows RTRL's
+    influence matrix."""
+    ex = sorted((r for r in rs if r["sweep"] == "online" and r["algo"] == "exact" and not r["error"]), key=lambda r: r["t"])
+    rk, bk = ("rtrl_step_seconds", "bptt_history_step_seconds") if clock == "wall" else \
+        ("rtrl_step_cpu_seconds", "bptt_history_step_cpu_seconds")
+    if not ex or any(rk not in r or bk not in r for r in ex):
+        return None
+    rtrl = sum(r[rk] for r in ex) / len(ex)
+    p = slope([r["t"] for r in ex], [r[bk] for r in ex])
+    out = dict(rows=ex, rtrl=rtrl, rtrl_min=min(r[rk] for r in ex), rtrl_max=max(r[rk] for r in ex), p=p,
+               t_time=None, bptt=[r[bk] for r in ex], rtrl_each=[r[rk] for r in ex])
+    if p:
+        lx = [math.log(r["t"]) for r in ex]
+        ly = [math.log(r[bk]) for r in ex]
+        c = sum(ly) / len(ly) - p * sum(lx) / len(lx)  # log of the fit's coefficient
+        out["c"] = c
+        out["t_time"] = math.exp((math.log(rtrl) - c) / p)
+    per_step = ex[-1]["bptt_state_bytes"] / ex[-1]["t"]
+    out["bptt_bytes_per_step"] = per_step
+    out["rtrl_bytes"] = ex[-1]["rtrl_state_bytes"]
+    out["t_memory"] = out["rtrl_bytes"] / per_step
+    return out
+
+
+def online_cheap(rs):
+    """The truncated BPTT rows by k, then UORO's row (or None)."""
+    tb = sorted((r for r in rs if r["sweep"] == "online" and r["algo"] == "tbptt" and not r["error"]), key=lambda r: r["k"])
+    u = next((r for r in rs if r["sweep"] == "online" and r["algo"] == "uoro" and not r["error"]), None)
+    return tb, u
+
+
+def online_section(rs, suite):
+    """docs/online.md's text from the online/ rows (the plot is drawn by online_plot)."""
+    x, xc = online_crossover(rs, "wall"), online_crossover(rs, "cpu")
+    if not x:
+        return None
+    ctx = suite.get("context", {})
+    load = ", ".join(f"{v:.1f}" for v in ctx.get("load_avg", []))
+    L = ["# Online learning: the cost of a gradient at every step",
+         "",
+         "<!-- Generated by bench/report.py from the online/ rows of bench_suite (bench/run_suite.py --online). -->",
+         "",
+         "Online, the weights change after every step, and what a user chooses between is: exact RTRL (constant "
+         "cost and memory per step), BPTT over the whole history at every step (exact, but its cost and memory grow "
+         "with t), truncated BPTT (`TruncatedBptt`: cheap, biased, blind beyond its window of k steps) and UORO "
+         "(`Uoro`: cheap, unbiased, noisy). One EGRU layer of n = 256 units, d = 32 inputs, weight density 0.1 "
+         "(R and W), backward activity ~0.1, float, one thread.",
+         "",
+         "Machine: " + machine(suite),
+         "",
+         f"Each time is given as wall-clock time and as CPU time of the process. With the load average at {load} on "
+         "2 cores, the benchmark got a fraction of a core: the wall-clock times are inflated by the other processes "
+         "and noisy, the CPU times are what the work itself cost (they too are raised by the cache and memory "
+         "traffic of the other processes). Ratios and crossovers are given for both.",
+         "",
+         "## Exact gradients at every step: RTRL against BPTT over the history",
+         "",
+         "At step t, BPTT over the history runs one backward pass through all t steps (event-sparse `Bptt`, exact; "
+         "the loss of step t, the pass still traverses every step) plus the step's share of the forward pass. "
+         "Each row times 50 RTRL steps (after 10) and a few backward passes at that t (20 at t = 100, 5 at "
+         "1000, 2 at 10000), not t of them. RTRL's time per step does not depend on t: its three measurements show "
+         "the machine's noise.",
+         "",
+         "| t | RTRL time/step, wall (CPU) | BPTT-over-history time/step, wall (CPU) | BPTT / RTRL, wall (CPU) | RTRL state | BPTT state |",
+         "|---|---|---|---|---|---|"]
+    for i, r in enumerate(x["rows"]):
+        cpu = lambda k: f" ({ms(r[k])})" if xc else ""
+        L.append(f"| {r['t']:.0f} | {ms(r['rtrl_step_seconds'])}{cpu('rtrl_step_cpu_seconds')} | "
+                 f"{ms(r['bptt_history_step_seconds'])}{cpu('bptt_history_step_cpu_seconds')} | "
+                 f"{ratio(r['bptt_history_step_seconds'], r['rtrl_step_seconds'])}"
+                 + (f" ({ratio(r['bptt_history_step_cpu_seconds'], r['rtrl_step_cpu_seconds'])})" if xc else "")
+                 + f" | {mb(r['rtrl_state_bytes'])} | {mb(r['bptt_state_bytes'])} |")
+    L.append("")
+    for name, y in (("wall-clock", x), ("CPU", xc)):
+        if y and y["t_time"]:
+            L.append(f"**Crossover in {name} time: t\\* = {y['t_time']:.0f} steps.** BPTT over the history costs "
+                     f"{math.exp(y['c']) * 1e6:.3g} us x t^{y['p']:.2f} per step (least-squares fit in log-log over the "
+                     f"three rows); exact sparse RTRL costs {ms(y['rtrl'])} per step (mean of the rows; they spread over "
+                     f"{ms(y['rtrl_min'])} to {ms(y['rtrl_max'])}).")
+            L.append("")
+    L.append("From t\\* on, an exact gradient at every step is cheaper by RTRL than by BPTT over the history, and "
+             "BPTT's disadvantage grows about linearly with t (the fitted exponent).")
+    L.append("")
+    L.append(f"**Crossover in memory: t = {x['t_memory']:.0f} steps.** BPTT stores "
+             f"{x['bptt_bytes_per_step'] / 1e3:.3g} kB per step (the step caches), RTRL's influence matrix is "
+             f"{mb(x['rtrl_bytes'])} at any t.")
+    L.append("")
+    L.append("![time and memory per step against t](img/online_cost.png)")
+    L.append("")
+    L.append("## The cheap online learners (time and memory per step, any t)")
+    L.append("")
+    L.append("One iteration = step + the gradient of that step's loss (truncated BPTT: form `every_step`, the loss "
+             "back-propagated through the last k steps; 400 steps timed, 100 for k = 100, after a warm-up that fills "
+             "the window). Exact RTRL's row is the mean of the rows above.")
+    L.append("")
+    L.append("| learner | time/step, wall (CPU) | / exact RTRL, wall (CPU) | state | gradient |")
+    L.append("|---|---|---|---|---|")
+    tb, u = online_cheap(rs)
+    def row(label, r, what):
+        c = r.get("cpu_seconds")
+        return (f"| {label} | {ms(r['step_seconds'])}" + (f" ({ms(c)})" if c is not None else "") +
+                f" | {ratio(r['step_seconds'], x['rtrl'])}" + (f" ({ratio(c, xc['rtrl'])})" if c is not None and xc else "") +
+                f" | {mb(r['state_bytes'])} | {what} |")
+    for r in tb:
+        L.append(row(f"truncated BPTT, k = {r['k']:.0f}", r, "biased: blind beyond k steps"))
+    if u:
+        L.append(row("UORO", u, "unbiased, noisy (rank one)"))
+    L.append(f"| exact sparse RTRL | {ms(x['rtrl'])}" + (f" ({ms(xc['rtrl'])})" if xc else "") +
+             f" | 1 | {mb(x['rtrl_bytes'])} | exact |")
+    L.append("")
+    return "\n".join(L) + "\n"
+
+
+def online_plot(rs, img):
+    x, xc = online_crossover(rs, "wall"), online_crossover(rs, "cpu")
+    if not x:
+        return
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    os.makedirs(img, exist_ok=True)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    ts = [r["t"] for r in x["rows"]]
+    tb, u = online_cheap(rs)
+    for y, style, name, key in ((x, "-", "wall", "step_seconds"), (xc, "--", "CPU", "cpu_seconds")):
+        if not y:
+            continue
+        a.loglog(ts, y["bptt"], marker="o", linestyle=style, color="C0", label=f"BPTT over the history ({name})")
+        a.axhline(y["rtrl"], color="C2", linestyle=style, label=f"exact sparse RTRL ({name})")
+        if y["t_time"]:
+            a.axvline(y["t_time"], color="C3", linestyle=style, label=f"t* = {y['t_time']:.0f} ({name})")
+        for i, r in enumerate(tb):
+            if key in r:
+                a.axhline(r[key], color=f"C{4 + i}", linestyle=style, linewidth=0.8,
+                          label=f"truncated BPTT k = {r['k']:.0f} ({name})")
+        if u and key in u:
+            a.axhline(u[key], color="C8", linestyle=style, linewidth=0.8, label=f"UORO ({name})")
+    a.set_xlabel("step t (n = 256, activity and weight density 0.1)")
+    a.set_ylabel("time per step [s]")
+    a.grid(True, which="both", alpha=0.3)
+    a.legend(fontsize=5.5, ncol=2)
+    b.loglog(ts, [r["bptt_state_bytes"] for r in x["rows"]], marker="o", label="BPTT history")
+    b.axhline(x["rtrl_bytes"], color="C2", label="RTRL influence matrix")
+    b.axvline(x["t_memory"], color="C3", linestyle="--", label=f"t = {x['t_memory']:.0f}")
+    if u:
+        b.axhline(u["state_bytes"], color="C8", linestyle="-.", label="UORO pair")
+    for i, r in enumerate(tb):
+        b.axhline(r["state_bytes"], color=f"C{4 + i}", linestyle="-.", label=f"truncated BPTT k = {r['k']:.0f} window")
+    b.set_xlabel("step t")
+    b.set_ylabel("learning-state bytes")
+    b.grid(True, which="both", alpha=0.3)
+    b.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(os.path.join(img, "online_cost.png"), dpi=110)
+    plt.close(fig)
+
+
+def write_online(mode, results=RESULTS, docs=DOCS):
+    """docs/online.md and docs/img/online_cost.png from results/online_<mode>.json (run_suite.py
+    --online), else from the online/ rows of the suite's own file; nothing when neither has them."""
+    files = result_files(results, mode)
+    path = files["online"] if os.path.exists(files["online"]) else files["suite"]
+    if not os.path.exists(path):
+        return False
+    suite = load(path)
+    rs = rows(suite)
+    text = online_section(rs, suite)
+    if not text:
+        return False
+    online_plot(rs, os.path.join(docs, "img"))
+    with open(os.path.join(docs, "online.md"), "w") as f:
+        f.write(text)
+    return True
+
+
 def result_files(results, mode):
     """The files one run writes into @p results: the runner writes them, the report reads them."""
     return dict(suite=os.path.join(results, f"suite_{mode}.json"),
@@ -618,6 +809,7 @@ def result_files(results, mode):
                 rtrl_txt=os.path.join(results, f"rtrl_{mode}.txt"),
                 torch=os.path.join(results, f"torch_{mode}.json"),
                 python=os.path.join(results, f"python_{mode}.json"),
+                online=os.path.join(results, f"online_{mode}.json"),
                 mpi=os.path.join(results, f"mpi_{mode}.json"))
 
 
@@ -631,6 +823,7 @@ def write_report(mode, results=RESULTS, docs=DOCS):
     python = load(files["python"]) if os.path.exists(files["python"]) else None
     mpi = load(files["mpi"]) if os.path.exists(files["mpi"]) else None
     report(mode, suite, kernel, peer, rtrl_suite, python, docs, mpi)
+    write_online(mode, results, docs)
 
 
 def main():

@@ -4,8 +4,12 @@ output to rtrl_<mode>.txt), then has bench/report.py turn them into docs/benchma
 docs/img/*.png.
 
 Usage (from the repository root, after `bash cmake/dev.sh bench`, which calls this):
-    /usr/bin/python3 bench/run_suite.py [--quick | --full] [--build build/bench] [--no-run]
+    /usr/bin/python3 bench/run_suite.py [--quick | --full] [--build build/bench] [--no-run] [--online]
                                         [--results DIR] [--docs DIR]
+
+--online runs only bench_suite's online/ rows (online learning: exact RTRL against BPTT over the
+history, truncated BPTT, UORO; under a minute) into online_<mode>.json and writes docs/online.md
+with docs/img/online_cost.png.
 
 --quick (default) takes a few minutes on 2 cores, --full longer; --no-run runs nothing and only
 rebuilds the report from the JSON already in bench/results (the same as bench/report.py alone).
@@ -38,6 +42,9 @@ def main():
     g.add_argument("--full", action="store_true")
     ap.add_argument("--build", default=os.path.join(ROOT, "build", "bench"))
     ap.add_argument("--no-run", action="store_true", help="only rebuild the report from bench/results")
+    ap.add_argument("--online", action="store_true",
+                    help="run only bench_suite's online/ rows (under a minute) into online_<mode>.json and write "
+                         "docs/online.md")
     ap.add_argument("--results", default=report.RESULTS, help="directory of the JSON results (default bench/results)")
     ap.add_argument("--docs", default=report.DOCS, help="directory for benchmarks.md and img/ (default docs)")
     a = ap.parse_args()
@@ -48,6 +55,15 @@ def main():
     suite_json, rtrl_json, rtrl_txt = files["suite"], files["rtrl"], files["rtrl_txt"]
     torch_json, python_json = files["torch"], files["python"]
     exe = lambda name: os.path.join(a.build, "bench", name)
+    if a.online:
+        if not a.no_run:
+            if not os.path.exists(exe("bench_suite")):
+                sys.exit(f"run_suite.py: {exe('bench_suite')} not found: build first with `bash cmake/dev.sh bench`")
+            run([exe("bench_suite"), f"--{mode}", "--benchmark_filter=^online/", f"--benchmark_out={files['online']}",
+                 "--benchmark_out_format=json"])
+        if not report.write_online(mode, results, docs):
+            sys.exit(f"run_suite.py: no online/ rows in {files['online']}")
+        return
     if not a.no_run:
         for name in ("bench_rtrl", "bench_suite"):
             if not os.path.exists(exe(name)):

@@ -61,11 +61,13 @@ case "$what" in
     ;;
   bench)
     build="$root/build/bench"
-    # The Python module too (same flags), for the python/sparse_rtrl overhead rows.
+    # The Python module too (same flags), for the python/sparse_rtrl overhead rows; and MPI for the
+    # column-sharded rows (bench_mpi under mpiexec, docs/distributed.md).
     bash "$root/cmake/install_deps.sh" --python
+    bash "$root/cmake/install_deps.sh" --mpi
     cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DSPARSE_RTRL_NATIVE=ON \
       -DSPARSE_RTRL_BUILD_TESTS=OFF -DSPARSE_RTRL_BUILD_EXAMPLES=OFF -DSPARSE_RTRL_BUILD_BENCHMARKS=ON \
-      -DSPARSE_RTRL_BUILD_PYTHON=ON -DPython3_EXECUTABLE=/usr/bin/python3 >/dev/null
+      -DSPARSE_RTRL_BUILD_MPI=ON -DSPARSE_RTRL_BUILD_PYTHON=ON -DPython3_EXECUTABLE=/usr/bin/python3 >/dev/null
     cmake --build "$build" -j "$jobs"
     bash "$root/cmake/install_deps.sh" python3-matplotlib
     # The PyTorch peer is optional: without python3-torch the report leaves its columns empty.

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Installs the Debian packages sparse_rtrl needs, and only those that are missing.
-# Usage: cmake/install_deps.sh [--python] [--mpi] [extra-package ...]   (does nothing when everything is present)
+# Usage: cmake/install_deps.sh [--python] [--plots] [--mpi] [extra-package ...]   (does nothing when everything is present)
 #   --python   also what the Python bindings and their tests need (python/; dev.sh test and bench)
+#   --plots    also matplotlib, for the plots of bench/report.py and examples/copy_curriculum.py
 #   --mpi      also an MPI implementation and its launcher, for the MPI part's tests, example and
 #              benchmark rows (include/sparse_rtrl/mpi/; dev.sh test and bench)
 set -euo pipefail
-python_packages=(pybind11-dev python3-dev python3-numpy python3-pytest)
+# pip install . (README, "Python"; ctest python_pip_install): pip, venv, setuptools and pybind11 from Debian.
+python_packages=(pybind11-dev python3-dev python3-numpy python3-pytest python3-pip python3-venv python3-setuptools
+                 python3-pybind11)
 mpi_packages=(libopenmpi-dev openmpi-bin)
 extra=()
 for arg in "$@"; do
   if [ "$arg" = "--python" ]; then extra+=("${python_packages[@]}")
+  elif [ "$arg" = "--plots" ]; then extra+=(python3-matplotlib)
   elif [ "$arg" = "--mpi" ]; then extra+=("${mpi_packages[@]}")
   else extra+=("$arg"); fi
 done

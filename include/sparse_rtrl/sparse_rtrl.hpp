@@ -18,6 +18,8 @@
 #include <sparse_rtrl/parallel/denormals.hpp>
 #include <sparse_rtrl/learners/bptt.hpp>
 #include <sparse_rtrl/learners/snap.hpp>
+#include <sparse_rtrl/learners/truncated_bptt.hpp>
+#include <sparse_rtrl/learners/uoro.hpp>
 #include <sparse_rtrl/model/inference.hpp>
 #include <sparse_rtrl/training/activity_regularizer.hpp>
 #include <sparse_rtrl/training/readout.hpp>

@@ -7,7 +7,7 @@ be compared one to one.
 """
 import numpy as np
 
-from . import _core
+from . import _dtypes
 
 _GRU_KEYS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
@@ -32,8 +32,9 @@ def _check_gru(gru, where):
         raise ValueError(f"sparse_rtrl.{where}: proj_size is not supported")
 
 
-def from_torch_gru(gru, *, events=False, threshold=0.3, masks=None, surrogate=None):
-    """A Model with the weights of ``gru`` (a torch.nn.GRU, any dtype; copied as float64).
+def from_torch_gru(gru, *, events=False, threshold=0.3, masks=None, surrogate=None, dtype=None):
+    """A Model with the weights of ``gru`` (a torch.nn.GRU, any dtype; copied into a model of dtype
+    float64, or the dtype= given: float32 or float64).
 
     events: False (default) is GRU mode, exactly torch.nn.GRU; True makes an EGRU with these
     weights. threshold: the per-unit thresholds theta, a number or one array (or number) per
@@ -45,18 +46,22 @@ def from_torch_gru(gru, *, events=False, threshold=0.3, masks=None, surrogate=No
     if len(thresholds) != L:
         raise ValueError(f"sparse_rtrl.from_torch_gru(): threshold must be one value or one per layer ({L}), "
                          f"received {len(thresholds)}")
+    mod = _dtypes._module_of_dtype(dtype, "from_torch_gru()")
+    np_dtype = mod.dtype
     layers = []
     for k in range(L):
-        w = {name: getattr(gru, f"{name}_l{k}").detach().cpu().double().numpy() for name in _GRU_KEYS}
+        # The user asked for this dtype: the conversion (float32 weights widened, or float64 rounded) is theirs.
+        w = {name: getattr(gru, f"{name}_l{k}").detach().cpu().double().numpy().astype(np_dtype)
+             for name in _GRU_KEYS}
         n = w["weight_hh"].shape[1]
-        theta = np.broadcast_to(np.asarray(thresholds[k], dtype=np.float64), (n,)).copy()
-        layers.append(_core.EgruParameters(w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"], theta))
-    return _core.Model(layers, masks=masks, events=events, surrogate=surrogate)
+        theta = np.broadcast_to(np.asarray(thresholds[k], dtype=np.float64), (n,)).astype(np_dtype)
+        layers.append(mod.EgruParameters(w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"], theta))
+    return _dtypes.Model(layers, masks=masks, events=events, surrogate=surrogate)
 
 
 def to_torch_gru(model, gru=None, *, dtype=None):
     """Writes the model's weights into ``gru`` (a torch.nn.GRU of the same sizes) or into a new
-    ``torch.nn.GRU(model.inputs, n, num_layers=L, dtype=dtype or float64)``; returns the GRU.
+    ``torch.nn.GRU(model.inputs, n, num_layers=L, dtype=dtype or the model's dtype)``; returns the GRU.
 
     torch.nn.GRU has one hidden size for all layers: a stack of layers of different sizes is
     refused. The thresholds have no place in a GRU and are not written (``model.state_dict()``
@@ -69,7 +74,8 @@ def to_torch_gru(model, gru=None, *, dtype=None):
         raise ValueError(f"sparse_rtrl.to_torch_gru(): torch.nn.GRU has one hidden size for every layer, "
                          f"the model's layers have {sizes}")
     if gru is None:
-        gru = torch.nn.GRU(model.inputs, sizes[0], num_layers=L, dtype=dtype or torch.float64)
+        own = torch.float32 if model.dtype == np.float32 else torch.float64
+        gru = torch.nn.GRU(model.inputs, sizes[0], num_layers=L, dtype=dtype or own)
     _check_gru(gru, "to_torch_gru()")
     if gru.num_layers != L or gru.hidden_size != sizes[0] or gru.input_size != model.inputs:
         raise ValueError(f"sparse_rtrl.to_torch_gru(): the GRU has input_size={gru.input_size}, "

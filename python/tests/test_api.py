@@ -22,7 +22,7 @@ def stack_model(events=True):
 
 
 def test_package_surface():
-    assert s.scalar_type == "float64" and s.__version__.count(".") == 2
+    assert s.dtypes == ("float32", "float64") and s.__version__.count(".") == 2
     for name in ("Model", "ParameterMask", "EgruParameters", "TriangularSurrogate", "Rtrl", "Snap", "Bptt", "RtrlStreams",
                  "Inference", "LinearReadout", "softmax_cross_entropy", "mean_squared_error", "Sgd", "Adam", "AdamW",
                  "clip_gradient_norm", "MagnitudePruner", "PruningSchedule", "ActivityRegularizer", "WorkCounters",
@@ -63,7 +63,7 @@ def test_inference_matches_rtrl_forward():
 def test_inference_runs_every_layer_of_a_stack():
     model = stack_model()
     inf, rtrl = s.Inference(model), s.Rtrl(model)
-    assert inf.layers == 2 and inf.units == 7 and inf.inputs == 4
+    assert inf.layers == 2 and inf.units() == 7 and inf.inputs == 4
     for x in s.uniform_random(7, (40, 4), -2, 2):
         inf.step(x)
         rtrl.step(x)
@@ -93,7 +93,7 @@ def test_parameters_are_views_kept_alive_by_the_model():
     gc.collect()
     assert np.array_equal(W, snapshot)  # the view kept the model alive
     rtrl.step([0.1, 0.2])  # and so does the learner
-    assert rtrl.model.parameters().W[0, 0] == 0.125
+    assert rtrl.model().parameters().W[0, 0] == 0.125
 
 
 def test_learner_state_is_copied():
@@ -228,7 +228,7 @@ def test_bptt_matches_rtrl_with_event_losses():
 
 def test_readout_and_losses():
     ro = s.LinearReadout(3, 5, seed=1)
-    V, b = ro.parameters.V, ro.parameters.b
+    V, b = ro.parameters().V, ro.parameters().b
     assert np.all(np.abs(V) <= 1 / np.sqrt(5)) and np.all(b == 0)
     y = np.array([0.5, -1.0, 0.0, 2.0, 1.0])
     logits = ro.forward(y)
@@ -240,7 +240,7 @@ def test_readout_and_losses():
     assert rel_err(g, p - np.eye(3)[2]) <= 1e-14
     dy = ro.backward(y, g)
     assert rel_err(dy, V.T @ g) <= 1e-15
-    assert rel_err(ro.gradient.V, np.outer(g, y)) <= 1e-15 and rel_err(ro.gradient.b, g) <= 1e-15
+    assert rel_err(ro.gradient().V, np.outer(g, y)) <= 1e-15 and rel_err(ro.gradient().b, g) <= 1e-15
     u = np.array([1.0, 0.0, -1.0])
     loss, g = s.mean_squared_error(logits, u)
     assert loss == pytest.approx(np.mean((logits - u) ** 2), rel=1e-14)
@@ -281,11 +281,11 @@ def test_adam_and_sgd_follow_torch_rules_and_keep_pruned_weights_zero():
 
     ro = s.LinearReadout(2, 3)
     sgd = s.Sgd(learning_rate=0.5, momentum=0.9)
-    V0 = ro.parameters.V.copy()
+    V0 = ro.parameters().V.copy()
     ro.backward(np.ones(3), np.array([1.0, -1.0]))
     sgd.step(ro)
     sgd.step(ro)  # buf = g, then 0.9 g + g
-    assert rel_err(ro.parameters.V, V0 - 0.5 * (1 + 1.9) * ro.gradient.V) <= 1e-15
+    assert rel_err(ro.parameters().V, V0 - 0.5 * (1 + 1.9) * ro.gradient().V) <= 1e-15
     sgd.learning_rate = 0.25
     assert sgd.learning_rate == 0.25
 
@@ -313,7 +313,7 @@ def test_magnitude_pruning_through_model_and_learner():
     assert before[mask.R].min() >= before[~mask.R].max()  # the largest magnitudes survive
     assert rtrl.layout().columns == s.Rtrl(model).layout().columns
     mask = pruner.prune(model)
-    assert pruner.finished and mask.kept_R == round(0.25 * 48 * 16) and mask.kept_W == round(0.5 * 48 * 4)
+    assert pruner.finished() and mask.kept_R == round(0.25 * 48 * 16) and mask.kept_W == round(0.5 * 48 * 4)
     rtrl.step(np.ones(4))  # follows the model's new mask before stepping
     assert rtrl.layout().columns == mask.kept_W + mask.kept_R + 7 * 16
 
@@ -358,13 +358,13 @@ def test_optimizer_update_consumes_the_gradient():
             if consume:
                 adam.update(model, rtrl)
                 sgd.update(readout)
-                assert not rtrl.gradient_columns().any() and not readout.gradient.V.any()
+                assert not rtrl.gradient_columns().any() and not readout.gradient().V.any()
             else:
                 adam.step(model, rtrl.gradient())
                 sgd.step(readout)
                 rtrl.zero_gradient()
                 readout.zero_gradient()
-        runs.append((model.parameters().R.copy(), readout.parameters.V.copy()))
+        runs.append((model.parameters().R.copy(), readout.parameters().V.copy()))
     assert np.array_equal(runs[0][0], runs[1][0]) and np.array_equal(runs[0][1], runs[1][1])
     other = s.Model.torch_like(6, 2, seed=5, masks=mask)
     with pytest.raises(ValueError, match="bound to another model"):

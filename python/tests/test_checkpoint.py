@@ -133,11 +133,19 @@ def test_add_errors():
         ckpt.add(rtrl)
     with pytest.raises(ValueError, match="one model"):
         ckpt.add(model)
-    with pytest.raises(ValueError, match="cannot checkpoint an object of type str"):
+    with pytest.raises(TypeError, match="obj 'x' is a str, which a checkpoint cannot hold"):
         ckpt.add("text", "x")
+    with pytest.raises(TypeError, match=r"cannot checkpoint an object of type dict"):
+        ckpt.add("d", {})
+    with pytest.raises(TypeError, match=r"expected add\(name, obj\) \(as C\+\+\) or add\(obj, name\).*add\(float, int\)"):
+        ckpt.add(1.5, 2)
+    with pytest.raises(TypeError, match="needs the object after the name 'lonely'"):
+        ckpt.add("lonely")
     ckpt.add(1.5, "x")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="the name 'x' is taken"):
         ckpt.add(2, "x")
+    with pytest.raises(ValueError, match="the name 'x' is taken"):
+        ckpt.add("x", 2)  # C++'s order: add(name, obj)
     with pytest.raises(KeyError):
         ckpt["nothing"]
 
@@ -193,7 +201,8 @@ COPY_ONLINE = os.environ.get("SPARSE_RTRL_COPY_ONLINE")
 @pytest.mark.skipif(not COPY_ONLINE, reason="the examples are not built (SPARSE_RTRL_COPY_ONLINE is not set)")
 def test_copy_online_checkpoint_read_from_python(tmp_path):
     """examples/copy_online writes a float32 run: NumPy reads its entries, load_torch_gru its weights
-    (float32 converted), load_model refuses it (float64 module) with a ValueError naming the dtype."""
+    (float32 widened into a float64 model), load_model builds a float32 model of it (the file's dtype),
+    and load_model(dtype="float64") refuses it with a ValueError naming the dtype."""
     path = str(tmp_path / "copy_online.npz")
     subprocess.run([COPY_ONLINE, "--steps", "50", "--delay", "2", "--save", path], check=True, timeout=300,
                    stdout=subprocess.DEVNULL)
@@ -205,12 +214,17 @@ def test_copy_online_checkpoint_read_from_python(tmp_path):
         assert int(f["step"]) > 0 and f["weight_hh_l0"].dtype == np.float32
         layers = int(f["num_layers"])
         units = [f[f"weight_hh_l{k}"].shape[1] for k in range(layers)]
-        W = f["weight_ih_l0"].astype(np.float64)
+        W32 = f["weight_ih_l0"]
+        R_top = f[f"weight_hh_l{layers - 1}"]
+    W = W32.astype(np.float64)
     model = s.Model.torch_like(units, W.shape[1], seed=3)
     s.load_torch_gru(path, model)
     assert np.array_equal(model.parameters(0).W, W)
+    loaded = s.load_model(path)
+    assert loaded.dtype == np.float32 and loaded.layers == layers
+    assert np.array_equal(loaded.parameters(0).W, W32) and np.array_equal(loaded.parameters(layers - 1).R, R_top)
     with pytest.raises(ValueError, match="float"):
-        s.load_model(path)
+        s.load_model(path, dtype="float64")
 
 
 def test_bad_files_raise_value_error_and_change_nothing(tmp_path):

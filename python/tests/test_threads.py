@@ -149,7 +149,7 @@ def test_model_update_while_its_learner_steps_raises():
     """A model must not be updated while its learners step: an optimizer step on it meanwhile
     raises RuntimeError (the model is unchanged by the refused call)."""
     rtrl = dense_rtrl()
-    model = rtrl.model
+    model = rtrl.model()
     grad = rtrl.gradient()
     adam = s.Adam(learning_rate=1e-3)
     done = threading.Event()
@@ -196,7 +196,7 @@ def test_two_learners_of_one_model_step_in_parallel():
 def test_checkpoint_load_into_a_model_whose_learner_steps_raises(tmp_path):
     """A checkpoint load writes the model: refused while a learner of it steps on another thread."""
     rtrl = dense_rtrl()
-    model = rtrl.model
+    model = rtrl.model()
     path = str(tmp_path / "m.npz")
     ck = s.Checkpoint().add(model)
     ck.save(path)

@@ -168,3 +168,45 @@ TEMPLATE_TEST_CASE("Inference::step and reset allocate nothing", "[inference][al
     CHECK(eval.steps() == 0);
   }
 }
+
+TEMPLATE_TEST_CASE("TruncatedBptt and Uoro step, accumulate_gradient and gradient allocate nothing", "[truncated_bptt][uoro][alloc]",
+                   float, double) {
+  using S = TestType;
+  using V = Eigen::Matrix<S, Eigen::Dynamic, 1>;
+  std::vector<EgruCell<S>> cells;
+  std::vector<ParameterMask> masks;
+  for (Index k = 0; k < 2; ++k) {
+    auto params = init_torch_like<S>(16, k == 0 ? 5 : 16, {7 + std::uint64_t(k), S(0.05)});
+    params.R *= S(3);
+    params.W *= S(3);
+    cells.emplace_back(params, CellOptions{true}, TriangularSurrogate<S>(S(1), S(0.3)));
+    masks.push_back(ParameterMask::random(16, k == 0 ? 5 : 16, 0.5, 0.5, 8 + std::uint64_t(k)));
+  }
+  Model<S> model(cells, masks);
+  TruncatedBptt<S> every(model, {4, TruncationForm::every_step}), block(model, {4, TruncationForm::every_k_steps});
+  Uoro<S> uoro(model, {3, 1e-7});
+  V x = V::Ones(5), g = V::Ones(16);
+  EgruParameters<S> out(16, 16);
+  for (int t = 0; t < 6; ++t) {  // warm up: the windows fill
+    every.step(x);
+    block.step(x);
+    uoro.step(x);
+  }
+  const long before = g_allocations.load();
+  for (int t = 0; t < 20; ++t) {
+    x(t % 5) = S(-x(t % 5));
+    every.step(x);
+    every.accumulate_gradient(g);
+    every.accumulate_gradient_at(0, g);
+    block.step(x);
+    block.accumulate_gradient(g);
+    uoro.step(x);
+    uoro.accumulate_gradient(g);
+    uoro.accumulate_gradient_at(0, g);
+  }
+  block.flush();
+  every.gradient(1, out);
+  uoro.gradient(1, out);
+  CHECK(g_allocations.load() == before);
+  CHECK(every.total_work().readout_fma > 0);
+}

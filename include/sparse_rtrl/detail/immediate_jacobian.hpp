@@ -49,6 +49,21 @@ inline void add_unit_immediate_jacobian(const InfluenceLayout& layout, const Egr
   }
 }
 
+/// A row seen as `factor` times its additions: `ScaledRow{g, f}[c] += v` adds f * v to g[c].
+/// With add_unit_immediate_jacobian() it adds f * Mbar_t[unit, :] to a gradient or a product
+/// v^T Mbar_t (truncated BPTT: f = dL/dc_{t, unit}; UORO: f = nu_unit = +-1, exact).
+template <typename Scalar>
+struct ScaledRow {
+  struct Entry {
+    Scalar* at;
+    Scalar factor;
+    void operator+=(Scalar v) const { *at += factor * v; }
+  };
+  Scalar* data;
+  Scalar factor;
+  Entry operator[](Index column) const { return Entry{data + column, factor}; }
+};
+
 /// Diagonal part of Mbar_t for theta_i: theta acts on c_t through the soft reset
 /// h = c - o theta, dh/dtheta = theta psi - o (the off-diagonal part is -A_t[:, i] c psi).
 template <typename Scalar, typename Theta>

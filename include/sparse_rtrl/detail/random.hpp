@@ -24,5 +24,30 @@ class UniformRandom {
   std::mt19937_64 engine_;
 };
 
+/// Random signs +-1 (UORO's nu) from splitmix64 (Steele, Lea and Flood 2014): a 64-bit state
+/// that a checkpoint saves as one integer, the same bits on every platform, 64 signs per draw.
+class SignRandom {
+ public:
+  explicit SignRandom(std::uint64_t state) : state_(state) {}
+  std::uint64_t next_word() {
+    std::uint64_t z = (state_ += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  }
+  /// count signs into out, one 64-bit draw per 64 of them (the rest of the last draw dropped).
+  template <typename Scalar>
+  void fill_signs(Scalar* out, std::int64_t count) {
+    for (std::int64_t i = 0; i < count; i += 64) {
+      const std::uint64_t w = next_word();
+      for (std::int64_t b = 0; b < 64 && i + b < count; ++b) out[i + b] = ((w >> b) & 1u) ? Scalar(1) : Scalar(-1);
+    }
+  }
+  std::uint64_t state() const { return state_; }
+
+ private:
+  std::uint64_t state_;
+};
+
 }  // namespace detail
 }  // namespace sparse_rtrl

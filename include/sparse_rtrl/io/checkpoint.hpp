@@ -50,6 +50,8 @@
 #include <sparse_rtrl/io/checkpoint/rtrl_item.hpp>
 #include <sparse_rtrl/io/checkpoint/rtrl_streams_item.hpp>
 #include <sparse_rtrl/io/checkpoint/snap_item.hpp>
+#include <sparse_rtrl/io/checkpoint/truncated_bptt_item.hpp>
+#include <sparse_rtrl/io/checkpoint/uoro_item.hpp>
 #include <sparse_rtrl/io/checkpoint/value_items.hpp>
 #include <sparse_rtrl/model/model.hpp>
 #include <sparse_rtrl/model/surrogate.hpp>

@@ -1,14 +1,12 @@
 // Bindings of learners/ and streams/: Rtrl, Snap, Bptt, RtrlStreams, WorkCounters, InfluenceLayout.
 // step(), accumulate_gradient(), forward() and backward() release the GIL: Python threads can
 // drive independent learners in parallel.
-#include "common.hpp"
-
 #include <ctime>
 #include <optional>
 #include <sstream>
 #include <vector>
 
-namespace sparse_rtrl::python {
+namespace sparse_rtrl::python::SPARSE_RTRL_PY_NS {
 namespace {
 
 RtrlOptions rtrl_options(bool skip_silent_rows, int threads, bool flush_subnormals) {
@@ -27,14 +25,6 @@ py::dict options_dict(const RtrlOptions& o) {
   return d;
 }
 
-/// A row index rr in [0, 3n) and column index in [0, cols) for the layout's lookups.
-void require_entry(const InfluenceLayout& l, const char* what, Index rr, Index j, Index cols) {
-  if (rr < 0 || rr >= 3 * l.units() || j < 0 || j >= cols)
-    throw std::out_of_range(std::string("sparse_rtrl.InfluenceLayout.") + what + ": entry must be in [0, " +
-                            std::to_string(3 * l.units()) + ") x [0, " + std::to_string(cols) + "), received (" +
-                            std::to_string(rr) + ", " + std::to_string(j) + ")");
-}
-
 py::dict cache_dict(const EgruStepCache<Scalar>& c) {
   py::dict d;
   const std::pair<const char*, const Vector*> fields[] = {
@@ -47,9 +37,9 @@ py::dict cache_dict(const EgruStepCache<Scalar>& c) {
 }
 
 /// Optional loss matrices of a stack, one per layer (None: no loss on that layer).
-std::vector<Matrix> layer_matrices(const py::object& list) {
+std::vector<Matrix> layer_matrices(const py::object& list, const char* where, const char* name) {
   std::vector<Matrix> out;
-  for (const auto& item : list) out.push_back(item.is_none() ? Matrix() : item.cast<Matrix>());
+  for (const auto& item : list) out.push_back(item.is_none() ? Matrix() : Matrix(mat(item, where, name)));
   return out;
 }
 
@@ -64,83 +54,7 @@ void common_rtrl_like(py::class_<Learner>& c) {
 
 }  // namespace
 
-void bind_learners(py::module_& m) {
-  py::class_<WorkCounters>(m, "WorkCounters",
-                           "Work of one step or of many: multiply-adds done vs dense RTRL, event and backward sparsity.")
-      .def(py::init<>())
-      .def_readonly("steps", &WorkCounters::steps)
-      .def_readonly("propagation_fma", &WorkCounters::propagation_fma)
-      .def_readonly("dense_propagation_fma", &WorkCounters::dense_propagation_fma)
-      .def_readonly("readout_fma", &WorkCounters::readout_fma)
-      .def_readonly("dense_readout_fma", &WorkCounters::dense_readout_fma)
-      .def_readonly("units", &WorkCounters::units)
-      .def_readonly("event_units", &WorkCounters::event_units)
-      .def_readonly("active_rows", &WorkCounters::active_rows)
-      .def_readonly("coupling_nonzeros", &WorkCounters::coupling_nonzeros)
-      .def_readonly("cross_layer_fma", &WorkCounters::cross_layer_fma)
-      .def_readonly("dense_cross_layer_fma", &WorkCounters::dense_cross_layer_fma)
-      .def("event_sparsity", &WorkCounters::event_sparsity, "Fraction of (unit, step) pairs with no event (o = 0).")
-      .def("backward_sparsity", &WorkCounters::backward_sparsity, "Fraction of influence rows skipped (s = 0).")
-      .def("ideal_speedup", &WorkCounters::ideal_speedup, "Dense RTRL's multiply-adds over those done.")
-      .def("__iadd__", [](WorkCounters& a, const WorkCounters& b) -> WorkCounters& { return a += b; },
-           py::return_value_policy::reference)
-      .def("__add__", [](WorkCounters a, const WorkCounters& b) { return a += b; })
-      .def("__repr__", [](const WorkCounters& w) {
-        std::ostringstream o;
-        o << "WorkCounters(steps=" << w.steps << ", event_sparsity=" << w.event_sparsity()
-          << ", backward_sparsity=" << w.backward_sparsity() << ", ideal_speedup=" << w.ideal_speedup() << ")";
-        return o.str();
-      });
-
-  py::class_<InfluenceLayout>(m, "InfluenceLayout",
-                              "Which parameter owns which column of the influence matrix (unit-major; pruned weights "
-                              "have none).")
-      .def_property_readonly("units", &InfluenceLayout::units)
-      .def_property_readonly("inputs", &InfluenceLayout::inputs)
-      .def_property_readonly("tracks_theta", &InfluenceLayout::tracks_theta)
-      .def_property_readonly("columns", &InfluenceLayout::columns, "P_kept")
-      .def_property_readonly("dense_columns", &InfluenceLayout::dense_columns)
-      .def_property_readonly("coupling_nonzeros", &InfluenceLayout::coupling_nonzeros)
-      .def(
-          "column_of_W",
-          [](const InfluenceLayout& l, Index rr, Index k) {
-            require_entry(l, "column_of_W()", rr, k, l.inputs());
-            return l.column_of_W(rr, k);
-          },
-          py::arg("row"), py::arg("input"), "Column of W[row, input], or -1 when pruned.")
-      .def(
-          "column_of_R",
-          [](const InfluenceLayout& l, Index rr, Index j) {
-            require_entry(l, "column_of_R()", rr, j, l.units());
-            return l.column_of_R(rr, j);
-          },
-          py::arg("row"), py::arg("unit"), "Column of R[row, unit], or -1 when pruned.")
-      .def(
-          "column_of_bW",
-          [](const InfluenceLayout& l, Index rr) {
-            require_entry(l, "column_of_bW()", rr, 0, 1);
-            return l.column_of_bW(rr);
-          },
-          py::arg("row"))
-      .def(
-          "column_of_bR",
-          [](const InfluenceLayout& l, Index rr) {
-            require_entry(l, "column_of_bR()", rr, 0, 1);
-            return l.column_of_bR(rr);
-          },
-          py::arg("row"))
-      .def(
-          "scatter",
-          [](const InfluenceLayout& l, const VecArg& arg) {
-            const VecMap columns = vec(arg, "InfluenceLayout.scatter()", "columns");
-            if (columns.size() != l.columns())
-              fail("InfluenceLayout.scatter()", "columns must have size " + std::to_string(l.columns()) +
-                                                    ", received " + std::to_string(columns.size()));
-            Params out(l.units(), l.inputs());
-            l.scatter(columns, out);
-            return out;
-          },
-          py::arg("columns"), "Per-column values (size P_kept) in parameter layout (pruned entries zero).");
+void bind_learners(py::module_& core, py::module_& m) {
 
   py::class_<PyRtrl> rtrl(m, "Rtrl",
                           "Exact RTRL over a Model (kept alive): advances state and influence matrix together. "
@@ -153,7 +67,8 @@ void bind_learners(py::module_& m) {
            py::arg("flush_subnormals") = true, py::keep_alive<1, 2>(),
            "skip_silent_rows=False is the dense-RTRL baseline; threads splits each step's columns (bitwise the same "
            "result for any count); flush_subnormals=False is strict IEEE.")
-      .def_property_readonly("model", py::overload_cast<>(&PyRtrl::model), py::return_value_policy::reference_internal)
+      .def("model", py::overload_cast<>(&PyRtrl::model), py::return_value_policy::reference_internal,
+           "The model this learner reads (C++: model()).")
       .def_property_readonly("layers", &PyRtrl::layers)
       .def("units", [](const PyRtrl& r, py::object layer) { return layer.is_none() ? r.units() : r.units(layer.cast<Index>()); },
            py::arg("layer") = py::none())
@@ -162,12 +77,12 @@ void bind_learners(py::module_& m) {
       .def("column_offset", &PyRtrl::column_offset, py::arg("layer"))
       .def("layout", [](const PyRtrl& r, Index layer) { return r.layout(layer); }, py::arg("layer") = 0,
            "A copy of layer k's InfluenceLayout.")
-      .def_property_readonly("options", [](const PyRtrl& r) { return options_dict(r.options()); })
+      .def("options", [](const PyRtrl& r) { return options_dict(r.options()); }, "The options, as a dict.")
       .def_property_readonly("threads", &PyRtrl::threads)
       .def(
           "step",
-          [](PyRtrl& r, const VecArg& arg) {
-            const VecMap x = vec(arg, "Rtrl.step()", "x");
+          [](PyRtrl& r, const py::object& arg) {
+            const VecIn x = vec(arg, "Rtrl.step()", "x");
             const ObjectGuard guard(&r, "Rtrl.step()", "Rtrl", &r.model());
             py::gil_scoped_release nogil;
             r.step(x);
@@ -176,12 +91,12 @@ void bind_learners(py::module_& m) {
            "Advances every layer's state and influence matrix for input x (size d, finite). Releases the GIL.")
       .def(
           "accumulate_gradient",
-          [](PyRtrl& r, const VecArg& dy, const std::optional<VecArg>& d_o, std::optional<Index> layer) {
+          [](PyRtrl& r, const py::object& dy, const py::object& d_o, std::optional<Index> layer) {
             const Index k = layer ? *layer : r.layers() - 1;
-            const VecMap dL_dy = vec(dy, "Rtrl.accumulate_gradient()", "dL_dy");
+            const VecIn dL_dy = vec(dy, "Rtrl.accumulate_gradient()", "dL_dy");
             const ObjectGuard guard(&r, "Rtrl.accumulate_gradient()", "Rtrl", &r.model());
-            if (d_o) {
-              const VecMap dL_do = vec(*d_o, "Rtrl.accumulate_gradient()", "dL_do");
+            if (!d_o.is_none()) {
+              const VecIn dL_do = vec(d_o, "Rtrl.accumulate_gradient()", "dL_do");
               py::gil_scoped_release nogil;
               r.accumulate_gradient_at(k, dL_dy, dL_do);
             } else {
@@ -209,7 +124,11 @@ void bind_learners(py::module_& m) {
            "The accumulated gradient per influence column (a copy).")
       .def(
           "reset",
-          [](PyRtrl& r, std::optional<Vector> c0) { c0 ? r.reset(*c0) : r.reset(); }, py::arg("c0") = py::none(),
+          [](PyRtrl& r, const py::object& arg) {
+            const auto c0 = opt_vec(arg, "Rtrl.reset()", "c0");
+            c0 ? r.reset(*c0) : r.reset();
+          },
+          py::arg("c0") = py::none(),
           "Starts a new sequence from c_0 = 0 (or the given c0, one-layer models); keeps the gradient.")
       .def("set_mask",
            [](PyRtrl& o, const ParameterMask& mask, Index layer) {
@@ -256,8 +175,9 @@ void bind_learners(py::module_& m) {
   // 16 steps; returns (CPU seconds, steps).
   m.def(
       "_time_rtrl_loop",
-      [](PyRtrl& r, RowMatrixIn X, const VecArg& g_arg, Index start, double min_seconds) {
-        const VecMap g = vec(g_arg, "_time_rtrl_loop()", "g");
+      [](PyRtrl& r, const py::object& X_arg, const py::object& g_arg, Index start, double min_seconds) {
+        const MatIn X = mat(X_arg, "_time_rtrl_loop()", "X");
+        const VecIn g = vec(g_arg, "_time_rtrl_loop()", "g");
         const ObjectGuard guard(&r, "_time_rtrl_loop()", "Rtrl", &r.model());
         py::gil_scoped_release nogil;
         const std::clock_t begin = std::clock();
@@ -275,10 +195,10 @@ void bind_learners(py::module_& m) {
       },
       py::arg("rtrl"), py::arg("X"), py::arg("g"), py::arg("start"), py::arg("min_seconds"));
 
-  py::enum_<SnapCrossLayer>(m, "SnapCrossLayer", "Which influence on the layers above its own a Snap keeps.")
-      .value("graph", SnapCrossLayer::graph)
-      .value("none", SnapCrossLayer::none)
-      .value("same_step", SnapCrossLayer::same_step);
+  m.def(
+      "_input_address",
+      [](const py::object& x) { return reinterpret_cast<std::uintptr_t>(vec(x, "_input_address()", "x").data()); },
+      py::arg("x"), "For tests: where step() reads a vector argument x from (no copy: the array's own data).");
 
   py::class_<PySnap>(m, "Snap",
                      "SnAp-n (Menick et al. 2021), the approximate baseline, for one layer or a stack (Rtrl's "
@@ -310,8 +230,8 @@ void bind_learners(py::module_& m) {
           py::arg("unit"), py::arg("layer") = 0, "Rows kept for the parameters of unit u of layer k.")
       .def(
           "step",
-          [](PySnap& s, const VecArg& arg) {
-            const VecMap x = vec(arg, "Snap.step()", "x");
+          [](PySnap& s, const py::object& arg) {
+            const VecIn x = vec(arg, "Snap.step()", "x");
             const ObjectGuard guard(&s, "Snap.step()", "Snap", &s.model());
             py::gil_scoped_release nogil;
             s.step(x);
@@ -319,12 +239,12 @@ void bind_learners(py::module_& m) {
           py::arg("x"), "Releases the GIL.")
       .def(
           "accumulate_gradient",
-          [](PySnap& s, const VecArg& dy, const std::optional<VecArg>& d_o, std::optional<Index> layer) {
+          [](PySnap& s, const py::object& dy, const py::object& d_o, std::optional<Index> layer) {
             const Index k = layer ? *layer : s.layers() - 1;
-            const VecMap dL_dy = vec(dy, "Snap.accumulate_gradient()", "dL_dy");
+            const VecIn dL_dy = vec(dy, "Snap.accumulate_gradient()", "dL_dy");
             const ObjectGuard guard(&s, "Snap.accumulate_gradient()", "Snap", &s.model());
-            if (d_o) {
-              const VecMap dL_do = vec(*d_o, "Snap.accumulate_gradient()", "dL_do");
+            if (!d_o.is_none()) {
+              const VecIn dL_do = vec(d_o, "Snap.accumulate_gradient()", "dL_do");
               py::gil_scoped_release nogil;
               s.accumulate_gradient_at(k, dL_dy, dL_do);
             } else {
@@ -363,13 +283,6 @@ void bind_learners(py::module_& m) {
       .def("reset_work", [](PySnap& s) { s.reset_work(); })
       .def_property_readonly("influence_bytes", [](const PySnap& s) { return s.influence_bytes(); });
 
-  py::class_<BpttWork>(m, "BpttWork", "Multiply-adds of BPTT's products in the last forward() and backward().")
-      .def_readonly("steps", &BpttWork::steps)
-      .def_readonly("forward_fma", &BpttWork::forward_fma)
-      .def_readonly("dense_forward_fma", &BpttWork::dense_forward_fma)
-      .def_readonly("backward_fma", &BpttWork::backward_fma)
-      .def_readonly("dense_backward_fma", &BpttWork::dense_backward_fma);
-
   py::class_<PyBptt>(m, "Bptt",
                      "Back-propagation through time over a stored sequence (the reference gradient), one layer or a "
                      "stack. forward(X) then backward(G).")
@@ -382,7 +295,8 @@ void bind_learners(py::module_& m) {
       .def_property_readonly("length", &PyBptt::length)
       .def(
           "forward",
-          [](PyBptt& b, RowMatrixIn X, const py::object& c0) {
+          [](PyBptt& b, const py::object& X_arg, const py::object& c0) {
+            const MatIn X = mat(X_arg, "Bptt.forward()", "X");
             const ObjectGuard guard(&b, "Bptt.forward()", "Bptt", &b.model());
             if (c0.is_none()) {
               py::gil_scoped_release nogil;
@@ -390,11 +304,11 @@ void bind_learners(py::module_& m) {
             }
             if (is_sequence(c0)) {
               std::vector<Vector> states;
-              for (const auto& item : c0) states.push_back(item.cast<Vector>());
+              for (const auto& item : c0) states.push_back(Vector(vec(item, "Bptt.forward()", "c0")));
               py::gil_scoped_release nogil;
               return Matrix(b.forward(X, states));
             }
-            const Vector state = c0.cast<Vector>();
+            const Vector state = vec(c0, "Bptt.forward()", "c0");
             py::gil_scoped_release nogil;
             return Matrix(b.forward(X, state));
           },
@@ -408,7 +322,7 @@ void bind_learners(py::module_& m) {
           [](PyBptt& b, const py::object& G, const py::object& G_events) -> py::object {
             const ObjectGuard guard(&b, "Bptt.backward()", "Bptt", &b.model());
             if (is_sequence(G)) {
-              const std::vector<Matrix> Gs = layer_matrices(G);
+              const std::vector<Matrix> Gs = layer_matrices(G, "Bptt.backward()", "G");
               if (G_events.is_none()) {
                 std::vector<Params> out;
                 {
@@ -419,7 +333,7 @@ void bind_learners(py::module_& m) {
               }
               if (!is_sequence(G_events))
                 fail("Bptt.backward()", "G is a list (one loss per layer): G_events must be a list too");
-              const std::vector<Matrix> Ge = layer_matrices(G_events);
+              const std::vector<Matrix> Ge = layer_matrices(G_events, "Bptt.backward()", "G_events");
               std::vector<Params> out;
               {
                 py::gil_scoped_release nogil;
@@ -427,7 +341,7 @@ void bind_learners(py::module_& m) {
               }
               return py::cast(std::move(out));
             }
-            const Matrix g = G.cast<Matrix>();
+            const Matrix g = mat(G, "Bptt.backward()", "G");
             if (G_events.is_none()) {
               Params out;
               {
@@ -436,7 +350,7 @@ void bind_learners(py::module_& m) {
               }
               return py::cast(std::move(out));
             }
-            const Matrix ge = G_events.cast<Matrix>();
+            const Matrix ge = mat(G_events, "Bptt.backward()", "G_events");
             Params out;
             {
               py::gil_scoped_release nogil;
@@ -452,7 +366,7 @@ void bind_learners(py::module_& m) {
            py::arg("layer") = 0)
       .def("step_cache", [](const PyBptt& b, Index t, Index k) { return cache_dict(b.step_cache(k, t)); },
            py::arg("t"), py::arg("layer") = 0, "Everything step t of layer k computed in the last forward(), as copies.")
-      .def_property_readonly("work", [](const PyBptt& b) { return b.work(); })
+      .def("work", [](const PyBptt& b) { return b.work(); }, "BpttWork of the last forward() and backward().")
       .def_property_readonly("history_bytes", &PyBptt::history_bytes);
 
   py::class_<PyStreams>(m, "RtrlStreams",
@@ -464,14 +378,15 @@ void bind_learners(py::module_& m) {
            py::arg("model"), py::arg("streams"), py::kw_only(), py::arg("skip_silent_rows") = true,
            py::arg("threads") = 1, py::arg("flush_subnormals") = true, py::keep_alive<1, 2>())
       .def_property_readonly("streams", &PyStreams::streams)
-      .def_property_readonly("units", &PyStreams::units)
+      .def("units", [](const PyStreams& s) { return s.units(); })
       .def_property_readonly("inputs", &PyStreams::inputs)
       .def_property_readonly("layers", &PyStreams::layers)
       .def_property_readonly("threads", &PyStreams::threads)
-      .def_property_readonly("options", [](const PyStreams& s) { return options_dict(s.options()); })
+      .def("options", [](const PyStreams& s) { return options_dict(s.options()); })
       .def(
           "step",
-          [](PyStreams& s, RowMatrixIn X) {
+          [](PyStreams& s, const py::object& X_arg) {
+            const MatIn X = mat(X_arg, "RtrlStreams.step()", "X");
             const ObjectGuard guard(&s, "RtrlStreams.step()", "RtrlStreams", &s.model());
             py::gil_scoped_release nogil;
             s.step(X);
@@ -480,7 +395,10 @@ void bind_learners(py::module_& m) {
            "Row b of X (B x d) is stream b's input. Releases the GIL.")
       .def(
           "accumulate_gradient",
-          [](PyStreams& s, RowMatrixIn G, std::optional<RowMatrixIn> G_events) {
+          [](PyStreams& s, const py::object& G_arg, const py::object& Ge_arg) {
+            const MatIn G = mat(G_arg, "RtrlStreams.accumulate_gradient()", "G");
+            std::optional<MatIn> G_events;
+            if (!Ge_arg.is_none()) G_events.emplace(mat(Ge_arg, "RtrlStreams.accumulate_gradient()", "G_events"));
             const ObjectGuard guard(&s, "RtrlStreams.accumulate_gradient()", "RtrlStreams", &s.model());
             py::gil_scoped_release nogil;
             if (G_events) s.accumulate_gradient(G, *G_events);
@@ -501,7 +419,8 @@ void bind_learners(py::module_& m) {
       .def("zero_gradient", &PyStreams::zero_gradient)
       .def(
           "reset",
-          [](PyStreams& s, std::optional<Index> b, std::optional<Vector> c0) {
+          [](PyStreams& s, std::optional<Index> b, const py::object& arg) {
+            const auto c0 = opt_vec(arg, "RtrlStreams.reset()", "c0");
             if (!b) {
               if (c0) fail("RtrlStreams.reset()", "c0 needs a stream index b");
               s.reset();
@@ -533,6 +452,23 @@ void bind_learners(py::module_& m) {
       .def("total_work", &PyStreams::total_work)
       .def("last_step_work", &PyStreams::last_step_work)
       .def("reset_work", &PyStreams::reset_work);
+
+  // The typed method of the common InfluenceLayout (module.cpp): one overload per dtype.
+  auto layout = py::reinterpret_borrow<py::class_<InfluenceLayout>>(core.attr("InfluenceLayout"));
+  layout.def(
+      "scatter",
+      [](const InfluenceLayout& l, py::array_t<Scalar, py::array::c_style> arg) {
+        const VecIn columns = vec(arg, "InfluenceLayout.scatter()", "columns");
+        if (columns.size() != l.columns())
+          fail("InfluenceLayout.scatter()", "columns must have size " + std::to_string(l.columns()) + ", received " +
+                                                std::to_string(columns.size()));
+        Params out(l.units(), l.inputs());
+        l.scatter(columns, out);
+        return out;
+      },
+      py::arg("columns").noconvert(),
+      "Per-column values (size P_kept) in parameter layout (pruned entries zero), an EgruParameters of the columns' "
+      "dtype (float32 or float64).");
 }
 
-}  // namespace sparse_rtrl::python
+}  // namespace sparse_rtrl::python::SPARSE_RTRL_PY_NS

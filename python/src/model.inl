@@ -1,20 +1,20 @@
 // Bindings of model/: surrogate, parameters (NumPy views), masks, the Model stack with its
 // torch.nn.GRU-named state_dict, and Inference.
-#include "common.hpp"
-
 #include <pybind11/numpy.h>
 
 #include <memory>
 #include <sstream>
 #include <vector>
 
-namespace sparse_rtrl::python {
+namespace sparse_rtrl::python::SPARSE_RTRL_PY_NS {
 namespace {
 
 std::string shape_of(Index rows, Index cols) { return detail::shape_string(rows, cols); }
+using python::shape_of;
 
 /// Assigns @p value to @p target in place (so NumPy views of target stay valid): same shape only.
-void assign_matrix(const char* name, Matrix& target, const Matrix& value) {
+void assign_matrix(const char* name, Matrix& target, const py::object& obj) {
+  const MatIn value = mat(obj, std::string("EgruParameters.") + name, name);
   if (value.rows() != target.rows() || value.cols() != target.cols())
     fail(std::string("EgruParameters.") + name,
          "must keep its shape " + shape_of(target.rows(), target.cols()) + " (views share its memory), received " +
@@ -22,7 +22,8 @@ void assign_matrix(const char* name, Matrix& target, const Matrix& value) {
   target = value;
 }
 
-void assign_vector(const char* owner, const char* name, Vector& target, const Vector& value) {
+void assign_vector(const char* owner, const char* name, Vector& target, const py::object& obj) {
+  const VecIn value = vec(obj, std::string(owner) + "." + name, name);
   if (value.size() != target.size())
     fail(std::string(owner) + "." + name,
          "must keep its size " + std::to_string(target.size()) + " (views share its memory), received " +
@@ -54,30 +55,21 @@ py::dict state_dict(py::object self) {
 /// Converts one state_dict value to a float64 matrix of the expected shape (vectors: 1-D, or
 /// 2-D with one column), refusing other shapes and non-finite values.
 Matrix state_value(const std::string& name, const py::handle& value, Index rows, Index cols, bool vector) {
-  py::array_t<double, py::array::forcecast> a;
-  try {
-    a = py::array_t<double, py::array::forcecast>::ensure(value);
-  } catch (const py::error_already_set&) {
-    a = py::array_t<double, py::array::forcecast>();
-  }
-  if (!a) fail("Model.load_state_dict()", "'" + name + "' is not convertible to a float64 array");
+  const auto a = checked_array<Scalar>(value, "Model.load_state_dict()", ("'" + name + "'").c_str());
   const bool ok = vector ? (a.ndim() == 1 && a.shape(0) == rows)
                          : (a.ndim() == 2 && a.shape(0) == rows && a.shape(1) == cols);
   if (!ok) {
-    std::ostringstream got;
-    got << "(";
-    for (py::ssize_t i = 0; i < a.ndim(); ++i) got << (i ? ", " : "") << a.shape(i);
-    got << (a.ndim() == 1 ? ",)" : ")");
+    const std::string got = shape_of(a);
     fail("Model.load_state_dict()", "'" + name + "' must have shape " +
                                         (vector ? "(" + std::to_string(rows) + ",)"
                                                 : "(" + std::to_string(rows) + ", " + std::to_string(cols) + ")") +
-                                        ", received " + got.str());
+                                        ", received " + got);
   }
   Matrix out(rows, vector ? 1 : cols);
   auto r = a.unchecked();
   for (Index i = 0; i < rows; ++i)
     for (Index j = 0; j < out.cols(); ++j) {
-      const double v = vector ? r(i) : r(i, j);
+      const Scalar v = vector ? r(i) : r(i, j);
       if (!std::isfinite(v)) {
         std::ostringstream s;
         s << "'" << name << "' must be finite, received " << v << " at (" << i << ", " << j << ")";
@@ -197,10 +189,7 @@ Index top(const PyInference& i, Index layer) { return layer == -1 ? i.layers() -
 }  // namespace
 
 
-void bind_model(py::module_& m) {
-  py::enum_<MaskSharing>(m, "MaskSharing", "How a mask's pattern relates across the gate blocks (r, z, g).")
-      .value("independent", MaskSharing::independent)
-      .value("gate_shared", MaskSharing::gate_shared);
+void bind_model(py::module_& core, py::module_& m) {
 
   py::class_<Surrogate>(m, "TriangularSurrogate",
                         "psi(v) = gamma * max(0, 1 - |v| / eps), the pseudo-derivative of the event function.")
@@ -220,33 +209,35 @@ void bind_model(py::module_& m) {
                      "W = weight_ih (3n x d), R = weight_hh (3n x n), bW = bias_ih, bR = bias_hh (3n), theta (n). "
                      "The attributes are writable NumPy views; assigning an attribute copies into it (same shape).")
       .def(py::init<Index, Index>(), py::arg("units"), py::arg("inputs"), "All zeros for n units and d inputs.")
-      .def(py::init([](const Matrix& W, const Matrix& R, const Vector& bW, const Vector& bR, const Vector& theta) {
+      .def(py::init([](const py::object& W, const py::object& R, const py::object& bW, const py::object& bR,
+                       const py::object& theta) {
+             const char* where = "EgruParameters()";
              Params p;
-             p.W = W;
-             p.R = R;
-             p.bW = bW;
-             p.bR = bR;
-             p.theta = theta;
+             p.W = mat(W, where, "W");
+             p.R = mat(R, where, "R");
+             p.bW = vec(bW, where, "bW");
+             p.bR = vec(bR, where, "bR");
+             p.theta = vec(theta, where, "theta");
              p.validate("sparse_rtrl.EgruParameters()");
              return p;
            }),
            py::arg("W"), py::arg("R"), py::arg("bW"), py::arg("bR"), py::arg("theta"))
       .def_property(
           "W", py::cpp_function([](Params& p) -> Matrix& { return p.W; }, py::return_value_policy::reference_internal),
-          [](Params& p, const Matrix& v) { assign_matrix("W", p.W, v); })
+          [](Params& p, const py::object& v) { assign_matrix("W", p.W, v); })
       .def_property(
           "R", py::cpp_function([](Params& p) -> Matrix& { return p.R; }, py::return_value_policy::reference_internal),
-          [](Params& p, const Matrix& v) { assign_matrix("R", p.R, v); })
+          [](Params& p, const py::object& v) { assign_matrix("R", p.R, v); })
       .def_property(
           "bW", py::cpp_function([](Params& p) -> Vector& { return p.bW; }, py::return_value_policy::reference_internal),
-          [](Params& p, const Vector& v) { assign_vector("EgruParameters", "bW", p.bW, v); })
+          [](Params& p, const py::object& v) { assign_vector("EgruParameters", "bW", p.bW, v); })
       .def_property(
           "bR", py::cpp_function([](Params& p) -> Vector& { return p.bR; }, py::return_value_policy::reference_internal),
-          [](Params& p, const Vector& v) { assign_vector("EgruParameters", "bR", p.bR, v); })
+          [](Params& p, const py::object& v) { assign_vector("EgruParameters", "bR", p.bR, v); })
       .def_property(
           "theta",
           py::cpp_function([](Params& p) -> Vector& { return p.theta; }, py::return_value_policy::reference_internal),
-          [](Params& p, const Vector& v) { assign_vector("EgruParameters", "theta", p.theta, v); })
+          [](Params& p, const py::object& v) { assign_vector("EgruParameters", "theta", p.theta, v); })
       .def_property_readonly("units", &Params::units)
       .def_property_readonly("inputs", &Params::inputs)
       .def_property_readonly("size", &Params::size)
@@ -255,7 +246,7 @@ void bind_model(py::module_& m) {
       .def("__deepcopy__", [](const Params& p, py::dict) { return Params(p); }, py::arg("memo"))
       .def("set_zero", &Params::set_zero)
       .def("__iadd__", [](Params& a, const Params& b) -> Params& { return a += b; }, py::return_value_policy::reference)
-      .def("__repr__", [](const Params& p) { return "EgruParameters(" + p.shape_string() + ")"; });
+      .def("__repr__", [](const Params& p) { return "EgruParameters(" + p.shape_string() + ", dtype=" + kDtype + ")"; });
 
   m.def(
       "init_torch_like",
@@ -265,51 +256,6 @@ void bind_model(py::module_& m) {
       py::arg("units"), py::arg("inputs"), py::arg("seed") = 0, py::arg("threshold") = 0.3,
       "torch.nn.GRU's initialisation (uniform in +-1/sqrt(n), from the library's portable seeded generator: the same "
       "numbers as C++'s init_torch_like), thresholds constant.");
-
-  m.def(
-      "uniform_random",
-      [](std::uint64_t seed, std::vector<py::ssize_t> shape, double low, double high) {
-        py::array_t<double> out(shape);
-        detail::UniformRandom rng(seed);
-        double* data = out.mutable_data();
-        for (py::ssize_t i = 0; i < out.size(); ++i) data[i] = rng.uniform(low, high);
-        return out;
-      },
-      py::arg("seed"), py::arg("shape"), py::arg("low") = 0.0, py::arg("high") = 1.0,
-      "Uniform numbers in [low, high) from the library's portable generator (mt19937_64, 53 bits), filled in C "
-      "order: the same numbers as the C++ code (e.g. the benchmarks' inputs) on every platform.");
-
-  py::class_<ParameterMask>(m, "ParameterMask",
-                            "Boolean keep-masks of W (3n x d) and R (3n x n), torch layout; biases and thresholds are "
-                            "never masked.")
-      .def(py::init<ParameterMask::BoolMatrix, ParameterMask::BoolMatrix>(), py::arg("keep_W"), py::arg("keep_R"))
-      .def_static("dense", &ParameterMask::dense, py::arg("units"), py::arg("inputs"))
-      .def_static("random", &ParameterMask::random, py::arg("units"), py::arg("inputs"), py::arg("density_W"),
-                  py::arg("density_R"), py::arg("seed") = 0, py::arg("sharing") = MaskSharing::independent)
-      .def_static("from_magnitude", &ParameterMask::from_magnitude<Scalar>, py::arg("params"), py::arg("density_W"),
-                  py::arg("density_R"), py::arg("sharing") = MaskSharing::independent)
-      .def_property_readonly("W", [](const ParameterMask& k) { return ParameterMask::BoolMatrix(k.W()); },
-                             "Copy of W's keep-mask (3n x d, bool).")
-      .def_property_readonly("R", [](const ParameterMask& k) { return ParameterMask::BoolMatrix(k.R()); },
-                             "Copy of R's keep-mask (3n x n, bool).")
-      .def_property_readonly("units", &ParameterMask::units)
-      .def_property_readonly("inputs", &ParameterMask::inputs)
-      .def_property_readonly("kept_W", &ParameterMask::kept_W)
-      .def_property_readonly("kept_R", &ParameterMask::kept_R)
-      .def_property_readonly("density_W", &ParameterMask::density_W)
-      .def_property_readonly("density_R", &ParameterMask::density_R)
-      .def_property_readonly("all_kept", &ParameterMask::all_kept)
-      .def_property_readonly("gate_shared", &ParameterMask::gate_shared,
-                             "True when the three gate blocks of W, and those of R, share one pattern.")
-      .def("apply", &ParameterMask::apply<Scalar>, py::arg("params"), "Zeroes the masked entries of params.")
-      .def("respected_by", &ParameterMask::respected_by<Scalar>, py::arg("params"))
-      .def("__eq__", [](const ParameterMask& a, const ParameterMask& b) { return a == b; })
-      .def("__repr__", [](const ParameterMask& k) {
-        std::ostringstream o;
-        o << "ParameterMask(n=" << k.units() << ", d=" << k.inputs() << ", density_W=" << k.density_W()
-          << ", density_R=" << k.density_R() << (k.gate_shared() ? ", gate_shared" : "") << ")";
-        return o.str();
-      });
 
   py::class_<PyModel>(m, "Model",
                       "L >= 1 EGRU layers and their masks, owned once; learners and optimizers reference it. "
@@ -377,7 +323,7 @@ void bind_model(py::module_& m) {
         for (Index k = 0; k < m.layers(); ++k) o << (k ? ", " : "") << m.units(k);
         o << "], events=[";
         for (Index k = 0; k < m.layers(); ++k) o << (k ? ", " : "") << (m.events(k) ? "True" : "False");
-        o << "])";
+        o << "], dtype=" << kDtype << ")";
         return o.str();
       });
 
@@ -392,14 +338,17 @@ void bind_model(py::module_& m) {
            py::arg("model"), py::arg("event_sparse") = true, py::keep_alive<1, 2>())
       .def(
           "step",
-          [](PyInference& i, const VecArg& arg) {
-            const VecMap x = vec(arg, "Inference.step()", "x");
+          [](PyInference& i, const py::object& arg) {
+            const VecIn x = vec(arg, "Inference.step()", "x");
             const ObjectGuard guard(&i, "Inference.step()", "Inference");
             py::gil_scoped_release nogil;
             i.step(x);
           },
           py::arg("x"))
-      .def("reset", [](PyInference& i, std::optional<Vector> c0) { c0 ? i.reset(*c0) : i.reset(); },
+      .def("reset", [](PyInference& i, const py::object& arg) {
+             const auto c0 = opt_vec(arg, "Inference.reset()", "c0");
+             c0 ? i.reset(*c0) : i.reset();
+           },
            py::arg("c0") = py::none(), "Restart from c_0 = 0, or from c0 (one-layer models only).")
       .def("output", [](const PyInference& i, Index layer) { return Vector(i.output(top(i, layer))); },
            py::arg("layer") = -1, "y_t of the top layer, or of layer `layer` (a copy).")
@@ -412,8 +361,15 @@ void bind_model(py::module_& m) {
            py::arg("layer") = -1)
       .def_property_readonly("steps", &PyInference::steps)
       .def_property_readonly("layers", &PyInference::layers)
-      .def_property_readonly("units", [](const PyInference& i) { return i.units(); })
+      .def("units", [](const PyInference& i, Index layer) { return i.units(top(i, layer)); }, py::arg("layer") = -1)
       .def_property_readonly("inputs", &PyInference::inputs);
+
+  // The typed methods of the common ParameterMask (module.cpp): overloads per dtype.
+  auto mask = py::reinterpret_borrow<py::class_<ParameterMask>>(core.attr("ParameterMask"));
+  mask.def_static("from_magnitude", &ParameterMask::from_magnitude<Scalar>, py::arg("params"), py::arg("density_W"),
+                  py::arg("density_R"), py::arg("sharing") = MaskSharing::independent)
+      .def("apply", &ParameterMask::apply<Scalar>, py::arg("params"), "Zeroes the masked entries of params.")
+      .def("respected_by", &ParameterMask::respected_by<Scalar>, py::arg("params"));
 }
 
-}  // namespace sparse_rtrl::python
+}  // namespace sparse_rtrl::python::SPARSE_RTRL_PY_NS

@@ -1,18 +1,14 @@
 // Bindings of training/: LinearReadout, losses, Sgd/Adam/AdamW, clip_gradient_norm, MagnitudePruner,
 // ActivityRegularizer.
-#include "common.hpp"
-
 #include <optional>
 #include <sstream>
 #include <vector>
 
-namespace sparse_rtrl::python {
+namespace sparse_rtrl::python::SPARSE_RTRL_PY_NS {
 namespace {
 
-using Readout = LinearReadout<Scalar>;
-using ReadoutParams = ReadoutParameters<Scalar>;
-
-void assign_readout(const char* name, Matrix& target, const Matrix& value) {
+void assign_readout(const char* name, Matrix& target, const py::object& obj) {
+  const MatIn value = mat(obj, std::string("ReadoutParameters.") + name, name);
   if (value.rows() != target.rows() || value.cols() != target.cols())
     fail(std::string("ReadoutParameters.") + name,
          "must keep its shape " + detail::shape_string(target.rows(), target.cols()) +
@@ -53,7 +49,7 @@ void update(Opt& o, PyModel& model, Learner& learner) {
 
 /// step() and update() overloads and state accessors shared by the three optimizers.
 template <typename Opt>
-void bind_optimizer_steps(py::class_<Opt>& c) {
+void bind_optimizer_steps(py::class_<Opt>& c, const char* kind) {
   c.def(
        "step",
        [](Opt& o, PyModel& model, const Params& grad, Index layer) {
@@ -87,28 +83,33 @@ void bind_optimizer_steps(py::class_<Opt>& c) {
       .def_property("learning_rate", &Opt::learning_rate, &Opt::set_learning_rate)
       .def_property_readonly("steps", &Opt::steps)
       .def("reset", &Opt::reset, "Forgets the state (moments, step count).");
+  mismatch_overload(c, "step", kind, "the model, parameters and gradients it updates");
+  mismatch_overload(c, "update", kind, "the model, learner or readout it updates");
 }
 
 }  // namespace
 
-void bind_training(py::module_& m) {
+void bind_training(py::module_& core, py::module_& m) {
+
+
   py::class_<ReadoutParams>(m, "ReadoutParameters",
                             "Parameters (or gradient) of a linear readout: V (k x n), b (k); writable NumPy views.")
       .def(py::init<Index, Index>(), py::arg("outputs"), py::arg("units"))
-      .def(py::init([](const Matrix& V, const Vector& b) {
+      .def(py::init([](const py::object& V, const py::object& b) {
              ReadoutParams p;
-             p.V = V;
-             p.b = b;
+             p.V = mat(V, "ReadoutParameters()", "V");
+             p.b = vec(b, "ReadoutParameters()", "b");
              p.validate("sparse_rtrl.ReadoutParameters()");
              return p;
            }),
            py::arg("V"), py::arg("b"))
       .def_property(
           "V", py::cpp_function([](ReadoutParams& p) -> Matrix& { return p.V; }, py::return_value_policy::reference_internal),
-          [](ReadoutParams& p, const Matrix& v) { assign_readout("V", p.V, v); })
+          [](ReadoutParams& p, const py::object& v) { assign_readout("V", p.V, v); })
       .def_property(
           "b", py::cpp_function([](ReadoutParams& p) -> Vector& { return p.b; }, py::return_value_policy::reference_internal),
-          [](ReadoutParams& p, const Vector& v) {
+          [](ReadoutParams& p, const py::object& obj) {
+            const VecIn v = vec(obj, "ReadoutParameters.b", "b");
             if (v.size() != p.b.size())
               fail("ReadoutParameters.b", "must keep its size " + std::to_string(p.b.size()) + ", received " +
                                               std::to_string(v.size()));
@@ -130,27 +131,27 @@ void bind_training(py::module_& m) {
       .def(py::init<ReadoutParams>(), py::arg("params"))
       .def_property_readonly("outputs", &Readout::outputs)
       .def_property_readonly("units", &Readout::units)
-      .def_property_readonly("parameters", py::overload_cast<>(&Readout::parameters),
-                             py::return_value_policy::reference_internal, "ReadoutParameters (views into the readout).")
-      .def_property_readonly("gradient", py::overload_cast<>(&Readout::gradient),
-                             py::return_value_policy::reference_internal, "Accumulated gradient (views).")
+      .def("parameters", py::overload_cast<>(&Readout::parameters), py::return_value_policy::reference_internal,
+           "ReadoutParameters (views into the readout); a method, as Model.parameters() and C++.")
+      .def("gradient", py::overload_cast<>(&Readout::gradient), py::return_value_policy::reference_internal,
+           "Accumulated gradient (views).")
       .def("zero_gradient", &Readout::zero_gradient)
-      .def("forward", [](const Readout& r, const VecArg& y) { return r.forward(vec(y, "LinearReadout.forward()", "y")); }, py::arg("y"))
-      .def("backward", [](Readout& r, const VecArg& y, const VecArg& g) {
+      .def("forward", [](const Readout& r, const py::object& y) { return r.forward(vec(y, "LinearReadout.forward()", "y")); }, py::arg("y"))
+      .def("backward", [](Readout& r, const py::object& y, const py::object& g) {
              return r.backward(vec(y, "LinearReadout.backward()", "y"), vec(g, "LinearReadout.backward()", "dL_dlogits"));
            },
            py::arg("y"), py::arg("dL_dlogits"), "Accumulates dV, db and returns dL/dy = V^T dL_dlogits.");
 
   m.def(
       "softmax_cross_entropy",
-      [](const VecArg& logits, Index target) {
+      [](const py::object& logits, Index target) {
         const auto r = softmax_cross_entropy(vec(logits, "softmax_cross_entropy()", "logits"), target);
         return py::make_tuple(r.loss, r.gradient);
       },
       py::arg("logits"), py::arg("target"), "(L, dL/dlogits) of softmax cross-entropy against class target.");
   m.def(
       "mean_squared_error",
-      [](const VecArg& prediction, const VecArg& target) {
+      [](const py::object& prediction, const py::object& target) {
         const auto r = mean_squared_error(vec(prediction, "mean_squared_error()", "prediction"),
                                           vec(target, "mean_squared_error()", "target"));
         return py::make_tuple(r.loss, r.gradient);
@@ -165,7 +166,7 @@ void bind_training(py::module_& m) {
           py::arg("weight_decay") = 0.0)
       .def("velocity", [](const Sgd<Scalar>& o, Index t) { return Matrix(o.velocity(t)); }, py::arg("tensor"),
            "Momentum buffer of tensor t (W, R, bW, bR, theta or V, b), a copy.");
-  bind_optimizer_steps(sgd);
+  bind_optimizer_steps(sgd, "Sgd");
 
   py::class_<Adam<Scalar>> adam(m, "Adam", "Adam, torch.optim.Adam's rule (weight decay as an L2 term).");
   adam.def(py::init([](Scalar lr, Scalar beta1, Scalar beta2, Scalar eps, Scalar weight_decay) {
@@ -175,7 +176,7 @@ void bind_training(py::module_& m) {
            py::arg("weight_decay") = 0.0)
       .def("first_moment", [](const Adam<Scalar>& o, Index t) { return Matrix(o.first_moment(t)); }, py::arg("tensor"))
       .def("second_moment", [](const Adam<Scalar>& o, Index t) { return Matrix(o.second_moment(t)); }, py::arg("tensor"));
-  bind_optimizer_steps(adam);
+  bind_optimizer_steps(adam, "Adam");
 
   py::class_<AdamW<Scalar>> adamw(m, "AdamW", "AdamW, torch.optim.AdamW's rule (decoupled weight decay).");
   adamw.def(py::init([](Scalar lr, Scalar beta1, Scalar beta2, Scalar eps, Scalar weight_decay) {
@@ -186,7 +187,7 @@ void bind_training(py::module_& m) {
       .def("first_moment", [](const AdamW<Scalar>& o, Index t) { return Matrix(o.first_moment(t)); }, py::arg("tensor"))
       .def("second_moment", [](const AdamW<Scalar>& o, Index t) { return Matrix(o.second_moment(t)); },
            py::arg("tensor"));
-  bind_optimizer_steps(adamw);
+  bind_optimizer_steps(adamw, "AdamW");
 
   m.def(
       "clip_gradient_norm",
@@ -202,33 +203,28 @@ void bind_training(py::module_& m) {
       "clip_gradient_norm(max_norm, grad, ...): scales every set (EgruParameters, ReadoutParameters; up to 4) in place "
       "by max_norm / norm when their global norm exceeds max_norm; returns the norm before clipping.");
 
-  py::enum_<PruningCurve>(m, "PruningCurve")
-      .value("cubic", PruningCurve::cubic)
-      .value("linear", PruningCurve::linear);
+  py::class_<ActivityRegularizer<Scalar>>(m, "ActivityRegularizer",
+                                          "L = strength (rate_t - target)^2 on the events o_t; its gradient dL/do goes "
+                                          "to accumulate_gradient(dL_dy, dL_do).")
+      .def(py::init<Scalar, Scalar>(), py::arg("target_rate"), py::arg("strength"))
+      .def_property_readonly("target_rate", &ActivityRegularizer<Scalar>::target_rate)
+      .def_property_readonly("strength", &ActivityRegularizer<Scalar>::strength)
+      .def("loss", [](const ActivityRegularizer<Scalar>& a, const py::object& o) {
+             return a.loss(vec(o, "ActivityRegularizer.loss()", "o"));
+           }, py::arg("o"))
+      .def(
+          "gradient",
+          [](const ActivityRegularizer<Scalar>& a, const py::object& arg) {
+            const VecIn o = vec(arg, "ActivityRegularizer.gradient()", "o");
+            Vector g(o.size());
+            a.gradient(o, g);
+            return g;
+          },
+          py::arg("o"), "dL/do for the events o.");
 
-  py::class_<PruningSchedule>(m, "PruningSchedule", "Where gradual magnitude pruning ends and how it gets there.")
-      .def(py::init([](double w, double r, Index events, PruningCurve curve) {
-             return PruningSchedule{w, r, events, curve};
-           }),
-           py::arg("target_density_W") = 0.1, py::arg("target_density_R") = 0.1, py::arg("events") = 10,
-           py::arg("curve") = PruningCurve::cubic)
-      .def_readwrite("target_density_W", &PruningSchedule::target_density_W)
-      .def_readwrite("target_density_R", &PruningSchedule::target_density_R)
-      .def_readwrite("events", &PruningSchedule::events)
-      .def_readwrite("curve", &PruningSchedule::curve);
-
-  py::class_<MagnitudePruner>(m, "MagnitudePruner",
-                              "Gradual magnitude pruning (Zhu & Gupta 2017): each prune() is one event; pruned weights "
-                              "are never revived.")
-      .def(py::init<const PruningSchedule&, double, double>(), py::arg("schedule"), py::arg("initial_density_W") = 1.0,
-           py::arg("initial_density_R") = 1.0)
-      .def(py::init<const PruningSchedule&, const ParameterMask&>(), py::arg("schedule"), py::arg("initial"))
-      .def_property_readonly("schedule", &MagnitudePruner::schedule)
-      .def_property_readonly("events", &MagnitudePruner::events)
-      .def_property_readonly("events_done", &MagnitudePruner::events_done)
-      .def_property_readonly("finished", &MagnitudePruner::finished)
-      .def("density_W", &MagnitudePruner::density_W, py::arg("event"))
-      .def("density_R", &MagnitudePruner::density_R, py::arg("event"))
+  // The typed methods of the common MagnitudePruner (module.cpp): overloads per dtype.
+  auto pruner = py::reinterpret_borrow<py::class_<MagnitudePruner>>(core.attr("MagnitudePruner"));
+  pruner
       .def("next_mask", &MagnitudePruner::next_mask<Scalar>, py::arg("current"), py::arg("params"))
       .def(
           "prune",
@@ -255,25 +251,6 @@ void bind_training(py::module_& m) {
             return streams.model().mask(layer);
           },
           py::arg("learner"), py::arg("layer") = 0, "One event through RtrlStreams.set_mask.");
-
-  py::class_<ActivityRegularizer<Scalar>>(m, "ActivityRegularizer",
-                                          "L = strength (rate_t - target)^2 on the events o_t; its gradient dL/do goes "
-                                          "to accumulate_gradient(dL_dy, dL_do).")
-      .def(py::init<Scalar, Scalar>(), py::arg("target_rate"), py::arg("strength"))
-      .def_property_readonly("target_rate", &ActivityRegularizer<Scalar>::target_rate)
-      .def_property_readonly("strength", &ActivityRegularizer<Scalar>::strength)
-      .def("loss", [](const ActivityRegularizer<Scalar>& a, const VecArg& o) {
-             return a.loss(vec(o, "ActivityRegularizer.loss()", "o"));
-           }, py::arg("o"))
-      .def(
-          "gradient",
-          [](const ActivityRegularizer<Scalar>& a, const VecArg& arg) {
-            const VecMap o = vec(arg, "ActivityRegularizer.gradient()", "o");
-            Vector g(o.size());
-            a.gradient(o, g);
-            return g;
-          },
-          py::arg("o"), "dL/do for the events o.");
 }
 
-}  // namespace sparse_rtrl::python
+}  // namespace sparse_rtrl::python::SPARSE_RTRL_PY_NS
