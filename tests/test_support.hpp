@@ -129,4 +129,25 @@ bool same_bits(const sparse_rtrl::EgruStepCache<S>& a, const sparse_rtrl::EgruSt
   return true;
 }
 
+/// A stack of EGRU layers of the given sizes over d inputs, every layer firing
+/// (firing_parameters), W of the layers above doubled so events reach them, triangular surrogate
+/// (gamma 1, eps 0.5), random masks of the given density per layer: the model of the column-shard
+/// and MPI tests.
+template <typename S>
+sparse_rtrl::Model<S> masked_stack(const std::vector<sparse_rtrl::Index>& sizes, sparse_rtrl::Index d, bool events,
+                                   std::uint64_t seed, double density) {
+  using namespace sparse_rtrl;
+  std::vector<EgruCell<S>> cells;
+  std::vector<ParameterMask> masks;
+  Index inputs = d;
+  for (std::size_t k = 0; k < sizes.size(); ++k) {
+    auto p = firing_parameters<S>(sizes[k], inputs, seed + 10 * k);
+    if (k > 0) p.W *= S(2);
+    cells.emplace_back(p, CellOptions{events}, TriangularSurrogate<S>(S(1), S(0.5)));
+    masks.push_back(ParameterMask::random(sizes[k], inputs, density, density, seed + 10 * k + 1));
+    inputs = sizes[k];
+  }
+  return Model<S>(cells, masks);
+}
+
 }  // namespace test

@@ -13,20 +13,6 @@ using test::Mat;
 
 namespace {
 
-template <typename S>
-Model<S> shard_test_model(const std::vector<Index>& sizes, Index d, bool events, std::uint64_t seed) {
-  std::vector<EgruCell<S>> cells;
-  std::vector<ParameterMask> masks;
-  Index inputs = d;
-  for (std::size_t k = 0; k < sizes.size(); ++k) {
-    auto p = test::firing_parameters<S>(sizes[k], inputs, seed + 10 * k);
-    if (k > 0) p.W *= S(2);
-    cells.emplace_back(p, CellOptions{events}, TriangularSurrogate<S>(S(1), S(0.5)));
-    masks.push_back(ParameterMask::random(sizes[k], inputs, 0.5, 0.5, seed + 10 * k + 1));
-    inputs = sizes[k];
-  }
-  return Model<S>(cells, masks);
-}
 
 /// The shards' columns side by side: the whole learner's gradient_columns().
 template <typename S>
@@ -53,7 +39,7 @@ TEMPLATE_TEST_CASE("Rtrl column shards: together bitwise the whole learner at ev
       for (int R : {2, 3}) {
         const Index L = Index(sizes.size());
         INFO("L = " << L << ", events = " << events << ", shards = " << R);
-        Model<S> model = shard_test_model<S>(sizes, d, events, 40 + std::uint64_t(L));
+        Model<S> model = test::masked_stack<S>(sizes, d, events, 40 + std::uint64_t(L), 0.5);
         RtrlOptions options;
         Rtrl<S> whole(model, options);
         std::vector<Rtrl<S>> shards;
@@ -104,7 +90,7 @@ TEMPLATE_TEST_CASE("Rtrl column shards: together bitwise the whole learner at ev
 }
 
 TEST_CASE("Rtrl column shards: bad shards and what a shard cannot do", "[rtrl][shards]") {
-  Model<double> model = shard_test_model<double>({14}, 5, true, 7);
+  Model<double> model = test::masked_stack<double>({14}, 5, true, 7, 0.5);
   CHECK_THROWS_AS(Rtrl<double>(model, RtrlOptions{}, ColumnShard{2, 2}), std::invalid_argument);
   CHECK_THROWS_AS(Rtrl<double>(model, RtrlOptions{}, ColumnShard{-1, 2}), std::invalid_argument);
   CHECK_THROWS_AS(Rtrl<double>(model, RtrlOptions{}, ColumnShard{0, 0}), std::invalid_argument);

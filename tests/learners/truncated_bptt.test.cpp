@@ -13,21 +13,6 @@ using test::Vec;
 
 namespace {
 
-/// A stack with the given sizes, W and R masked at @p density, every layer firing.
-template <typename S>
-Model<S> tbptt_stack(const std::vector<Index>& sizes, Index d, double density, bool events, std::uint64_t seed) {
-  std::vector<EgruCell<S>> cells;
-  std::vector<ParameterMask> masks;
-  Index inputs = d;
-  for (std::size_t k = 0; k < sizes.size(); ++k) {
-    auto p = test::firing_parameters<S>(sizes[k], inputs, seed + 10 * k);
-    if (k > 0) p.W *= S(2);
-    cells.emplace_back(p, CellOptions{events}, TriangularSurrogate<S>(S(1), S(0.5)));
-    masks.push_back(ParameterMask::random(sizes[k], inputs, density, density, seed + 10 * k + 1));
-    inputs = sizes[k];
-  }
-  return Model<S>(cells, masks);
-}
 
 /// Bptt's gradient of the losses G (one T x n_k matrix per layer, 0 x 0 for none) over the
 /// inputs X from the initial states c0, in the learner's column layout (all layers).
@@ -61,7 +46,7 @@ TEMPLATE_TEST_CASE("Truncated BPTT with k >= T equals BPTT, both forms, stacks, 
             const Index L = Index(sizes.size());
             INFO("L = " << L << ", events = " << events << ", density = " << density << ", form = " << int(form)
                         << ", k = " << k);
-            Model<S> model = tbptt_stack<S>(sizes, d, density, events, 400 + std::uint64_t(L));
+            Model<S> model = test::masked_stack<S>(sizes, d, events, 400 + std::uint64_t(L), density);
             const Mat<S> X = test::random_matrix<S>(T, d, 401);
             std::vector<Mat<S>> G;
             for (Index m = 0; m < L; ++m)
@@ -93,7 +78,7 @@ TEMPLATE_TEST_CASE("Truncated BPTT with k >= T equals BPTT, both forms, stacks, 
 TEMPLATE_TEST_CASE("Truncated BPTT with k >= T and a loss on the events equals BPTT", "[truncated_bptt]", float, double) {
   using S = TestType;
   const Index T = 17;
-  Model<S> model = tbptt_stack<S>({8}, 3, 0.7, true, 420);
+  Model<S> model = test::masked_stack<S>({8}, 3, true, 420, 0.7);
   const Mat<S> X = test::random_matrix<S>(T, 3, 421), G = test::random_matrix<S>(T, 8, 422),
                GO = test::random_matrix<S>(T, 8, 423);
   Bptt<S> bptt(model);
@@ -116,7 +101,7 @@ TEMPLATE_TEST_CASE("Truncated BPTT every step: each loss's gradient is BPTT of t
       for (Index k : {1, 4, 7}) {
         const Index L = Index(sizes.size());
         INFO("L = " << L << ", events = " << events << ", k = " << k);
-        Model<S> model = tbptt_stack<S>(sizes, d, 0.7, events, 430 + std::uint64_t(L));
+        Model<S> model = test::masked_stack<S>(sizes, d, events, 430 + std::uint64_t(L), 0.7);
         const Mat<S> X = test::random_matrix<S>(T, d, 431);
         const Mat<S> G = test::random_matrix<S>(T, sizes.back(), 432);
         TruncatedBptt<S> tbptt(model, {k, TruncationForm::every_step});
@@ -151,7 +136,7 @@ TEMPLATE_TEST_CASE("Truncated BPTT every k steps: at a block's end, BPTT of the 
   for (const std::vector<Index>& sizes : {std::vector<Index>{9}, std::vector<Index>{8, 6}}) {
     const Index L = Index(sizes.size());
     INFO("L = " << L);
-    Model<S> model = tbptt_stack<S>(sizes, d, 0.7, true, 440 + std::uint64_t(L));
+    Model<S> model = test::masked_stack<S>(sizes, d, true, 440 + std::uint64_t(L), 0.7);
     const Mat<S> X = test::random_matrix<S>(T, d, 441);
     std::vector<Mat<S>> G;
     for (Index m = 0; m < L; ++m) G.push_back(test::random_matrix<S>(T, sizes[std::size_t(m)], 442 + std::uint64_t(m)));
@@ -188,7 +173,7 @@ TEMPLATE_TEST_CASE("Truncated BPTT every k steps: at a block's end, BPTT of the 
 TEMPLATE_TEST_CASE("Truncated BPTT: reset() ends a block, a loss-free block end is back-propagated at the next step",
                    "[truncated_bptt]", float, double) {
   using S = TestType;
-  Model<S> model = tbptt_stack<S>({7}, 3, 0.8, true, 450);
+  Model<S> model = test::masked_stack<S>({7}, 3, true, 450, 0.8);
   const Mat<S> X = test::random_matrix<S>(12, 3, 451), G = test::random_matrix<S>(12, 7, 452);
   // Losses at steps 1 and 2 of a block of 3, none at step 3: back-propagated when step 4 begins.
   TruncatedBptt<S> a(model, {3, TruncationForm::every_k_steps});
@@ -214,7 +199,7 @@ TEMPLATE_TEST_CASE("Truncated BPTT refuses bad input with std::invalid_argument"
                    double) {
   using S = TestType;
   using Catch::Matchers::Contains;
-  Model<S> model = tbptt_stack<S>({6}, 3, 1.0, true, 460);
+  Model<S> model = test::masked_stack<S>({6}, 3, true, 460, 1.0);
   CHECK_THROWS_MATCHES(TruncatedBptt<S>(model, {0, TruncationForm::every_step}), std::invalid_argument,
                        Catch::Matchers::Message(
                            "sparse_rtrl::TruncatedBptt::TruncatedBptt(): options.k (the steps back-propagated "
@@ -240,7 +225,7 @@ TEMPLATE_TEST_CASE("Truncated BPTT resumes bit for bit from a checkpoint, mid-bl
   using S = TestType;
   const std::string path = "truncated_bptt_resume_" + std::string(sizeof(S) == 4 ? "f" : "d") + ".npz";
   for (TruncationForm form : {TruncationForm::every_step, TruncationForm::every_k_steps}) {
-    Model<S> model = tbptt_stack<S>({7, 5}, 3, 0.7, true, 470);
+    Model<S> model = test::masked_stack<S>({7, 5}, 3, true, 470, 0.7);
     const Mat<S> X = test::random_matrix<S>(14, 3, 471), G = test::random_matrix<S>(14, 5, 472);
     TruncatedBptt<S> live(model, {4, form});
     for (Index t = 0; t < 6; ++t) {
@@ -248,7 +233,7 @@ TEMPLATE_TEST_CASE("Truncated BPTT resumes bit for bit from a checkpoint, mid-bl
       live.accumulate_gradient(G.row(t).transpose());
     }
     io::Checkpoint().add(model).add("tbptt", live).save(path);
-    Model<S> other = tbptt_stack<S>({7, 5}, 3, 0.7, true, 470);
+    Model<S> other = test::masked_stack<S>({7, 5}, 3, true, 470, 0.7);
     TruncatedBptt<S> resumed(other, {4, form});
     io::Checkpoint().add(other).add("tbptt", resumed).load(path);
     TruncatedBptt<S> wrong_k(other, {5, form});

@@ -16,20 +16,6 @@ using test::Vec;
 
 namespace {
 
-template <typename S>
-Model<S> uoro_stack(const std::vector<Index>& sizes, Index d, double density, bool events, std::uint64_t seed) {
-  std::vector<EgruCell<S>> cells;
-  std::vector<ParameterMask> masks;
-  Index inputs = d;
-  for (std::size_t k = 0; k < sizes.size(); ++k) {
-    auto p = test::firing_parameters<S>(sizes[k], inputs, seed + 10 * k);
-    if (k > 0) p.W *= S(2);
-    cells.emplace_back(p, CellOptions{events}, TriangularSurrogate<S>(S(1), S(0.5)));
-    masks.push_back(ParameterMask::random(sizes[k], inputs, density, density, seed + 10 * k + 1));
-    inputs = sizes[k];
-  }
-  return Model<S>(cells, masks);
-}
 
 /// Runs @p learner over X with a loss G[m] on every layer m at every step; its gradient columns.
 template <typename S, typename Learner>
@@ -89,7 +75,7 @@ TEMPLATE_TEST_CASE("UORO is unbiased: the mean over sign draws converges to the 
   using S = TestType;
   for (bool events : {true, false}) {
     INFO("events = " << events);
-    Model<S> model = uoro_stack<S>({5}, 3, 0.7, events, 500);
+    Model<S> model = test::masked_stack<S>({5}, 3, events, 500, 0.7);
     const Mat<S> X = test::random_matrix<S>(6, 3, 501);
     const std::vector<Mat<S>> G{test::random_matrix<S>(6, 5, 502)};
     const UoroBiasStatistic s = uoro_bias<S>(model, X, G, 4000);
@@ -103,7 +89,7 @@ TEMPLATE_TEST_CASE("UORO is unbiased: the mean over sign draws converges to the 
 TEMPLATE_TEST_CASE("UORO is unbiased on a stack: the same-step path through the layers is in its Jacobians",
                    "[uoro][statistics][stack]", float, double) {
   using S = TestType;
-  Model<S> model = uoro_stack<S>({5, 4}, 3, 0.8, true, 510);
+  Model<S> model = test::masked_stack<S>({5, 4}, 3, true, 510, 0.8);
   const Mat<S> X = test::random_matrix<S>(5, 3, 511);
   const std::vector<Mat<S>> G{test::random_matrix<S>(5, 5, 512), test::random_matrix<S>(5, 4, 513)};
   const UoroBiasStatistic s = uoro_bias<S>(model, X, G, 4000);
@@ -115,7 +101,7 @@ TEMPLATE_TEST_CASE("UORO is unbiased on a stack: the same-step path through the 
 
 TEMPLATE_TEST_CASE("UORO: the same seed gives the same bits, another seed other signs", "[uoro]", float, double) {
   using S = TestType;
-  Model<S> model = uoro_stack<S>({6, 4}, 3, 0.7, true, 520);
+  Model<S> model = test::masked_stack<S>({6, 4}, 3, true, 520, 0.7);
   const Mat<S> X = test::random_matrix<S>(8, 3, 521);
   const std::vector<Mat<S>> G{test::random_matrix<S>(8, 6, 522), test::random_matrix<S>(8, 4, 523)};
   Uoro<S> a(model, {42, 1e-7}), b(model, {42, 1e-7}), c(model, {43, 1e-7});
@@ -130,7 +116,7 @@ TEMPLATE_TEST_CASE("UORO's state (pair and sign generator) resumes bit for bit f
                    "[uoro][checkpoint]", float, double) {
   using S = TestType;
   const std::string path = "uoro_resume_" + std::string(sizeof(S) == 4 ? "f" : "d") + ".npz";
-  Model<S> model = uoro_stack<S>({6, 4}, 3, 0.7, true, 530);
+  Model<S> model = test::masked_stack<S>({6, 4}, 3, true, 530, 0.7);
   const Mat<S> X = test::random_matrix<S>(12, 3, 531), G = test::random_matrix<S>(12, 4, 532);
   Uoro<S> live(model, {5, 1e-7});
   for (Index t = 0; t < 5; ++t) {
@@ -139,7 +125,7 @@ TEMPLATE_TEST_CASE("UORO's state (pair and sign generator) resumes bit for bit f
   }
   io::Checkpoint().add(model).add("uoro", live).save(path);
   auto snapshot = live.stage_state();
-  Model<S> other = uoro_stack<S>({6, 4}, 3, 0.7, true, 530);
+  Model<S> other = test::masked_stack<S>({6, 4}, 3, true, 530, 0.7);
   Uoro<S> resumed(other, {999, 1e-7});  // another seed: the file's generator state must win
   io::Checkpoint().add(other).add("uoro", resumed).load(path);
   CHECK(resumed.sign_state() == live.sign_state());
@@ -173,7 +159,7 @@ TEMPLATE_TEST_CASE("UORO's state (pair and sign generator) resumes bit for bit f
 TEMPLATE_TEST_CASE("UORO refuses bad input with std::invalid_argument", "[uoro][errors]", float, double) {
   using S = TestType;
   using Catch::Matchers::Contains;
-  Model<S> model = uoro_stack<S>({6}, 3, 1.0, true, 540);
+  Model<S> model = test::masked_stack<S>({6}, 3, true, 540, 1.0);
   for (double eps : {0.0, -1.0, std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity()})
     CHECK_THROWS_WITH(Uoro<S>(model, {1, eps}), Contains("sparse_rtrl::Uoro::Uoro(): options.epsilon must be finite and > 0"));
   Uoro<S> uoro(model);

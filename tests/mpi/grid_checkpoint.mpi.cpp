@@ -5,6 +5,7 @@
 // rank with nothing changed. The directory comes from SPARSE_RTRL_GRID_CHECKPOINT_DIR.
 #include <sparse_rtrl/mpi.hpp>
 
+#include "mpi_support.hpp"
 #include "test_support.hpp"
 
 #include <catch2/catch.hpp>
@@ -28,12 +29,6 @@ std::string grid_checkpoint_dir() {
   return dir ? std::string(dir) : (fs::temp_directory_path() / "sparse_rtrl_grid_checkpoint").string();
 }
 
-bool ckpt_all_ranks(const mpi::Communicator& comm, bool mine) {
-  const std::vector<int> all = comm.allgather(std::vector<int>{mine ? 1 : 0});
-  for (int v : all)
-    if (!v) return false;
-  return true;
-}
 
 constexpr Index kB = 5, kD = 4, kSaveAt = 12, kEnd = 24;
 
@@ -162,7 +157,7 @@ TEMPLATE_TEST_CASE("StreamGrid checkpoint: resumed on these ranks, bit for bit",
       plain_same &= test::same_bits(plain_model.parameters(k).R, reference_model.parameters(k).R);
     CHECK(same);
     CHECK(plain_same);
-    CHECK(ckpt_all_ranks(comm, same && plain_same));
+    CHECK(test::all_ranks(comm, same && plain_same));
   }
 }
 
@@ -236,5 +231,5 @@ TEST_CASE("StreamGrid checkpoint: missing, extra, mismatched shard files and no 
   CHECK_THROWS_AS(mpi::load_checkpoint(learner, bad), std::invalid_argument);
   all_unchanged &= unchanged();
   CHECK(all_unchanged);
-  CHECK(ckpt_all_ranks(comm, all_unchanged));
+  CHECK(test::all_ranks(comm, all_unchanged));
 }

@@ -6,6 +6,7 @@
 #include <sparse_rtrl/mpi.hpp>
 
 #include "golden_cases.hpp"
+#include "mpi_support.hpp"
 #include "test_support.hpp"
 
 #include <catch2/catch.hpp>
@@ -18,29 +19,7 @@ using test::Mat;
 
 namespace {
 
-template <typename S>
-Model<S> sharded_test_model(const std::vector<Index>& sizes, Index d, bool events, std::uint64_t seed) {
-  std::vector<EgruCell<S>> cells;
-  std::vector<ParameterMask> masks;
-  Index inputs = d;
-  for (std::size_t k = 0; k < sizes.size(); ++k) {
-    auto p = test::firing_parameters<S>(sizes[k], inputs, seed + 10 * k);
-    if (k > 0) p.W *= S(2);
-    cells.emplace_back(p, CellOptions{events}, TriangularSurrogate<S>(S(1), S(0.5)));
-    masks.push_back(ParameterMask::random(sizes[k], inputs, 0.6, 0.6, seed + 10 * k + 1));
-    inputs = sizes[k];
-  }
-  return Model<S>(cells, masks);
-}
 
-/// Whether every rank saw only agreement: a failed CHECK on one rank must not leave the others
-/// waiting, so the tests CHECK (never REQUIRE) inside loops with collectives and agree at the end.
-bool all_ranks(const mpi::Communicator& comm, bool mine) {
-  const std::vector<int> all = comm.allgather(std::vector<int>{mine ? 1 : 0});
-  for (int v : all)
-    if (!v) return false;
-  return true;
-}
 
 }  // namespace
 
@@ -53,7 +32,7 @@ TEMPLATE_TEST_CASE("ShardedRtrl: bitwise the one-process Rtrl at every step, wit
     for (bool events : {true, false}) {
       const Index L = Index(sizes.size());
       INFO("ranks = " << comm.size() << ", L = " << L << ", events = " << events);
-      Model<S> model = sharded_test_model<S>(sizes, d, events, 70 + std::uint64_t(L));
+      Model<S> model = test::masked_stack<S>(sizes, d, events, 70 + std::uint64_t(L), 0.6);
       Model<S> reference_model = model;
       RtrlOptions options;
       options.threads = 1 + comm.rank() % 2;  // threads change no bit
@@ -115,13 +94,13 @@ TEMPLATE_TEST_CASE("ShardedRtrl: bitwise the one-process Rtrl at every step, wit
       CHECK(nonzero);
       // The re-cut moved this rank's range (the columns shrank).
       CHECK((sharded.column_begin() != begin_at_start || sharded.column_end() != end_at_start));
-      CHECK(all_ranks(comm, same));
+      CHECK(test::all_ranks(comm, same));
     }
 }
 
 TEST_CASE("ShardedRtrl: a one-layer model through Adam::update, and the cheap local slice", "[mpi][sharded]") {
   const mpi::Communicator comm;
-  Model<double> model = sharded_test_model<double>({24}, 4, true, 5);
+  Model<double> model = test::masked_stack<double>({24}, 4, true, 5, 0.6);
   Model<double> reference_model = model;
   mpi::ShardedRtrl<double> sharded(model);
   Rtrl<double> reference(reference_model);
@@ -144,7 +123,7 @@ TEST_CASE("ShardedRtrl: a one-layer model through Adam::update, and the cheap lo
   CHECK(test::same_bits(sharded.local().influence(0),
                         M.middleCols(sharded.column_begin(), sharded.column_end() - sharded.column_begin())));
   if (comm.size() > 1) CHECK(sharded.influence_bytes() < reference.influence_bytes());
-  CHECK(all_ranks(comm, same));
+  CHECK(test::all_ranks(comm, same));
 }
 
 TEST_CASE("ShardedRtrl: every golden case (one-layer and stacked) through the ranks", "[mpi][sharded][golden]") {

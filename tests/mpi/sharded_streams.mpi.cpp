@@ -14,20 +14,6 @@ using test::Mat;
 
 namespace {
 
-template <typename S>
-Model<S> sharded_streams_model(const std::vector<Index>& sizes, Index d, bool events, std::uint64_t seed) {
-  std::vector<EgruCell<S>> cells;
-  std::vector<ParameterMask> masks;
-  Index inputs = d;
-  for (std::size_t k = 0; k < sizes.size(); ++k) {
-    auto p = test::firing_parameters<S>(sizes[k], inputs, seed + 10 * k);
-    if (k > 0) p.W *= S(2);
-    cells.emplace_back(p, CellOptions{events}, TriangularSurrogate<S>(S(1), S(0.5)));
-    masks.push_back(ParameterMask::random(sizes[k], inputs, 0.6, 0.6, seed + 10 * k + 1));
-    inputs = sizes[k];
-  }
-  return Model<S>(cells, masks);
-}
 
 }  // namespace
 
@@ -40,7 +26,7 @@ TEMPLATE_TEST_CASE("ShardedRtrlStreams: bitwise the one-process RtrlStreams at e
     for (bool events : {true, false}) {
       const Index L = Index(sizes.size());
       INFO("ranks = " << comm.size() << ", L = " << L << ", events = " << events);
-      Model<S> model = sharded_streams_model<S>(sizes, d, events, 90 + std::uint64_t(L));
+      Model<S> model = test::masked_stack<S>(sizes, d, events, 90 + std::uint64_t(L), 0.6);
       Model<S> reference_model = model;
       RtrlOptions options;
       options.threads = 2;
@@ -87,7 +73,7 @@ TEMPLATE_TEST_CASE("ShardedRtrlStreams: bitwise the one-process RtrlStreams at e
 TEST_CASE("ShardedRtrlStreams: a stream count differing on one rank is refused on every rank", "[mpi][streams]") {
   const mpi::Communicator comm;
   if (comm.size() < 2) return;
-  Model<double> model = sharded_streams_model<double>({16}, 4, true, 3);
+  Model<double> model = test::masked_stack<double>({16}, 4, true, 3, 0.6);
   std::string message;
   try {
     mpi::ShardedRtrlStreams<double> sharded(model, comm.rank() == 1 ? 3 : 2);

@@ -6,6 +6,7 @@
 // one layer and a stack, float and double. Bad grids are refused on every rank.
 #include <sparse_rtrl/mpi.hpp>
 
+#include "mpi_support.hpp"
 #include "test_support.hpp"
 
 #include <catch2/catch.hpp>
@@ -20,27 +21,7 @@ using test::Mat;
 
 namespace {
 
-template <typename S>
-Model<S> grid_test_model(const std::vector<Index>& sizes, Index d, bool events, std::uint64_t seed) {
-  std::vector<EgruCell<S>> cells;
-  std::vector<ParameterMask> masks;
-  Index inputs = d;
-  for (std::size_t k = 0; k < sizes.size(); ++k) {
-    auto p = test::firing_parameters<S>(sizes[k], inputs, seed + 10 * k);
-    if (k > 0) p.W *= S(2);
-    cells.emplace_back(p, CellOptions{events}, TriangularSurrogate<S>(S(1), S(0.5)));
-    masks.push_back(ParameterMask::random(sizes[k], inputs, 0.6, 0.6, seed + 10 * k + 1));
-    inputs = sizes[k];
-  }
-  return Model<S>(cells, masks);
-}
 
-bool grid_all_ranks(const mpi::Communicator& comm, bool mine) {
-  const std::vector<int> all = comm.allgather(std::vector<int>{mine ? 1 : 0});
-  for (int v : all)
-    if (!v) return false;
-  return true;
-}
 
 /// Every grid of R ranks with at most B groups.
 std::vector<mpi::Grid> grids_of(int R, Index B) {
@@ -62,7 +43,7 @@ TEMPLATE_TEST_CASE("StreamGrid: every grid bitwise the one-process RtrlStreams, 
       for (bool events : {true, false}) {
         const Index L = Index(sizes.size()), n = sizes.back();
         INFO("ranks = " << comm.size() << ", grid " << grid.str() << ", L = " << L << ", events = " << events);
-        Model<S> model = grid_test_model<S>(sizes, d, events, 90 + std::uint64_t(L));
+        Model<S> model = test::masked_stack<S>(sizes, d, events, 90 + std::uint64_t(L), 0.6);
         Model<S> reference_model = model;
         RtrlOptions options;
         options.threads = 1 + comm.rank() % 2;  // threads change no bit
@@ -122,7 +103,7 @@ TEMPLATE_TEST_CASE("StreamGrid: every grid bitwise the one-process RtrlStreams, 
         }
         CHECK(same);
         CHECK(nonzero);
-        CHECK(grid_all_ranks(comm, same));
+        CHECK(test::all_ranks(comm, same));
       }
 }
 
@@ -154,7 +135,7 @@ TEST_CASE("ordered_sum: the left fold in rank order, not a tree (differs from a 
 
 TEST_CASE("StreamGrid: a grid that cannot cover the ranks or streams is refused on every rank", "[mpi][grid]") {
   const mpi::Communicator comm;
-  Model<double> model = grid_test_model<double>({20}, 5, true, 3);
+  Model<double> model = test::masked_stack<double>({20}, 5, true, 3, 0.6);
   const int R = comm.size();
   // groups x shards != ranks; more groups than streams; zero shards.
   for (const mpi::Grid bad : {mpi::Grid{R + 1, 1}, mpi::Grid{R, 2}, mpi::Grid{0, R}}) {
@@ -173,7 +154,7 @@ TEST_CASE("StreamGrid: a grid that cannot cover the ranks or streams is refused 
   if (R > 1) CHECK_THROWS_AS(mpi::StreamGrid<double>(tiny, 1, mpi::Grid{1, R}), std::invalid_argument);
   // A model that differs on the last rank (one parameter by one ulp): refused on every rank.
   if (R > 1) {
-    Model<double> differs = grid_test_model<double>({20}, 5, true, 3);
+    Model<double> differs = test::masked_stack<double>({20}, 5, true, 3, 0.6);
     if (comm.rank() == R - 1) {
       double& w = differs.cell().parameters().bW(0);
       w = std::nextafter(w, 1e9);
@@ -203,7 +184,7 @@ TEST_CASE("StreamGrid: a grid that cannot cover the ranks or streams is refused 
                     std::invalid_argument);
   }
   // And a collective after the refusals completes (no rank left behind).
-  CHECK(grid_all_ranks(comm, true));
+  CHECK(test::all_ranks(comm, true));
   // choose_grid: the fewest shards that fit; nothing fits -> invalid_argument, naming the need.
   const double one = mpi::stream_influence_bytes(model);
   const mpi::Grid roomy = mpi::choose_grid(R, 6, model, 1e12);
