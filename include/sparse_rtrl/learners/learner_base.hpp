@@ -624,6 +624,18 @@ class LearnerBase {
                              "its columns; " + Derived::text.stale_layout_hint);
   }
 
+  /// prepare_step() of a learner whose pattern is fixed by the masks it was built with (Snap,
+  /// TruncatedBptt, Uoro): a mask change since construction is std::logic_error ("... since this
+  /// Snap was built; <stale_layout_hint>"), then the shapes are checked.
+  void require_masks_unchanged(const char* where) const {
+    if (!mask_followed()) {
+      const std::string name = Derived::text.name;
+      throw std::logic_error(std::string(where) + ": the model's mask changed since this " +
+                             name.substr(name.rfind(':') + 1) + " was built; " + Derived::text.stale_layout_hint);
+    }
+    require_parameter_shapes(where);
+  }
+
   /// The model's parameters may be replaced through cell(): a changed layer count, shape or mode
   /// would make every buffer here the wrong size. O(L) per step.
   void require_parameter_shapes(const char* where) const {

@@ -239,12 +239,7 @@ class Snap : public LearnerBase<Snap<Scalar, Surrogate>, Scalar, Surrogate, deta
   static bool flush_subnormals() { return false; }
   /// A mask changed since construction is refused (std::logic_error): following it would need a
   /// new pattern and a rule for entries entering it (Rtrl follows mask changes exactly).
-  void prepare_step(const char* where) {
-    if (this->mask_version_ != this->model_->mask_version())
-      throw std::logic_error(std::string(where) + ": the model's mask changed since this Snap was built; "
-                             "SnAp's pattern follows the mask: construct a new Snap");
-    this->require_parameter_shapes(where);
-  }
+  void prepare_step(const char* where) { this->require_masks_unchanged(where); }
   /// The Jacobians of the step, then every owner's kept entries (in row order) and the counters.
   void propagate_step() {
     for (std::size_t k = 0; k < this->layers_.size(); ++k) build_jacobians(k);

@@ -214,12 +214,7 @@ class TruncatedBptt
   // ---- LearnerBase's hooks (learner_base.hpp). ----
   static bool event_sparse_forward() { return true; }  // exact: R y_{t-1} over units with events
   static bool flush_subnormals() { return false; }
-  void prepare_step(const char* where) {
-    if (!this->mask_followed())
-      throw std::logic_error(std::string(where) + ": the model's mask changed since this TruncatedBptt was built; " +
-                             text.stale_layout_hint);
-    this->require_parameter_shapes(where);
-  }
+  void prepare_step(const char* where) { this->require_masks_unchanged(where); }
   /// The committed step's caches into the window (a block's losses still kept from a finished
   /// block back-propagated first, before their slots are reused).
   void propagate_step() {

@@ -168,12 +168,7 @@ class Uoro : public LearnerBase<Uoro<Scalar, Surrogate>, Scalar, Surrogate, deta
   // ---- LearnerBase's hooks (learner_base.hpp). ----
   static bool event_sparse_forward() { return true; }  // exact: R y_{t-1} over units with events
   static bool flush_subnormals() { return false; }
-  void prepare_step(const char* where) {
-    if (!this->mask_followed())
-      throw std::logic_error(std::string(where) + ": the model's mask changed since this Uoro was built; " +
-                             text.stale_layout_hint);
-    this->require_parameter_shapes(where);
-  }
+  void prepare_step(const char* where) { this->require_masks_unchanged(where); }
 
   /// The rank-one update of the committed step (uoro.hpp), then c_{t-1} <- c_t and the counters.
   void propagate_step() {
