@@ -60,7 +60,8 @@ struct WorkCounters {
 /// forward: every layer's c_t and local derivatives (EgruCell::forward); coupling: building the
 /// step's sparse Jacobians (A_t diag(s_{t-1}), the cross-layer B^k_t); propagation: the products
 /// J_t M_{t-1} (+ B^k_t D^{k-1}_t), the dominant kernel; readout: (dL/dc)^T M in
-/// accumulate_gradient(); other: the immediate Jacobian Mbar_t, the threshold terms, counters.
+/// accumulate_gradient(); other: the step's checks and Model::enforce_mask(), the immediate
+/// Jacobian Mbar_t, the threshold terms, counters.
 struct PhaseTimes {
   double forward = 0, coupling = 0, propagation = 0, readout = 0, other = 0;
   double total() const { return forward + coupling + propagation + readout + other; }

@@ -171,14 +171,26 @@ class ParameterMask {
   // on a bool array, and a plain `keep ? v : 0` loop, both compile to a data-dependent branch per
   // weight (8% of a sparse step at n = 256, 10% density, mostly mispredictions). ANDing the bits
   // with an all-ones / all-zeros word is branch-free and vectorises, and maps NaN to +0 too.
+  /// The mask's bools as bytes (0 or 1): GCC 12 vectorises neither loop below over `bool` (its
+  /// conversion to an integer is "not supported" by the vectoriser) but does over unsigned char,
+  /// which may alias any object. Both loops are also kept out of line (SPARSE_RTRL_NOINLINE):
+  /// inlined into a learner's step they were compiled as scalar loops. Measured on a 2-core AMD
+  /// EPYC (Zen 5), n = 256, d = 32, 10% density: Model::enforce_mask(), which runs before every
+  /// learner step, took 0.102 ms (6% of the bench_rtrl step), now 0.0085 ms (AVX-512; 0.014 ms
+  /// with AVX2).
+  static const unsigned char* keep_bytes(const BoolMatrix& keep) {
+    static_assert(sizeof(bool) == 1, "a bool is one byte holding 0 or 1");
+    return reinterpret_cast<const unsigned char*>(keep.data());
+  }
+
   template <typename Matrix>
-  static void zero_pruned(const BoolMatrix& keep, Matrix& values) {
+  SPARSE_RTRL_NOINLINE static void zero_pruned(const BoolMatrix& keep, Matrix& values) {
     static_assert(!BoolMatrix::IsRowMajor && !Matrix::IsRowMajor,
                   "mask and weights must share one storage order");
     using Scalar = typename Matrix::Scalar;
     using Bits = std::conditional_t<sizeof(Scalar) == 4, std::uint32_t, std::uint64_t>;
     static_assert(sizeof(Bits) == sizeof(Scalar), "float or double weights");
-    const bool* k = keep.data();
+    const unsigned char* k = keep_bytes(keep);
     Scalar* v = values.data();
     for (Index e = 0, size = values.size(); e < size; ++e) {
       Bits bits;
@@ -191,13 +203,13 @@ class ParameterMask {
   /// True when every pruned entry is +0 or -0; branch-free like zero_pruned (it runs before
   /// every learner step, Model::enforce_mask()) and read-only.
   template <typename Matrix>
-  static bool pruned_all_zero(const BoolMatrix& keep, const Matrix& values) {
+  SPARSE_RTRL_NOINLINE static bool pruned_all_zero(const BoolMatrix& keep, const Matrix& values) {
     static_assert(!BoolMatrix::IsRowMajor && !Matrix::IsRowMajor,
                   "mask and weights must share one storage order");
     using Scalar = typename Matrix::Scalar;
     using Bits = std::conditional_t<sizeof(Scalar) == 4, std::uint32_t, std::uint64_t>;
     constexpr Bits kMagnitude = ~Bits(0) >> 1;  // every bit but the sign
-    const bool* k = keep.data();
+    const unsigned char* k = keep_bytes(keep);
     const Scalar* v = values.data();
     Bits seen = 0;
     for (Index e = 0, size = values.size(); e < size; ++e) {
