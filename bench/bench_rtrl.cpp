@@ -173,7 +173,7 @@ void BM_PropagationKernel(benchmark::State& state) {
   C.row_ptr[std::size_t(n)] = e;
   C.active_count = k;
   Eigen::VectorXf decay = Eigen::VectorXf::Constant(n, 0.999f);
-  std::vector<S> scratch(std::size_t(detail::propagation_scratch_size<S>(n)));
+  detail::PropagationScratch<S> scratch(std::size_t(detail::propagation_scratch_size<S>(n)));
   parallel::ThreadPool one_thread(1);
   ScopedFlushDenormals flush;  // as the learners run it
   for (auto _ : state) {

@@ -135,7 +135,7 @@ TEMPLATE_TEST_CASE("propagate_in_place == diag(decay) M + C M[active], bitwise o
       fill(M, M0);
       parallel::ThreadPool pool(threads);
       const Index stride = detail::propagation_scratch_size<S>(n);
-      std::vector<S> scratch(std::size_t(stride * threads));
+      detail::PropagationScratch<S> scratch(std::size_t(stride * threads));
       detail::propagate_in_place(M, decay.data(), C, scratch.data(), stride, pool, true);
       const RowMat<S> got = M.to_matrix();
       CHECK((got - expected).cwiseAbs().maxCoeff() <= tolerance<S>());

@@ -52,19 +52,38 @@ struct Coupling {
   }
 };
 
-/// Rows ahead of the one being computed whose panel row is prefetched (for writing). The pass
-/// over a panel is sequential, but one row is only 2-8 cache lines: hardware prefetchers alone
-/// fall behind. Override with -DSPARSE_RTRL_PREFETCH_ROWS=<rows> (0: none).
-#ifndef SPARSE_RTRL_PREFETCH_ROWS
-#define SPARSE_RTRL_PREFETCH_ROWS 8
+/// How far ahead of the row being computed its panel is prefetched (for writing), in bytes.
+/// The pass over a panel is sequential, but hardware prefetchers alone fall behind it. By
+/// Little's law the distance must cover the memory latency at the rate the kernel consumes M:
+/// about 100 ns at 40-80 GB/s is 4-8 KB. Measured on a 2-core AMD EPYC (Zen 5, AVX-512, 512-byte
+/// rows), BM_PropagationKernel/26/27/24000 took 0.96-1.26 ms with 8 rows (4 KB) ahead, 0.86-0.93
+/// ms with 12-24 rows (6-12 KB) and a little more with 32 rows (16 KB): 8 KB sits in the middle
+/// of that plateau. Stated in bytes so that a 256-bit build (256-byte rows) prefetches as far.
+/// Override with -DSPARSE_RTRL_PREFETCH_BYTES=<bytes> (0: none).
+#ifndef SPARSE_RTRL_PREFETCH_BYTES
+#define SPARSE_RTRL_PREFETCH_BYTES 8192
 #endif
-constexpr Index kPrefetchRows = SPARSE_RTRL_PREFETCH_ROWS;
+/// Rows of one panel (kChunk scalars each) in SPARSE_RTRL_PREFETCH_BYTES, at least 1 unless 0.
+template <typename Scalar>
+constexpr Index prefetch_rows() {
+  constexpr Index row_bytes = kChunk<Scalar> * Index(sizeof(Scalar));
+  constexpr Index bytes = SPARSE_RTRL_PREFETCH_BYTES;
+  return bytes <= 0 ? 0 : std::max<Index>(1, (bytes + row_bytes - 1) / row_bytes);
+}
 
 /// Scalars of scratch one thread needs for up to n active rows of one panel.
 template <typename Scalar>
 Index propagation_scratch_size(Index n) {
   return std::max<Index>(n, 1) * kChunk<Scalar>;
 }
+
+/// The kernel's scratch, aligned for Eigen's widest packet (64 bytes with AVX-512). A plain
+/// std::vector is 16-byte aligned: at 128 KB and above glibc serves it from mmap at a page + 16
+/// bytes, so every 64-byte load of a scratch row straddled two cache lines. Measured on a 2-core
+/// AMD EPYC (Zen 5, AVX-512), BM_PropagationKernel/26/27/256 (in cache) ran at 80 or 115
+/// GFLOP/s from run to run as the allocation landed; aligned it runs at the faster rate.
+template <typename Scalar>
+using PropagationScratch = std::vector<Scalar, Eigen::aligned_allocator<Scalar>>;
 
 /// One full chunk of a target row: out = decay * out + sum_e coef[e] * scratch_row(source[e]).
 template <typename Scalar>
@@ -159,16 +178,19 @@ void propagate_panels(InfluenceStorage<Scalar>& M, Index p_begin, Index p_end, c
                       const Coupling<Scalar>& C, Scalar* scratch) {
   constexpr Index W = kChunk<Scalar>;
   static_assert(InfluenceStorage<Scalar>::kPanel == W, "a panel is one register chunk wide");
+  constexpr Index ahead = prefetch_rows<Scalar>();
   const Index n = M.rows(), k = C.active_count;
   const Index* active = C.active.data();
   for (Index p = p_begin; p < p_end; ++p) {
     Scalar* base = M.panel(p);
+    // Panels are contiguous: near a panel's end the rows ahead are the next panel's first ones.
+    const Index prefetch_end = (p + 1 < p_end ? 2 : 1) * n;
     for (Index a = 0; a < k; ++a) std::memcpy(scratch + a * W, base + active[a] * W, sizeof(Scalar) * std::size_t(W));
     // The next panel's active rows are scattered through it: fetch them while this one runs.
     if (p + 1 < p_end)
       for (Index a = 0; a < k; ++a) prefetch_chunk(M.panel(p + 1) + active[a] * W, false);
     for (Index i = 0; i < n; ++i) {
-      if (kPrefetchRows > 0 && i + kPrefetchRows < n) prefetch_chunk(base + (i + kPrefetchRows) * W, true);
+      if (ahead > 0 && i + ahead < prefetch_end) prefetch_chunk(base + (i + ahead) * W, true);
       const Index b = C.row_ptr[std::size_t(i)];
       propagate_chunk<Scalar>(base + i * W, decay[i], scratch, W, C.source.data() + b, C.coef.data() + b,
                               C.row_ptr[std::size_t(i + 1)] - b);

@@ -410,7 +410,7 @@ class RtrlStreams {
   RtrlOptions options_;
   parallel::ThreadPool pool_;
   std::vector<Learner> streams_;
-  std::vector<Scalar> scratch_;
+  detail::PropagationScratch<Scalar> scratch_;
   Index scratch_stride_ = 0;
   Matrix outputs_, events_;
   std::vector<char> forward_ok_;  ///< per stream, phase 1 of step(): its c_t is finite
