@@ -48,6 +48,28 @@ TEST_CASE("Influence layout: unit-major contiguous columns, one per kept paramet
       CHECK(cols.count(j) == Index(mask.R()(i, j) || mask.R()(n + i, j) || mask.R()(2 * n + i, j)));
   }
 
+  // The same pattern by source column: every row-compressed entry once, rows ascending within
+  // a column, each naming its row-compressed position.
+  {
+    const auto& cp = L.coupling_col_ptr();
+    const auto& rows = L.coupling_col_rows();
+    const auto& entries = L.coupling_col_entries();
+    REQUIRE(Index(cp.size()) == n + 1);
+    CHECK(cp.front() == 0);
+    CHECK(cp.back() == L.coupling_nonzeros());
+    std::set<Index> positions;
+    for (Index j = 0; j < n; ++j)
+      for (Index q = cp[std::size_t(j)]; q < cp[std::size_t(j + 1)]; ++q) {
+        const Index i = rows[std::size_t(q)], p = entries[std::size_t(q)];
+        if (q > cp[std::size_t(j)]) CHECK(rows[std::size_t(q - 1)] < i);
+        CHECK(p >= L.coupling_row_ptr()[std::size_t(i)]);
+        CHECK(p < L.coupling_row_ptr()[std::size_t(i + 1)]);
+        CHECK(L.coupling_cols()[std::size_t(p)] == j);
+        CHECK(positions.insert(p).second);
+      }
+    CHECK(Index(positions.size()) == L.coupling_nonzeros());
+  }
+
   // scatter and gather are inverse on kept entries.
   auto p = init_torch_like<double>(n, d, {1, 0.3});
   mask.apply(p);

@@ -9,6 +9,10 @@
 #include <sparse_rtrl/model/egru_cell.hpp>
 #include <sparse_rtrl/model/influence_layout.hpp>
 
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
 namespace sparse_rtrl {
 namespace detail {
 
@@ -19,15 +23,49 @@ inline Scalar coupling_entry(const RMatrix& R, const EgruStepCache<Scalar>& cach
   return cache.dc_dq(i) * R(i, j) + cache.dc_dq(n + i) * R(n + i, j) + cache.dc_dq(2 * n + i) * R(2 * n + i, j);
 }
 
+/// a * b + c, fused into one rounding where the target has an FMA instruction and as two
+/// roundings where it has none, whatever the context it is inlined into. GCC contracts a * b + c
+/// into an FMA by default (-ffp-contract=fast) but not in every context, so the same source line
+/// gave other bits once the immediate Jacobian moved into the propagation kernel's panel loop;
+/// spelled out, it keeps the bits it had.
+template <typename Scalar>
+inline Scalar multiply_add(Scalar a, Scalar b, Scalar c) {
+#if defined(__FP_FAST_FMA) && defined(__FP_FAST_FMAF)
+  return std::fma(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
+/// m += a * b for an entry of a row (multiply_add()); a proxy entry (ScaledRow) does its own
+/// addition of the rounded product.
+template <typename Scalar>
+inline void add_product(Scalar& m, Scalar a, Scalar b) {
+  m = multiply_add(a, b, m);
+}
+template <typename Entry, typename Scalar>
+inline void add_product(const Entry& m, Scalar a, Scalar b) {
+  m += a * b;
+}
+
 /// Adds Mbar_t's entries for the weights and biases feeding `unit` to `row`, where row[first]
 /// is column layout.unit_begin(unit) of the row holding dc_{t, unit}/d(.) (a pointer, or an
 /// influence row seen through its panels): those columns have no other nonzero. Recurrent
-/// weights from silent presynaptic units (y_{t-1, j} = 0) are skipped.
+/// weights from silent presynaptic units (y_{t-1, j} = 0) are skipped. Only the entries whose
+/// index into `row` lies in [lo, hi) are written (one panel of M: a unit's columns may straddle
+/// two); every entry gets the same operation whichever call writes it.
 template <typename Scalar, typename Row>
 inline void add_unit_immediate_jacobian(const InfluenceLayout& layout, const EgruStepCache<Scalar>& cache,
-                                        Index unit, const Row& row, Index first) {
+                                        Index unit, const Row& row, Index first, Index lo = 0,
+                                        Index hi = std::numeric_limits<Index>::max()) {
   const Index n = layout.units();
   const Index begin = layout.unit_begin(unit);
+  // The part [from, to) of the entries [0, count) at row[col + e] that lies in [lo, hi).
+  const auto clip = [lo, hi](Index col, Index count, Index& from, Index& to) {
+    from = std::min(count, std::max<Index>(0, lo - col));
+    to = std::max(from, std::min(count, hi - col));
+  };
+  Index from, to;
   for (int gate = 0; gate < 3; ++gate) {
     const Index rr = gate * n + unit;
     const Scalar ca = cache.dc_da(rr);
@@ -35,17 +73,19 @@ inline void add_unit_immediate_jacobian(const InfluenceLayout& layout, const Egr
     Index col = first + (layout.group_begin(unit, gate) - begin);
     const Index nw = layout.w_count(rr);
     const Index* wk = layout.w_inputs(rr);
-    for (Index e = 0; e < nw; ++e) row[col + e] += ca * cache.x(wk[e]);
+    clip(col, nw, from, to);
+    for (Index e = from; e < to; ++e) add_product(row[col + e], ca, cache.x(wk[e]));
     col += nw;
     const Index nr = layout.r_count(rr);
     const Index* rj = layout.r_inputs(rr);
-    for (Index e = 0; e < nr; ++e) {
+    clip(col, nr, from, to);
+    for (Index e = from; e < to; ++e) {
       const Scalar y = cache.y_prev(rj[e]);
-      if (y != Scalar(0)) row[col + e] += cq * y;
+      if (y != Scalar(0)) add_product(row[col + e], cq, y);
     }
     col += nr;
-    row[col] += ca;      // bW
-    row[col + 1] += cq;  // bR
+    if (col >= lo && col < hi) row[col] += ca;              // bW
+    if (col + 1 >= lo && col + 1 < hi) row[col + 1] += cq;  // bR
   }
 }
 

@@ -90,8 +90,8 @@ struct RtrlLayer : LearnerLayer<Scalar> {
   InfluenceStorage<Scalar> M;         ///< [M^{k,0} ... M^{k,k}], n x width, in column panels (of a
                                       ///< column shard: its window's columns of them)
   Coupling<Scalar> coupling;          ///< A_t diag(s_{t-1}) on the active rows
-  std::vector<Scalar> a_values;
-  std::vector<Index> position;
+  std::vector<Scalar> a_values;       ///< A_t on R's pattern (row-compressed), where this step needs it
+  std::vector<Index> next_entry;      ///< n fill cursors of the coupling's rows (build_coupling())
   std::vector<Index> readout_rows;    ///< n slots: rows with dL/dc != 0 of the current read-out
   std::vector<Scalar> readout_coef;   ///< their dL/dc
   // Cross-layer term (k > 0): B^k_t diag(s^{k-1}_t) on W^k's connection pattern (the union of
@@ -352,7 +352,8 @@ class Rtrl : public LearnerBase<Rtrl<Scalar, Surrogate>, Scalar, Surrogate, deta
         w.cross_layer_fma = std::uint64_t(l.cross.nnz()) * std::uint64_t(local_width(l.offset));
         w.propagation_fma += w.cross_layer_fma;
       }
-      add_immediate_jacobian(l, this->model_->parameters(Index(k)).theta);
+      add_immediate_jacobian(l);
+      add_threshold_terms(l, this->model_->parameters(Index(k)).theta);
       this->last_layer_[k] = w;
     }
     detail::ScopedPhase phase(timed, times.other);
@@ -437,8 +438,8 @@ class Rtrl : public LearnerBase<Rtrl<Scalar, Surrogate>, Scalar, Surrogate, deta
         const Index to = new_of_old[std::size_t(c)];
         if (to >= wb && to < we) grad(to) = this->grad_(c);
       }
-    std::vector<std::vector<Index>> position(L);
-    for (std::size_t k = 0; k < L; ++k) position[k].assign(std::size_t(dst[k].n), -1);
+    std::vector<std::vector<Index>> next_entry(L);
+    for (std::size_t k = 0; k < L; ++k) next_entry[k].assign(std::size_t(dst[k].n), 0);
     std::vector<std::vector<Index>> readout_rows(L);
     std::vector<std::vector<Scalar>> readout_coef(L);
     for (std::size_t k = 0; k < L; ++k) {
@@ -454,7 +455,7 @@ class Rtrl : public LearnerBase<Rtrl<Scalar, Surrogate>, Scalar, Surrogate, deta
       l.M = std::move(storage[k]);
       l.coupling = std::move(coupling[k]);
       l.a_values = std::move(a_values[k]);
-      l.position = std::move(position[k]);
+      l.next_entry = std::move(next_entry[k]);
       l.readout_rows = std::move(readout_rows[k]);
       l.readout_coef = std::move(readout_coef[k]);
       l.input_row_ptr = std::move(input_ptr[k]);
@@ -551,38 +552,59 @@ class Rtrl : public LearnerBase<Rtrl<Scalar, Surrogate>, Scalar, Surrogate, deta
   }
 
   /// A_t on R's pattern (detail::coupling_entry), and the compressed coupling A_t diag(s_{t-1})
-  /// over active source rows.
+  /// over active source rows, built column by column over the sources that need it: the active
+  /// ones (s_{t-1, j} != 0) and those whose threshold acts through y_{t-1} (c psi != 0, the
+  /// threshold terms, add_threshold_terms()). With events that is about the activity's
+  /// fraction of A's pattern, read down columns of R (stored by column); the row-by-row build
+  /// over the whole pattern it replaces took 8% of a step at n = 1024, 5% at n = 256. The entries
+  /// of each row come out in increasing source order, as before: the same coupling, bit for bit.
   template <typename RMatrix>
   void build_coupling(Layer& l, const RMatrix& R) {
     const Index n = l.n;
-    const auto& ptr = l.layout.coupling_row_ptr();
-    const auto& cols = l.layout.coupling_cols();
+    const auto& col_ptr = l.layout.coupling_col_ptr();
+    const auto& col_rows = l.layout.coupling_col_rows();
+    const auto& col_entries = l.layout.coupling_col_entries();
+    auto& C = l.coupling;
     Index k = 0;
     for (Index j = 0; j < n; ++j) {
       const bool active = !options_.skip_silent_rows || l.cache.s_prev(j) != Scalar(0);
-      l.position[std::size_t(j)] = active ? k : -1;
-      if (active) l.coupling.active[std::size_t(k++)] = j;
+      if (active) C.active[std::size_t(k++)] = j;
       l.c_psi(j) = l.cache.c_prev(j) * l.cache.psi_prev(j);
     }
-    l.coupling.active_count = k;
-    Index e = 0;
+    C.active_count = k;
+    // Row lengths over the active columns, then their starts (C.row_ptr), then each row's fill
+    // cursor (l.next_entry).
+    std::fill(C.row_ptr.begin(), C.row_ptr.end(), Index(0));
+    for (Index a = 0; a < k; ++a) {
+      const Index j = C.active[std::size_t(a)];
+      for (Index q = col_ptr[std::size_t(j)]; q < col_ptr[std::size_t(j + 1)]; ++q)
+        ++C.row_ptr[std::size_t(col_rows[std::size_t(q)] + 1)];
+    }
     for (Index i = 0; i < n; ++i) {
-      l.coupling.row_ptr[std::size_t(i)] = e;
-      for (Index p = ptr[std::size_t(i)]; p < ptr[std::size_t(i + 1)]; ++p) {
-        const Index j = cols[std::size_t(p)];
-        const Scalar a = detail::coupling_entry(R, l.cache, n, i, j);
-        l.a_values[std::size_t(p)] = a;
-        const Index pos = l.position[std::size_t(j)];
-        if (pos >= 0) {
-          // Only silent rows are skipped, not coefficients that happen to vanish (saturated
-          // gates): the work then depends on activity and pattern alone, as documented.
-          l.coupling.source[std::size_t(e)] = pos;
-          l.coupling.coef[std::size_t(e)] = a * l.cache.s_prev(j);
-          ++e;
+      C.row_ptr[std::size_t(i + 1)] += C.row_ptr[std::size_t(i)];
+      l.next_entry[std::size_t(i)] = C.row_ptr[std::size_t(i)];
+    }
+    // Sources in increasing j (the active ones are in increasing j and numbered a = 0, 1, ...):
+    // every row's entries land in increasing source order. Only silent rows are skipped, not
+    // coefficients that happen to vanish (saturated gates): the work then depends on activity
+    // and pattern alone, as documented.
+    Index a = 0;
+    for (Index j = 0; j < n; ++j) {
+      const bool active = a < k && C.active[std::size_t(a)] == j;
+      if (!active && l.c_psi(j) == Scalar(0)) continue;
+      const Scalar s = l.cache.s_prev(j);
+      for (Index q = col_ptr[std::size_t(j)]; q < col_ptr[std::size_t(j + 1)]; ++q) {
+        const Index i = col_rows[std::size_t(q)];
+        const Scalar value = detail::coupling_entry(R, l.cache, n, i, j);
+        l.a_values[std::size_t(col_entries[std::size_t(q)])] = value;
+        if (active) {
+          const Index e = l.next_entry[std::size_t(i)]++;
+          C.source[std::size_t(e)] = a;
+          C.coef[std::size_t(e)] = value * s;
         }
       }
+      if (active) ++a;
     }
-    l.coupling.row_ptr[std::size_t(n)] = e;
   }
 
   /// B^k_t[i, j] = dc_i/dy^{k-1}_j = sum over gates of dc/da_gate W^k_gate[i, j] (the input
@@ -631,53 +653,53 @@ class Rtrl : public LearnerBase<Rtrl<Scalar, Surrogate>, Scalar, Surrogate, deta
     }
   }
 
-  /// M_t += Mbar_t: the immediate Jacobian at fixed c_{t-1}. Each weight feeding unit i has one
-  /// nonzero, in row i, inside unit i's contiguous column range; recurrent weights from silent
-  /// presynaptic units (y_{t-1, j} = 0) contribute nothing and are skipped.
-  template <typename Theta>
-  void add_immediate_jacobian(Layer& l, const Theta& theta) {
-    const Index n = l.n;
-    if (shard_.ranks == 1) {
-      for (Index i = 0; i < n; ++i)
-        detail::add_unit_immediate_jacobian(l.layout, l.cache, i, l.M.row(i), l.offset + l.layout.unit_begin(i));
-    } else {
-      // A shard: the units whose columns meet the window, each column written only inside it.
-      Scalar sink = 0;
-      for (Index i = 0; i < n; ++i) {
-        const Index first = l.offset + l.layout.unit_begin(i), last = l.offset + l.layout.unit_end(i);
-        if (last <= col_begin_ || first >= col_end_) continue;
-        detail::add_unit_immediate_jacobian(l.layout, l.cache, i, WindowRow{l.M.row(i), col_begin_, col_end_, &sink},
-                                            first);
-      }
+  /// M_t += Mbar_t: the immediate Jacobian at fixed c_{t-1}, but for the threshold columns. Each
+  /// weight feeding unit i has one nonzero, in row i, inside unit i's contiguous column range (of
+  /// a shard: the part of it inside the window). Recurrent weights from silent presynaptic units
+  /// (y_{t-1, j} = 0) contribute nothing and are skipped. (Added panel by panel inside the
+  /// propagation pass instead, while each panel is in cache, it measured no faster: the 24k
+  /// entries of the bench_rtrl step cost their arithmetic, not their memory traffic.)
+  void add_immediate_jacobian(Layer& l) {
+    for (Index i = 0; i < l.n; ++i) {
+      const Index first = l.offset + l.layout.unit_begin(i), last = l.offset + l.layout.unit_end(i);
+      if (last <= col_begin_ || first >= col_end_) continue;
+      detail::add_unit_immediate_jacobian(l.layout, l.cache, i, WindowRow{l.M.row(i), col_begin_}, first,
+                                          col_begin_, col_end_);
     }
+  }
+
+  /// The threshold columns' part of M_t += Mbar_t (events mode), after the product.
+  template <typename Theta>
+  void add_threshold_terms(Layer& l, const Theta& theta) {
+    const Index n = l.n;
     if (!l.layout.tracks_theta()) return;
     const Index theta_first = l.offset + l.layout.theta_column(0);
     if (theta_first + n <= col_begin_ || theta_first >= col_end_) return;
     // Thresholds act through h_{t-1} (the diagonal) and y_{t-1} (dy/dtheta = -c psi, spread by
-    // A_t's column).
-    const auto& ptr = l.layout.coupling_row_ptr();
-    const auto& cols = l.layout.coupling_cols();
+    // A_t's column j, visited only where c_j psi_j != 0). Every entry (i, theta_j) receives one
+    // term of the second kind at most, after its diagonal term when j = i.
     const auto inside = [&](Index c) { return c >= col_begin_ && c < col_end_; };
     for (Index i = 0; i < n; ++i) {
-      auto row = l.M.row(i);
       const Index ci = l.offset + l.layout.theta_column(i);
-      if (inside(ci)) row[ci - col_begin_] += detail::threshold_reset_entry(l.cache, theta, i);
-      for (Index p = ptr[std::size_t(i)]; p < ptr[std::size_t(i + 1)]; ++p) {
-        const Index j = cols[std::size_t(p)];
-        const Index cj = l.offset + l.layout.theta_column(j);
-        if (l.c_psi(j) != Scalar(0) && inside(cj)) row[cj - col_begin_] -= l.a_values[std::size_t(p)] * l.c_psi(j);
-      }
+      if (inside(ci)) l.M.row(i)[ci - col_begin_] += detail::threshold_reset_entry(l.cache, theta, i);
+    }
+    const auto& col_ptr = l.layout.coupling_col_ptr();
+    const auto& col_rows = l.layout.coupling_col_rows();
+    const auto& col_entries = l.layout.coupling_col_entries();
+    for (Index j = 0; j < n; ++j) {
+      const Scalar cp = l.c_psi(j);
+      const Index cj = l.offset + l.layout.theta_column(j);
+      if (cp == Scalar(0) || !inside(cj)) continue;
+      for (Index q = col_ptr[std::size_t(j)]; q < col_ptr[std::size_t(j + 1)]; ++q)
+        l.M.row(col_rows[std::size_t(q)])[cj - col_begin_] -= l.a_values[std::size_t(col_entries[std::size_t(q)])] * cp;
     }
   }
 
-  /// A row of a shard's M seen through global column indices: writes outside the window
-  /// [begin, end) go to a discarded sink (the immediate Jacobian of a unit whose columns straddle
-  /// the window's edge).
+  /// A row of M seen through global column indices (a shard's M holds the window's columns).
   struct WindowRow {
     typename detail::InfluenceStorage<Scalar>::RowRef row;
-    Index begin, end;
-    Scalar* sink;
-    Scalar& operator[](Index c) const { return c >= begin && c < end ? row[c - begin] : *sink; }
+    Index begin;
+    Scalar& operator[](Index c) const { return row[c - begin]; }
   };
 
   // ---- Column shards (ColumnShard). A whole learner's window is [0, max): no clipping. ----
@@ -722,7 +744,7 @@ class Rtrl : public LearnerBase<Rtrl<Scalar, Surrogate>, Scalar, Surrogate, deta
   /// The global columns M holds and the read-out accumulates (all, unless a shard).
   Index col_begin_ = 0, col_end_ = std::numeric_limits<Index>::max();
   parallel::ThreadPool pool_;
-  std::vector<Scalar> scratch_;
+  detail::PropagationScratch<Scalar> scratch_;
   Index scratch_stride_ = 0;
 };
 

@@ -64,6 +64,20 @@ class InfluenceLayout {
         if (mask.R()(i, j) || mask.R()(n_ + i, j) || mask.R()(2 * n_ + i, j)) a_idx_.push_back(j);
       a_ptr_[std::size_t(i + 1)] = Index(a_idx_.size());
     }
+    // The same pattern compressed by source column, each entry naming its target row and its
+    // position in the row-compressed order (rows ascending within a column).
+    at_ptr_.assign(std::size_t(n_ + 1), 0);
+    for (Index j : a_idx_) ++at_ptr_[std::size_t(j + 1)];
+    for (Index j = 0; j < n_; ++j) at_ptr_[std::size_t(j + 1)] += at_ptr_[std::size_t(j)];
+    at_rows_.resize(a_idx_.size());
+    at_entry_.resize(a_idx_.size());
+    std::vector<Index> next(at_ptr_.begin(), at_ptr_.end() - 1);
+    for (Index i = 0; i < n_; ++i)
+      for (Index p = a_ptr_[std::size_t(i)]; p < a_ptr_[std::size_t(i + 1)]; ++p) {
+        const Index q = next[std::size_t(a_idx_[std::size_t(p)])]++;
+        at_rows_[std::size_t(q)] = i;
+        at_entry_[std::size_t(q)] = p;
+      }
   }
 
   Index units() const { return n_; }
@@ -91,6 +105,13 @@ class InfluenceLayout {
   const std::vector<Index>& coupling_row_ptr() const { return a_ptr_; }
   const std::vector<Index>& coupling_cols() const { return a_idx_; }
   Index coupling_nonzeros() const { return Index(a_idx_.size()); }
+  /// The same pattern compressed by source column j: entries [coupling_col_ptr()[j],
+  /// coupling_col_ptr()[j + 1]) have target rows coupling_col_rows() (ascending) and positions
+  /// coupling_col_entries() in the row-compressed order above. Lets a learner visit only the
+  /// columns of active sources (s_{t-1, j} != 0).
+  const std::vector<Index>& coupling_col_ptr() const { return at_ptr_; }
+  const std::vector<Index>& coupling_col_rows() const { return at_rows_; }
+  const std::vector<Index>& coupling_col_entries() const { return at_entry_; }
 
   /// Column of W(rr, k), or -1 when pruned.
   Index column_of_W(Index rr, Index k) const {
@@ -167,6 +188,7 @@ class InfluenceLayout {
   std::vector<Index> w_ptr_, w_idx_, r_ptr_, r_idx_;
   std::vector<Index> group_begin_;
   std::vector<Index> a_ptr_, a_idx_;
+  std::vector<Index> at_ptr_, at_rows_, at_entry_;
 };
 
 }  // namespace sparse_rtrl
