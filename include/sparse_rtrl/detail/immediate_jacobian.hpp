@@ -51,13 +51,14 @@ inline void add_product(const Entry& m, Scalar a, Scalar b) {
 /// Adds Mbar_t's entries for the weights and biases feeding `unit` to `row`, where row[first]
 /// is column layout.unit_begin(unit) of the row holding dc_{t, unit}/d(.) (a pointer, or an
 /// influence row seen through its panels): those columns have no other nonzero. Recurrent
-/// weights from silent presynaptic units (y_{t-1, j} = 0) are skipped. Only the entries whose
-/// index into `row` lies in [lo, hi) are written (one panel of M: a unit's columns may straddle
-/// two); every entry gets the same operation whichever call writes it.
+/// weights from silent presynaptic units (y_{t-1, j} = 0) are skipped; with @p recurrent false
+/// they are all left out (a learner that adds them by presynaptic unit instead,
+/// add_recurrent_immediate_jacobian()). Only the entries whose index into `row` lies in
+/// [lo, hi) are written (a column shard's window).
 template <typename Scalar, typename Row>
 inline void add_unit_immediate_jacobian(const InfluenceLayout& layout, const EgruStepCache<Scalar>& cache,
                                         Index unit, const Row& row, Index first, Index lo = 0,
-                                        Index hi = std::numeric_limits<Index>::max()) {
+                                        Index hi = std::numeric_limits<Index>::max(), bool recurrent = true) {
   const Index n = layout.units();
   const Index begin = layout.unit_begin(unit);
   // The part [from, to) of the entries [0, count) at row[col + e] that lies in [lo, hi).
@@ -77,15 +78,39 @@ inline void add_unit_immediate_jacobian(const InfluenceLayout& layout, const Egr
     for (Index e = from; e < to; ++e) add_product(row[col + e], ca, cache.x(wk[e]));
     col += nw;
     const Index nr = layout.r_count(rr);
-    const Index* rj = layout.r_inputs(rr);
-    clip(col, nr, from, to);
-    for (Index e = from; e < to; ++e) {
-      const Scalar y = cache.y_prev(rj[e]);
-      if (y != Scalar(0)) add_product(row[col + e], cq, y);
+    if (recurrent) {
+      const Index* rj = layout.r_inputs(rr);
+      clip(col, nr, from, to);
+      for (Index e = from; e < to; ++e) {
+        const Scalar y = cache.y_prev(rj[e]);
+        if (y != Scalar(0)) add_product(row[col + e], cq, y);
+      }
     }
     col += nr;
     if (col >= lo && col < hi) row[col] += ca;              // bW
     if (col + 1 >= lo && col + 1 < hi) row[col + 1] += cq;  // bR
+  }
+}
+
+/// The recurrent weights' part of Mbar_t, by presynaptic unit: for every j with y_{t-1, j} != 0,
+/// dc_unit/dR(rr, j) = dc/dq(rr) y_{t-1, j} (rr = gate * n + unit) added to entry (unit, column)
+/// through add(unit, column, dc/dq(rr), y_{t-1, j}), columns as the layout numbers them. The
+/// same additions as add_unit_immediate_jacobian() makes, but visiting only the weights of
+/// active units (with events, a few percent of them) instead of testing every one.
+template <typename Scalar, typename Add>
+inline void add_recurrent_immediate_jacobian(const InfluenceLayout& layout, const EgruStepCache<Scalar>& cache,
+                                             Add&& add) {
+  const Index n = layout.units();
+  const auto& ptr = layout.recurrent_ptr();
+  const auto& rows = layout.recurrent_rows();
+  const auto& columns = layout.recurrent_columns();
+  for (Index j = 0; j < n; ++j) {
+    const Scalar y = cache.y_prev(j);
+    if (y == Scalar(0)) continue;
+    for (Index q = ptr[std::size_t(j)]; q < ptr[std::size_t(j + 1)]; ++q) {
+      const Index rr = rows[std::size_t(q)];
+      add(rr % n, columns[std::size_t(q)], cache.dc_dq(rr), y);
+    }
   }
 }
 

@@ -655,17 +655,23 @@ class Rtrl : public LearnerBase<Rtrl<Scalar, Surrogate>, Scalar, Surrogate, deta
 
   /// M_t += Mbar_t: the immediate Jacobian at fixed c_{t-1}, but for the threshold columns. Each
   /// weight feeding unit i has one nonzero, in row i, inside unit i's contiguous column range (of
-  /// a shard: the part of it inside the window). Recurrent weights from silent presynaptic units
-  /// (y_{t-1, j} = 0) contribute nothing and are skipped. (Added panel by panel inside the
-  /// propagation pass instead, while each panel is in cache, it measured no faster: the 24k
-  /// entries of the bench_rtrl step cost their arithmetic, not their memory traffic.)
+  /// a shard: the part of it inside the window). Input weights and biases are added unit by unit;
+  /// recurrent weights by presynaptic unit, for the active ones only (y_{t-1, j} = 0 contributes
+  /// nothing): testing every recurrent weight's y_{t-1, j} made this half of the "other" phase.
+  /// Every entry receives one addition, so the order of the two passes does not matter.
+  /// (Added panel by panel inside the propagation pass instead, while each panel is in cache,
+  /// the immediate Jacobian measured no faster: the kernel's stream was slowed by as much.)
   void add_immediate_jacobian(Layer& l) {
     for (Index i = 0; i < l.n; ++i) {
       const Index first = l.offset + l.layout.unit_begin(i), last = l.offset + l.layout.unit_end(i);
       if (last <= col_begin_ || first >= col_end_) continue;
       detail::add_unit_immediate_jacobian(l.layout, l.cache, i, WindowRow{l.M.row(i), col_begin_}, first,
-                                          col_begin_, col_end_);
+                                          col_begin_, col_end_, false);
     }
+    detail::add_recurrent_immediate_jacobian(l.layout, l.cache, [&](Index unit, Index column, Scalar cq, Scalar y) {
+      const Index c = l.offset + column;
+      if (c >= col_begin_ && c < col_end_) detail::add_product(l.M.row(unit)[c - col_begin_], cq, y);
+    });
   }
 
   /// The threshold columns' part of M_t += Mbar_t (events mode), after the product.

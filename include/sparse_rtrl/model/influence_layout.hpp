@@ -57,6 +57,22 @@ class InfluenceLayout {
     theta_begin_ = col;
     columns_ = col + (track_theta_ ? n_ : 0);
 
+    // Kept recurrent weights by presynaptic unit j: their stacked rows (ascending) and columns.
+    rsrc_ptr_.assign(std::size_t(n_ + 1), 0);
+    for (Index j : r_idx_) ++rsrc_ptr_[std::size_t(j + 1)];
+    for (Index j = 0; j < n_; ++j) rsrc_ptr_[std::size_t(j + 1)] += rsrc_ptr_[std::size_t(j)];
+    rsrc_row_.resize(r_idx_.size());
+    rsrc_column_.resize(r_idx_.size());
+    {
+      std::vector<Index> next(rsrc_ptr_.begin(), rsrc_ptr_.end() - 1);
+      for (Index rr = 0; rr < rows; ++rr)
+        for (Index e = 0; e < r_count(rr); ++e) {
+          const Index q = next[std::size_t(r_inputs(rr)[e])]++;
+          rsrc_row_[std::size_t(q)] = rr;
+          rsrc_column_[std::size_t(q)] = group_begin(rr % n_, int(rr / n_)) + w_count(rr) + e;
+        }
+    }
+
     // Coupling pattern: A_t[i, j] can be nonzero iff some gate keeps R[gate*n + i, j].
     a_ptr_.assign(std::size_t(n_ + 1), 0);
     for (Index i = 0; i < n_; ++i) {
@@ -100,6 +116,13 @@ class InfluenceLayout {
   Index r_count(Index rr) const { return r_ptr_[std::size_t(rr + 1)] - r_ptr_[std::size_t(rr)]; }
   const Index* w_inputs(Index rr) const { return w_idx_.data() + w_ptr_[std::size_t(rr)]; }
   const Index* r_inputs(Index rr) const { return r_idx_.data() + r_ptr_[std::size_t(rr)]; }
+
+  /// The kept recurrent weights R(rr, j) of presynaptic unit j: entries [recurrent_ptr()[j],
+  /// recurrent_ptr()[j + 1]) give their stacked rows rr = gate * n + unit (ascending) and their
+  /// columns. Lets a learner visit the weights of active units only (y_{t-1, j} != 0).
+  const std::vector<Index>& recurrent_ptr() const { return rsrc_ptr_; }
+  const std::vector<Index>& recurrent_rows() const { return rsrc_row_; }
+  const std::vector<Index>& recurrent_columns() const { return rsrc_column_; }
 
   /// Sparsity pattern of A_t = dc_t/dy_{t-1}, compressed by target row.
   const std::vector<Index>& coupling_row_ptr() const { return a_ptr_; }
@@ -189,6 +212,7 @@ class InfluenceLayout {
   std::vector<Index> group_begin_;
   std::vector<Index> a_ptr_, a_idx_;
   std::vector<Index> at_ptr_, at_rows_, at_entry_;
+  std::vector<Index> rsrc_ptr_, rsrc_row_, rsrc_column_;
 };
 
 }  // namespace sparse_rtrl
