@@ -5,6 +5,7 @@
 
 #include <sparse_rtrl/detail/propagate.hpp>
 
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -136,6 +137,11 @@ TEMPLATE_TEST_CASE("propagate_in_place == diag(decay) M + C M[active], bitwise o
       parallel::ThreadPool pool(threads);
       const Index stride = detail::propagation_scratch_size<S>(n);
       detail::PropagationScratch<S> scratch(std::size_t(stride * threads));
+      // Every thread's scratch rows start on a packet boundary (a misaligned scratch made each
+      // AVX-512 load straddle two cache lines).
+      constexpr std::size_t packet_bytes = std::size_t(detail::kPacketSize<S>) * sizeof(S);
+      CHECK(reinterpret_cast<std::uintptr_t>(scratch.data()) % packet_bytes == 0);
+      CHECK(std::size_t(stride) * sizeof(S) % packet_bytes == 0);
       detail::propagate_in_place(M, decay.data(), C, scratch.data(), stride, pool, true);
       const RowMat<S> got = M.to_matrix();
       CHECK((got - expected).cwiseAbs().maxCoeff() <= tolerance<S>());

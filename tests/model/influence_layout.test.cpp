@@ -70,6 +70,23 @@ TEST_CASE("Influence layout: unit-major contiguous columns, one per kept paramet
     CHECK(Index(positions.size()) == L.coupling_nonzeros());
   }
 
+  // Kept recurrent weights by presynaptic unit: each kept R(rr, j) once, under j, with the
+  // column column_of_R gives it, stacked rows ascending.
+  {
+    const auto& ptr = L.recurrent_ptr();
+    REQUIRE(Index(ptr.size()) == n + 1);
+    Index kept = 0;
+    for (Index rr = 0; rr < 3 * n; ++rr) kept += L.r_count(rr);
+    CHECK(ptr.back() == kept);
+    for (Index j = 0; j < n; ++j)
+      for (Index q = ptr[std::size_t(j)]; q < ptr[std::size_t(j + 1)]; ++q) {
+        const Index rr = L.recurrent_rows()[std::size_t(q)];
+        if (q > ptr[std::size_t(j)]) CHECK(L.recurrent_rows()[std::size_t(q - 1)] < rr);
+        CHECK(mask.R()(rr, j));
+        CHECK(L.recurrent_columns()[std::size_t(q)] == L.column_of_R(rr, j));
+      }
+  }
+
   // scatter and gather are inverse on kept entries.
   auto p = init_torch_like<double>(n, d, {1, 0.3});
   mask.apply(p);
