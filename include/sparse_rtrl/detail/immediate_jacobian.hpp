@@ -8,9 +8,9 @@
 
 #include <sparse_rtrl/model/egru_cell.hpp>
 #include <sparse_rtrl/model/influence_layout.hpp>
+#include <sparse_rtrl/detail/multiply_add.hpp>
 
 #include <algorithm>
-#include <cmath>
 #include <limits>
 
 namespace sparse_rtrl {
@@ -21,20 +21,6 @@ namespace detail {
 template <typename Scalar, typename RMatrix>
 inline Scalar coupling_entry(const RMatrix& R, const EgruStepCache<Scalar>& cache, Index n, Index i, Index j) {
   return cache.dc_dq(i) * R(i, j) + cache.dc_dq(n + i) * R(n + i, j) + cache.dc_dq(2 * n + i) * R(2 * n + i, j);
-}
-
-/// a * b + c, fused into one rounding where the target has an FMA instruction and as two
-/// roundings where it has none, whatever the context it is inlined into. GCC contracts a * b + c
-/// into an FMA by default (-ffp-contract=fast) but not in every context, so the same source line
-/// gave other bits once the immediate Jacobian moved into the propagation kernel's panel loop;
-/// spelled out, it keeps the bits it had.
-template <typename Scalar>
-inline Scalar multiply_add(Scalar a, Scalar b, Scalar c) {
-#if defined(__FP_FAST_FMA) && defined(__FP_FAST_FMAF)
-  return std::fma(a, b, c);
-#else
-  return a * b + c;
-#endif
 }
 
 /// m += a * b for an entry of a row (multiply_add()); a proxy entry (ScaledRow) does its own

@@ -21,6 +21,7 @@
 #include <sparse_rtrl/parallel/denormals.hpp>
 #include <sparse_rtrl/detail/check.hpp>
 #include <sparse_rtrl/detail/influence_storage.hpp>
+#include <sparse_rtrl/detail/multiply_add.hpp>
 #include <sparse_rtrl/parallel/thread_pool.hpp>
 
 #include <Eigen/Core>
@@ -138,7 +139,7 @@ inline void propagate_partial_chunk(Scalar* out, Scalar decay, const Scalar* scr
   }
   for (; c < width; ++c) {
     Scalar a = decay * out[c];
-    for (Index e = 0; e < entries; ++e) a += coef[e] * scratch[source[e] * stride + c];
+    for (Index e = 0; e < entries; ++e) a = multiply_add(coef[e], scratch[source[e] * stride + c], a);
     out[c] = a;
   }
 }

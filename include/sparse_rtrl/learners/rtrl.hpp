@@ -696,8 +696,10 @@ class Rtrl : public LearnerBase<Rtrl<Scalar, Surrogate>, Scalar, Surrogate, deta
       const Scalar cp = l.c_psi(j);
       const Index cj = l.offset + l.layout.theta_column(j);
       if (cp == Scalar(0) || !inside(cj)) continue;
-      for (Index q = col_ptr[std::size_t(j)]; q < col_ptr[std::size_t(j + 1)]; ++q)
-        l.M.row(col_rows[std::size_t(q)])[cj - col_begin_] -= l.a_values[std::size_t(col_entries[std::size_t(q)])] * cp;
+      for (Index q = col_ptr[std::size_t(j)]; q < col_ptr[std::size_t(j + 1)]; ++q) {
+        Scalar& m = l.M.row(col_rows[std::size_t(q)])[cj - col_begin_];
+        m = detail::multiply_add(-l.a_values[std::size_t(col_entries[std::size_t(q)])], cp, m);
+      }
     }
   }
 
