@@ -364,3 +364,38 @@ def test_uoro_resumes_its_signs_from_a_checkpoint(tmp_path, dtype):
     for k in range(2):
         assert np.array_equal(live.state_factor(k), resumed.state_factor(k))
         assert np.array_equal(live.parameter_factor(k), resumed.parameter_factor(k))
+
+
+# ---- The README's example ------------------------------------------------------------------------
+
+
+def readme_online_block():
+    import os
+    import re
+    text = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md")).read()
+    section = text[text.index("\n## Python\n"):]
+    section = section[:section.index("\n## ", 1)]
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", section, re.S) if "s.TruncatedBptt(" in b]
+    assert len(blocks) == 1, "README's Python section needs one example of TruncatedBptt and Uoro"
+    return blocks[0]
+
+
+@pytest.mark.parametrize("variant", ["TruncatedBptt", "Uoro"])
+def test_readme_example_of_the_online_learners_runs(tmp_path, monkeypatch, variant):
+    """The block as written (TruncatedBptt), and with its commented Uoro line in place of it."""
+    block = readme_online_block()
+    if variant == "Uoro":
+        lines = block.splitlines()
+        i = next(i for i, l in enumerate(lines) if l.startswith("learner = s.TruncatedBptt("))
+        j = next(i for i, l in enumerate(lines) if l.startswith("# learner = s.Uoro("))
+        lines[i], lines[j] = "# " + lines[i], lines[j][2:]
+        block = "\n".join(lines) + "\n"
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(block, f"README.md ({variant} example)", "exec"), namespace)
+    learner, model = namespace["learner"], namespace["model"]
+    assert type(learner).__name__ == variant and learner.dtype == np.float32 and learner.steps == 32
+    assert not np.any(learner.gradient_columns())  # the last update consumed it
+    fresh = s.Model.torch_like(16, 1, seed=2, threshold=0.1, dtype="float32")
+    assert not np.array_equal(model.parameters().R, fresh.parameters().R)  # the updates reached the model
+    assert (tmp_path / "online.npz").exists()
