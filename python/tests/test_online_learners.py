@@ -241,6 +241,24 @@ def test_dtype_interface_and_optimizer_update(dtype, make):
     assert np.array_equal(learner.state(), np.full(6, 0.5, dtype)) and learner.steps == 0
 
 
+def test_truncated_bptt_flush_releases_the_gil():
+    """A long backward pass (every_k_steps, one block of 4000 steps, n = 128) runs in flush(): another
+    Python thread must get to run meanwhile (the timing helper of test_threads.py)."""
+    from test_threads import stamps_inside
+    model = s.Model.torch_like(128, 8, seed=2, events=False)
+    tbptt = s.TruncatedBptt(model, 4000, form=s.TruncationForm.every_k_steps)
+    X = s.uniform_random(3, (4000, 8), -1.0, 1.0)
+    g = np.linspace(-0.5, 0.5, 128)
+    for t in range(3999):
+        tbptt.step(X[t])
+        tbptt.accumulate_gradient(g)
+    assert not np.any(tbptt.gradient_columns())  # kept until the block ends
+    duration, inside = stamps_inside(tbptt.flush)
+    assert np.any(tbptt.gradient_columns())
+    assert duration > 0.01, f"flush() took {duration:.3f} s: too short to tell"
+    assert inside >= 1, f"no Python thread ran during a {duration:.3f} s flush(): the GIL was held"
+
+
 # ---- Errors ------------------------------------------------------------------------------------
 
 
