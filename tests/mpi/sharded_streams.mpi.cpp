@@ -12,11 +12,6 @@
 using namespace sparse_rtrl;
 using test::Mat;
 
-namespace {
-
-
-}  // namespace
-
 TEMPLATE_TEST_CASE("ShardedRtrlStreams: bitwise the one-process RtrlStreams at every step, with pruning and Adam",
                    "[mpi][sharded][streams]", float, double) {
   using S = TestType;
@@ -67,6 +62,22 @@ TEMPLATE_TEST_CASE("ShardedRtrlStreams: bitwise the one-process RtrlStreams at e
       CHECK(nonzero);
       const std::vector<int> all = comm.allgather(std::vector<int>{same ? 1 : 0});
       for (int v : all) CHECK(v == 1);
+      // The four gradient() forms (one CRTP front end for every combining learner): a stack
+      // needs the layer, on every rank before any collective; the forms agree bit for bit.
+      if (L > 1) {
+        using Catch::Matchers::Contains;
+        CHECK_THROWS_WITH(sharded.gradient(), Contains("sparse_rtrl::mpi::ShardedRtrlStreams::gradient()") &&
+                                                  Contains("stack of 2 layers") && Contains("gradient(k)"));
+        CHECK_THROWS_WITH(reference.gradient(),
+                          Contains("sparse_rtrl::RtrlStreams::gradient()") && Contains("stack of 2 layers"));
+      } else {
+        EgruParameters<S> out;
+        sharded.gradient(out);
+        const EgruParameters<S> whole = sharded.gradient();
+        CHECK(test::same_bits(out.R, whole.R));
+        CHECK(test::same_bits(whole.R, reference.gradient().R));
+        CHECK(test::same_bits(sharded.gradient(Index(0)).W, reference.gradient(Index(0)).W));
+      }
     }
 }
 

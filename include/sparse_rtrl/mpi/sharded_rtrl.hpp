@@ -14,6 +14,7 @@
 /// passes through exactly the operations the one-process learner gives it.
 #pragma once
 
+#include <sparse_rtrl/detail/gradient_front_end.hpp>
 #include <sparse_rtrl/learners/column_partition.hpp>
 #include <sparse_rtrl/learners/rtrl.hpp>
 #include <sparse_rtrl/mpi/communicator.hpp>
@@ -49,8 +50,9 @@ class ShardedRtrlStreams;
 /// (bad input, a non-finite state) are raised on every rank alike; a failure of one rank alone
 /// inside a collective operation (no memory) is made collective (Communicator::agree()).
 template <typename Scalar, typename Surrogate = TriangularSurrogate<Scalar>>
-class ShardedRtrl {
+class ShardedRtrl : public sparse_rtrl::detail::GradientFrontEnd<ShardedRtrl<Scalar, Surrogate>, Scalar> {
  public:
+  static constexpr const char* name = "sparse_rtrl::mpi::ShardedRtrl";
   using Model = sparse_rtrl::Model<Scalar, Surrogate>;
   using Local = Rtrl<Scalar, Surrogate>;
   using Parameters = EgruParameters<Scalar>;
@@ -131,28 +133,8 @@ class ShardedRtrl {
   Eigen::VectorBlock<const Vector> local_gradient_columns() const {
     return local_->gradient_columns().segment(column_begin(), column_end() - column_begin());
   }
-  /// Collective: the gradient of a one-layer model in parameter layout (gradient(k) for layer k).
-  Parameters gradient() {
-    require_single_layer("sparse_rtrl::mpi::ShardedRtrl::gradient()");
-    Parameters out;
-    gradient(Index(0), out);
-    return out;
-  }
-  void gradient(Parameters& out) {
-    require_single_layer("sparse_rtrl::mpi::ShardedRtrl::gradient()");
-    gradient(Index(0), out);
-  }
-  Parameters gradient(Index layer) {
-    Parameters out;
-    gradient(layer, out);
-    return out;
-  }
-  void gradient(Index layer, Parameters& out) {
-    follow_mask();
-    gather();
-    const InfluenceLayout& l = local_->layout(layer);
-    l.scatter(whole_.segment(local_->column_offset(layer), l.columns()), out);
-  }
+  // Collective: gradient(), gradient(out), gradient(k), gradient(k, out), the gathered gradient
+  // in parameter layout (detail::GradientFrontEnd over gradient_columns()).
   void zero_gradient() { local_->zero_gradient(); }
   void reset() { local_->reset(); }
   template <typename C0>
@@ -205,12 +187,6 @@ class ShardedRtrl {
   friend class StreamGrid;  // runs its streams' steps in phases (mpi/stream_grid.hpp)
   template <typename, typename>
   friend class GridCheckpoint;
-
-  void require_single_layer(const char* where) const {
-    if (layers() != 1)
-      throw std::logic_error(std::string(where) + ": the model is a stack of " + std::to_string(layers()) +
-                             " layers: pass the layer (gradient(k))");
-  }
 
   /// The ranks' gradient slices into whole_ (MPI_Allgatherv in place).
   void gather() {

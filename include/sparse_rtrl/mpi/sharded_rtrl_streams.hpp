@@ -26,8 +26,9 @@ namespace mpi {
 /// first step after a mask change, which re-cuts the split, collectively); the gradient accessors
 /// gather (collective).
 template <typename Scalar, typename Surrogate = TriangularSurrogate<Scalar>>
-class ShardedRtrlStreams {
+class ShardedRtrlStreams : public sparse_rtrl::detail::GradientFrontEnd<ShardedRtrlStreams<Scalar, Surrogate>, Scalar> {
  public:
+  static constexpr const char* name = "sparse_rtrl::mpi::ShardedRtrlStreams";
   using Model = sparse_rtrl::Model<Scalar, Surrogate>;
   using Local = RtrlStreams<Scalar, Surrogate>;
   using Learner = Rtrl<Scalar, Surrogate>;
@@ -72,6 +73,7 @@ class ShardedRtrlStreams {
   Model& model() { return local_->model(); }
   const Model& model() const { return local_->model(); }
   const InfluenceLayout& layout(Index layer = 0) const { return local_->layout(layer); }
+  Index column_offset(Index layer) const { return local_->column_offset(layer); }
 
   /// Row b of @p X is stream b's input (the same on every rank). Sends nothing unless the
   /// model's masks changed (then collective: follow_mask()).
@@ -107,23 +109,8 @@ class ShardedRtrlStreams {
     comm_.allgatherv<Scalar>(nullptr, counts_[std::size_t(comm_.rank())], whole_.data(), counts_.data(), displs_.data());
     return whole_;
   }
-  /// Collective: the summed gradient in parameter layout (one layer; gradient(k) for a stack).
-  Parameters gradient() {
-    Parameters out;
-    gradient(Index(0), out);
-    return out;
-  }
-  void gradient(Parameters& out) { gradient(Index(0), out); }
-  Parameters gradient(Index layer) {
-    Parameters out;
-    gradient(layer, out);
-    return out;
-  }
-  void gradient(Index layer, Parameters& out) {
-    gradient_columns();
-    const InfluenceLayout& l = local_->layout(layer);
-    l.scatter(whole_.segment(local_->stream(0).column_offset(layer), l.columns()), out);
-  }
+  // Collective: gradient(), gradient(out), gradient(k), gradient(k, out), the summed gradient in
+  // parameter layout (detail::GradientFrontEnd over gradient_columns()).
   void zero_gradient() { local_->zero_gradient(); }
   void reset() { local_->reset(); }
   void reset(Index b) { local_->reset(b); }

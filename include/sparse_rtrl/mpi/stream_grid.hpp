@@ -8,6 +8,7 @@
 
 #include <sparse_rtrl/config.hpp>
 #include <sparse_rtrl/detail/check.hpp>
+#include <sparse_rtrl/detail/gradient_front_end.hpp>
 #include <sparse_rtrl/mpi/communicator.hpp>
 #include <sparse_rtrl/mpi/consistency.hpp>
 #include <sparse_rtrl/mpi/grid.hpp>
@@ -54,8 +55,9 @@ inline Communicator split(const Communicator& parent, int color, int key) {
 /// non-finite state, an overflowed gradient) is refused on every rank, with every stream as it
 /// was: no rank is left waiting.
 template <typename Scalar, typename Surrogate = TriangularSurrogate<Scalar>>
-class StreamGrid {
+class StreamGrid : public sparse_rtrl::detail::GradientFrontEnd<StreamGrid<Scalar, Surrogate>, Scalar> {
  public:
+  static constexpr const char* name = "sparse_rtrl::mpi::StreamGrid";
   using Model = sparse_rtrl::Model<Scalar, Surrogate>;
   using Stream = ShardedRtrl<Scalar, Surrogate>;
   using Parameters = EgruParameters<Scalar>;
@@ -233,28 +235,8 @@ class StreamGrid {
                                    displs_.data());
     return whole_;
   }
-  /// Collective: the summed gradient of a one-layer model in parameter layout (gradient(k) for
-  /// layer k of a stack).
-  Parameters gradient() {
-    if (layers() != 1)
-      throw std::logic_error("sparse_rtrl::mpi::StreamGrid::gradient(): the model is a stack: pass the layer");
-    return gradient(Index(0));
-  }
-  void gradient(Parameters& out) {
-    if (layers() != 1)
-      throw std::logic_error("sparse_rtrl::mpi::StreamGrid::gradient(): the model is a stack: pass the layer");
-    gradient(Index(0), out);
-  }
-  Parameters gradient(Index layer) {
-    Parameters out(model_->units(layer), model_->cell(layer).inputs());
-    gradient(layer, out);
-    return out;
-  }
-  void gradient(Index layer, Parameters& out) {
-    const Vector& all = gradient_columns();
-    const InfluenceLayout& l = layout(layer);
-    l.scatter(all.segment(column_offset(layer), l.columns()), out);
-  }
+  // Collective: gradient(), gradient(out), gradient(k), gradient(k, out), the summed gradient in
+  // parameter layout (detail::GradientFrontEnd over gradient_columns()).
   void zero_gradient() {
     for (auto& s : local_) s->zero_gradient();
   }

@@ -22,6 +22,7 @@
 #include <sparse_rtrl/model/model.hpp>
 #include <sparse_rtrl/parallel/thread_pool.hpp>
 #include <sparse_rtrl/learners/rtrl.hpp>
+#include <sparse_rtrl/detail/gradient_front_end.hpp>
 #include <sparse_rtrl/detail/learner_state.hpp>
 
 #include <Eigen/Core>
@@ -50,8 +51,9 @@ class ShardedRtrlStreams;
 /// @tparam Scalar float or double.
 /// @tparam Surrogate pseudo-derivative policy (surrogate.hpp).
 template <typename Scalar, typename Surrogate = TriangularSurrogate<Scalar>>
-class RtrlStreams {
+class RtrlStreams : public detail::GradientFrontEnd<RtrlStreams<Scalar, Surrogate>, Scalar> {
  public:
+  static constexpr const char* name = "sparse_rtrl::RtrlStreams";
   using Model = sparse_rtrl::Model<Scalar, Surrogate>;
   using Learner = Rtrl<Scalar, Surrogate>;
   using Cell = typename Learner::Cell;
@@ -109,6 +111,11 @@ class RtrlStreams {
   const InfluenceLayout& layout(Index layer = 0) const {
     require_streams("layout()");
     return streams_.front().layout(layer);
+  }
+  /// First influence column (and gradient column) of layer k's parameters.
+  Index column_offset(Index layer) const {
+    require_streams("column_offset()");
+    return streams_.front().column_offset(layer);
   }
   /// Layers of the model.
   Index layers() const { return model_->layers(); }
@@ -193,28 +200,8 @@ class RtrlStreams {
     require_finite_gradients(where);
   }
 
-  /// Sum over streams (in stream order) of the accumulated gradients of a one-layer model, in
-  /// parameter layout (pruned entries zero); gradient(k) for layer k of a stack.
-  Parameters gradient() {
-    require_single_layer("gradient()");
-    return gradient(Index(0));
-  }
-  /// Allocation-free form (when @p out has the model's shapes).
-  void gradient(Parameters& out) {
-    require_single_layer("gradient()");
-    gradient(Index(0), out);
-  }
-  /// The summed gradient of layer k's parameters.
-  Parameters gradient(Index layer) {
-    Parameters out(model_->units(layer), model_->cell(layer).inputs());
-    gradient(layer, out);
-    return out;
-  }
-  void gradient(Index layer, Parameters& out) {
-    sum_columns();
-    const Learner& s = streams_.front();
-    s.layout(layer).scatter(sum_.segment(s.column_offset(layer), s.layout(layer).columns()), out);
-  }
+  // gradient(), gradient(out), gradient(k), gradient(k, out): the sum over streams (in stream
+  // order) of the accumulated gradients in parameter layout (detail::GradientFrontEnd).
   /// The summed gradient per influence column (size P_kept), streams added in order.
   const Vector& gradient_columns() {
     sum_columns();
@@ -354,12 +341,6 @@ class RtrlStreams {
         throw std::overflow_error(std::string(e.what()) + " (stream " + std::to_string(b) + ")");
       }
     }
-  }
-
-  void require_single_layer(const char* what) const {
-    if (model_->layers() != 1)
-      throw std::logic_error("sparse_rtrl::RtrlStreams::" + std::string(what) + ": the model is a stack of " +
-                             std::to_string(model_->layers()) + " layers: pass the layer");
   }
 
   void require_streams(const char* what) const {
