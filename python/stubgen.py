@@ -222,7 +222,7 @@ def python_function(name, func, typed_twin=None):
 def generate():
     out = [HEADER]
     compiled_common = ["BpttWork", "Checkpoint", "InfluenceLayout", "MagnitudePruner", "MaskSharing", "ParameterMask",
-                       "PruningCurve", "PruningSchedule", "SnapCrossLayer", "WorkCounters"]
+                       "PruningCurve", "PruningSchedule", "SnapCrossLayer", "TruncationForm", "WorkCounters"]
     for name in compiled_common:
         out += emit_class(name, getattr(_core, name)) + [""]
     for name in _dtypes.TYPED_CLASSES:

@@ -25,18 +25,20 @@ release the GIL, so Python threads can drive independent learners in parallel.
 from . import _core
 from ._core import (  # noqa: F401  the classes without a scalar type
     BpttWork, Checkpoint, InfluenceLayout, MagnitudePruner, MaskSharing, ParameterMask, PruningCurve,
-    PruningSchedule, SnapCrossLayer, WorkCounters, __version__, checkpoint_format_version, dtypes, uniform_random)
+    PruningSchedule, SnapCrossLayer, TruncationForm, WorkCounters, __version__, checkpoint_format_version, dtypes,
+    uniform_random)
 from ._dtypes import (  # noqa: F401  the typed classes and functions, built in the dtype asked for
     ActivityRegularizer, Adam, AdamW, Bptt, EgruParameters, Inference, LinearReadout, Model, ReadoutParameters, Rtrl,
-    RtrlStreams, Sgd, Snap, TriangularSurrogate, clip_gradient_norm, float32, float64, init_torch_like,
-    load_model, load_torch_gru, mean_squared_error, read_torch_gru, save_torch_gru, softmax_cross_entropy)
+    RtrlStreams, Sgd, Snap, TriangularSurrogate, TruncatedBptt, Uoro, clip_gradient_norm, float32, float64,
+    init_torch_like, load_model, load_torch_gru, mean_squared_error, read_torch_gru, save_torch_gru,
+    softmax_cross_entropy)
 from .torch_interop import from_torch_gru, to_torch_gru  # noqa: F401
 
 __all__ = [
     "ActivityRegularizer", "Adam", "AdamW", "Bptt", "BpttWork", "Checkpoint", "EgruParameters", "Inference",
     "InfluenceLayout", "LinearReadout", "MagnitudePruner", "MaskSharing", "Model", "ParameterMask", "PruningCurve",
     "PruningSchedule", "ReadoutParameters", "Rtrl", "RtrlStreams", "Sgd", "Snap", "SnapCrossLayer",
-    "TriangularSurrogate", "WorkCounters", "checkpoint_format_version", "clip_gradient_norm", "dtypes", "float32",
-    "float64", "from_torch_gru", "init_torch_like", "load_model", "load_torch_gru", "mean_squared_error",
+    "TriangularSurrogate", "TruncatedBptt", "TruncationForm", "Uoro", "WorkCounters", "checkpoint_format_version",
+    "clip_gradient_norm", "dtypes", "float32", "float64", "from_torch_gru", "init_torch_like", "load_model", "load_torch_gru", "mean_squared_error",
     "read_torch_gru", "save_torch_gru", "softmax_cross_entropy", "to_torch_gru", "torch_interop", "uniform_random",
 ]

@@ -2,7 +2,7 @@
 
 The dtype is chosen where a run starts: ``Model(..., dtype=)`` (or the dtype of the
 EgruParameters it is built from), and everything built from the model follows it (Rtrl, Snap,
-Bptt, RtrlStreams, Inference). Objects built without a model (LinearReadout, ReadoutParameters,
+TruncatedBptt, Uoro, Bptt, RtrlStreams, Inference). Objects built without a model (LinearReadout, ReadoutParameters,
 Sgd, Adam, AdamW, ActivityRegularizer, EgruParameters from sizes, TriangularSurrogate) take
 ``dtype=`` (default float64; ``dtype=model.dtype`` follows a model); built from arrays, they take
 the arrays' dtype. Objects of two dtypes never mix: a method given an object or array of the
@@ -82,7 +82,8 @@ class _Dispatch(type):
 
 
 def _by_model(name):
-    """A class built from a Model, of the model's dtype (Rtrl, Snap, Bptt, RtrlStreams, Inference)."""
+    """A class built from a Model, of the model's dtype (Rtrl, Snap, TruncatedBptt, Uoro, Bptt, RtrlStreams,
+    Inference)."""
 
     def build(*args, **kwargs):
         model = args[0] if args else kwargs.get("model")
@@ -109,6 +110,8 @@ def _by_dtype(name, extra_doc=""):
 
 Rtrl = _by_model("Rtrl")
 Snap = _by_model("Snap")
+TruncatedBptt = _by_model("TruncatedBptt")
+Uoro = _by_model("Uoro")
 Bptt = _by_model("Bptt")
 RtrlStreams = _by_model("RtrlStreams")
 Inference = _by_model("Inference")
@@ -296,7 +299,7 @@ def _time_rtrl_loop(rtrl, X, g, start, min_seconds):
     return mod._time_rtrl_loop(rtrl, X, g, start, min_seconds)
 
 
-TYPED_CLASSES = ("Model", "EgruParameters", "TriangularSurrogate", "Inference", "Rtrl", "Snap", "Bptt",
-                 "RtrlStreams", "ReadoutParameters", "LinearReadout", "Sgd", "Adam", "AdamW", "ActivityRegularizer")
+TYPED_CLASSES = ("Model", "EgruParameters", "TriangularSurrogate", "Inference", "Rtrl", "Snap", "TruncatedBptt",
+                 "Uoro", "Bptt", "RtrlStreams", "ReadoutParameters", "LinearReadout", "Sgd", "Adam", "AdamW", "ActivityRegularizer")
 TYPED_FUNCTIONS = ("init_torch_like", "softmax_cross_entropy", "mean_squared_error", "clip_gradient_norm",
                    "load_model", "read_torch_gru", "save_torch_gru", "load_torch_gru")

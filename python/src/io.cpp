@@ -70,7 +70,8 @@ void PyCheckpoint::add(const py::object& obj, const std::optional<std::string>& 
     add_value(n, array_value(obj, "Checkpoint.add()", n));
   else
     fail_type("Checkpoint.add()", "'" + n + "': cannot checkpoint an object of type " + type_name(obj) +
-                                      " (Model, Rtrl, RtrlStreams, Snap, Sgd, Adam, AdamW, MagnitudePruner, "
+                                      " (Model, Rtrl, RtrlStreams, Snap, TruncatedBptt, Uoro, Sgd, Adam, AdamW, "
+                                      "MagnitudePruner, "
                                       "LinearReadout, WorkCounters, bool, int, float, or a 1-D/2-D float32 or float64 "
                                       "array)");
   names_.push_back(n);
@@ -158,7 +159,8 @@ void bind_io(py::module_& m) {
       m, "Checkpoint",
       "Named references to the objects of a run, saved to and loaded from one NumPy .npz (the C++ "
       "io::Checkpoint's format: a file written by C++ loads here and the other way round). add(model) (no "
-      "name: its entries are torch.nn.GRU's), add(obj, name) for Rtrl, RtrlStreams, Sgd, Adam, AdamW, "
+      "name: its entries are torch.nn.GRU's), add(obj, name) for Rtrl, RtrlStreams, Snap, TruncatedBptt, Uoro, "
+      "Sgd, Adam, AdamW, "
       "MagnitudePruner, LinearReadout, WorkCounters (of either dtype), and for values (bool, int, float, 1-D/2-D "
       "float32 or float64 array) "
       "that the checkpoint owns: read them back with checkpoint[name]. save(path) is atomic; load(path) "

@@ -13,6 +13,7 @@ bool checkpoint_add(PyCheckpoint& c, const py::object& obj, const std::optional<
     return true;
   }
   const bool ours = py::isinstance<PyRtrl>(obj) || py::isinstance<PyStreams>(obj) || py::isinstance<PySnap>(obj) ||
+                    py::isinstance<PyTbptt>(obj) || py::isinstance<PyUoro>(obj) ||
                     py::isinstance<Sgd<Scalar>>(obj) || py::isinstance<Adam<Scalar>>(obj) ||
                     py::isinstance<AdamW<Scalar>>(obj) || py::isinstance<Readout>(obj);
   if (!ours) return false;
@@ -27,6 +28,12 @@ bool checkpoint_add(PyCheckpoint& c, const py::object& obj, const std::optional<
   } else if (py::isinstance<PySnap>(obj)) {
     c.raw().add(n, obj.cast<PySnap&>());
     c.note_learner(&obj.cast<PySnap&>(), "Snap");
+  } else if (py::isinstance<PyTbptt>(obj)) {
+    c.raw().add(n, obj.cast<PyTbptt&>());
+    c.note_learner(&obj.cast<PyTbptt&>(), "TruncatedBptt");
+  } else if (py::isinstance<PyUoro>(obj)) {
+    c.raw().add(n, obj.cast<PyUoro&>());
+    c.note_learner(&obj.cast<PyUoro&>(), "Uoro");
   } else if (py::isinstance<Sgd<Scalar>>(obj)) {
     c.raw().add(n, obj.cast<Sgd<Scalar>&>());
   } else if (py::isinstance<Adam<Scalar>>(obj)) {

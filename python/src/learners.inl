@@ -1,4 +1,5 @@
-// Bindings of learners/ and streams/: Rtrl, Snap, Bptt, RtrlStreams, WorkCounters, InfluenceLayout.
+// Bindings of learners/ and streams/: Rtrl, Snap, TruncatedBptt, Uoro, Bptt, RtrlStreams, WorkCounters,
+// InfluenceLayout.
 // step(), accumulate_gradient(), forward() and backward() release the GIL: Python threads can
 // drive independent learners in parallel.
 #include <ctime>
@@ -50,6 +51,118 @@ void common_rtrl_like(py::class_<Learner>& c) {
   c.def("zero_gradient", &Learner::zero_gradient)
       .def("reset_work", &Learner::reset_work)
       .def_property_readonly("influence_bytes", &Learner::influence_bytes);
+}
+
+py::dict options_dict(const TruncatedBpttOptions& o) {
+  py::dict d;
+  d["k"] = o.k;
+  d["form"] = o.form;
+  return d;
+}
+
+py::dict options_dict(const UoroOptions& o) {
+  py::dict d;
+  d["seed"] = o.seed;
+  d["epsilon"] = o.epsilon;
+  return d;
+}
+
+/// @brief The interface every learner built on LearnerBase shares (learner_base.hpp), bound as
+/// Rtrl's is, with the same names, arguments, GIL release and one-object-one-thread guard: what
+/// TruncatedBptt and Uoro have in common with Rtrl (not its influence, threads or mask following:
+/// they refuse mask changes). @p kind is the Python class name ("Uoro"), used in the errors this
+/// layer raises itself ("sparse_rtrl.Uoro.step(): x must be a vector ..."); the library's own
+/// errors name the C++ class ("sparse_rtrl::Uoro::step(): ...").
+template <typename Learner>
+void bind_learner_base(py::class_<Learner>& c, const char* kind) {
+  const std::string name = kind;
+  const std::string step_where = name + ".step()", acc_where = name + ".accumulate_gradient()",
+                    reset_where = name + ".reset()";
+  c.def("model", [](Learner& l) -> PyModel& { return l.model(); }, py::return_value_policy::reference_internal,
+        "The model this learner reads (C++: model()).")
+      .def_property_readonly("layers", [](const Learner& l) { return l.layers(); })
+      .def("units", [](const Learner& l, std::optional<Index> layer) { return layer ? l.units(*layer) : l.units(); },
+           py::arg("layer") = py::none())
+      .def_property_readonly("inputs", [](const Learner& l) { return l.inputs(); })
+      .def_property_readonly("columns", [](const Learner& l) { return l.columns(); }, "Gradient columns over all layers.")
+      .def("column_offset", [](const Learner& l, Index layer) { return l.column_offset(layer); }, py::arg("layer"))
+      .def("layout", [](const Learner& l, Index layer) { return InfluenceLayout(l.layout(layer)); },
+           py::arg("layer") = 0, "A copy of layer k's InfluenceLayout (which parameter owns which column).")
+      .def("options", [](const Learner& l) { return options_dict(l.options()); }, "The options, as a dict.")
+      .def(
+          "step",
+          [step_where, kind](Learner& l, const py::object& arg) {
+            const VecIn x = vec(arg, step_where, "x");
+            const ObjectGuard guard(&l, step_where.c_str(), kind, &l.model());
+            py::gil_scoped_release nogil;
+            l.step(x);
+          },
+          py::arg("x"),
+          "Advances every layer's state for input x (size d, finite), and the learner's own state. Releases the GIL.")
+      .def(
+          "accumulate_gradient",
+          [acc_where, kind](Learner& l, const py::object& dy, const py::object& d_o, std::optional<Index> layer) {
+            const Index k = layer ? *layer : l.layers() - 1;
+            const VecIn dL_dy = vec(dy, acc_where, "dL_dy");
+            const ObjectGuard guard(&l, acc_where.c_str(), kind, &l.model());
+            if (!d_o.is_none()) {
+              const VecIn dL_do = vec(d_o, acc_where, "dL_do");
+              py::gil_scoped_release nogil;
+              l.accumulate_gradient_at(k, dL_dy, dL_do);
+            } else {
+              py::gil_scoped_release nogil;
+              l.accumulate_gradient_at(k, dL_dy);
+            }
+          },
+          py::arg("dL_dy"), py::arg("dL_do") = py::none(), py::arg("layer") = py::none(),
+          "As Rtrl's: a loss on this step's output of layer k (default: the top layer), given dL/dy_t and optionally "
+          "dL/do_t. Releases the GIL.")
+      .def("gradient", [](const Learner& l, std::optional<Index> k) { return k ? l.gradient(*k) : l.gradient(); },
+           py::arg("layer") = py::none(),
+           "The accumulated gradient (an EgruParameters copy) of a one-layer model, or of layer k.")
+      .def(
+          "gradients",
+          [](const Learner& l) {
+            std::vector<Params> out;
+            for (Index k = 0; k < l.layers(); ++k) out.push_back(l.gradient(k));
+            return out;
+          },
+          "One gradient per layer.")
+      .def("gradient_columns", [](const Learner& l) { return Vector(l.gradient_columns()); },
+           "The accumulated gradient per column (a copy).")
+      .def("zero_gradient", [](Learner& l) { l.zero_gradient(); })
+      .def(
+          "reset",
+          [reset_where](Learner& l, const py::object& arg) {
+            const auto c0 = opt_vec(arg, reset_where, "c0");
+            c0 ? l.reset(*c0) : l.reset();
+          },
+          py::arg("c0") = py::none(),
+          "Starts a new sequence from c_0 = 0 (or the given c0, one-layer models); keeps the gradient.")
+      .def("state", [](const Learner& l, std::optional<Index> k) { return Vector(k ? l.state(*k) : l.state()); },
+           py::arg("layer") = py::none(), "c_t of the top layer (or of layer k), a copy.")
+      .def("output", [](const Learner& l, std::optional<Index> k) { return Vector(k ? l.output(*k) : l.output()); },
+           py::arg("layer") = py::none(), "y_t = o_t c_t of the last step (a copy).")
+      .def("events", [](const Learner& l, std::optional<Index> k) { return Vector(k ? l.events(*k) : l.events()); },
+           py::arg("layer") = py::none(), "o_t of the last step (a copy).")
+      .def(
+          "output_derivative",
+          [](const Learner& l, std::optional<Index> k) { return Vector(k ? l.output_derivative(*k) : l.output_derivative()); },
+          py::arg("layer") = py::none(), "s_t = dy_t/dc_t of the last step (a copy).")
+      .def(
+          "last_step_cache",
+          [](const Learner& l, std::optional<Index> k) { return cache_dict(k ? l.last_step_cache(*k) : l.last_step_cache()); },
+          py::arg("layer") = py::none(), "Everything the last step computed (gates, local derivatives), as copies.")
+      .def_property_readonly("steps", [](const Learner& l) { return l.steps(); })
+      .def(
+          "last_step_work",
+          [](const Learner& l, std::optional<Index> k) { return WorkCounters(k ? l.last_step_work(*k) : l.last_step_work()); },
+          py::arg("layer") = py::none())
+      .def(
+          "total_work",
+          [](const Learner& l, std::optional<Index> k) { return WorkCounters(k ? l.total_work(*k) : l.total_work()); },
+          py::arg("layer") = py::none(), "Work since the last reset_work(), over all layers or of layer k.")
+      .def("reset_work", [](Learner& l) { l.reset_work(); });
 }
 
 }  // namespace
@@ -282,6 +395,63 @@ void bind_learners(py::module_& core, py::module_& m) {
           py::arg("layer") = py::none())
       .def("reset_work", [](PySnap& s) { s.reset_work(); })
       .def_property_readonly("influence_bytes", [](const PySnap& s) { return s.influence_bytes(); });
+
+  py::class_<PyTbptt> tbptt(
+      m, "TruncatedBptt",
+      "Truncated BPTT as an online learner over a Model (kept alive), with Rtrl's interface: per step step(x); for a "
+      "loss, accumulate_gradient(dL_dy). Each loss is back-propagated through at most k steps: form every_step "
+      "(TBPTT(k, 1)) at once through the last k steps, form every_k_steps (TBPTT(k, k)) a block's losses together "
+      "at the block's end (block_complete; flush() ends a shorter last block). k >= T is BPTT. Mask changes are "
+      "refused: construct a new TruncatedBptt.");
+  tbptt.def(py::init([](PyModel& model, Index k, TruncationForm form) {
+              return std::make_unique<PyTbptt>(model, TruncatedBpttOptions{k, form});
+            }),
+            py::arg("model"), py::arg("k") = TruncatedBpttOptions{}.k, py::kw_only(), py::arg("form") = TruncatedBpttOptions{}.form,
+            py::keep_alive<1, 2>(),
+            "k: the steps back-propagated through (>= 1; C++: TruncatedBpttOptions::k); form: "
+            "TruncationForm.every_step or every_k_steps.");
+  bind_learner_base(tbptt, "TruncatedBptt");
+  tbptt.def_property_readonly("window", [](const PyTbptt& b) { return b.window(); },
+                              "The window (every_step) or block (every_k_steps) length k.")
+      .def_property_readonly("block_complete", [](const PyTbptt& b) { return b.block_complete(); },
+                             "Form every_k_steps: true after the last step of a block, whose losses its last "
+                             "accumulate_gradient() back-propagated (the moment to update).")
+      .def(
+          "flush",
+          [](PyTbptt& b) {
+            const ObjectGuard guard(&b, "TruncatedBptt.flush()", "TruncatedBptt", &b.model());
+            py::gil_scoped_release nogil;
+            b.flush();
+          },
+          "Form every_k_steps: back-propagates the losses kept since the block began, now (e.g. a sequence's "
+          "shorter last block). Nothing to do in form every_step. Releases the GIL.")
+      .def_property_readonly("window_bytes", [](const PyTbptt& b) { return b.window_bytes(); },
+                             "Bytes of the window over all layers (k step caches and pending losses per layer).");
+
+  py::class_<PyUoro> uoro(
+      m, "Uoro",
+      "UORO (Tallec & Ollivier 2017) as an online learner over a Model (kept alive), with Rtrl's interface: a "
+      "rank-one estimate s~ theta~^T of the influence matrix, unbiased (its gradient's mean over sign draws is "
+      "RTRL's) and noisy. The signs come from a generator seeded by seed; checkpoints restore its state. Mask "
+      "changes are refused: construct a new Uoro.");
+  uoro.def(py::init([](PyModel& model, std::uint64_t seed, double epsilon) {
+             return std::make_unique<PyUoro>(model, UoroOptions{seed, epsilon});
+           }),
+           py::arg("model"), py::kw_only(), py::arg("seed") = UoroOptions{}.seed, py::arg("epsilon") = UoroOptions{}.epsilon,
+           py::keep_alive<1, 2>(),
+           "seed: the sign generator's initial state; epsilon: the guard of the normalisers (finite, > 0) "
+           "(C++: UoroOptions).");
+  bind_learner_base(uoro, "Uoro");
+  uoro.def("state_factor", [](const PyUoro& u, Index k) { return Vector(u.state_factor(k)); }, py::arg("layer") = 0,
+           "s~ of layer k (its n_k entries of the state factor), a copy.")
+      .def("parameter_factor", [](const PyUoro& u, Index k) { return Vector(u.parameter_factor(k)); },
+           py::arg("layer") = 0, "theta~ over layer k's own columns (column_offset(k) + [0, layout(k).columns())), a copy.")
+      .def_property_readonly("sign_state", [](const PyUoro& u) { return u.sign_state(); },
+                             "The sign generator's state (what the next step draws from).")
+      .def("set_sign_state", [](PyUoro& u, std::uint64_t state) { u.set_sign_state(state); }, py::arg("state"),
+           "Sets the sign generator's state (to reseed).")
+      .def_property_readonly("state_bytes", [](const PyUoro& u) { return u.state_bytes(); },
+                             "Bytes of the rank-one pair over all layers ((n + P_kept) scalars).");
 
   py::class_<PyBptt>(m, "Bptt",
                      "Back-propagation through time over a stored sequence (the reference gradient), one layer or a "

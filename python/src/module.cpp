@@ -147,6 +147,11 @@ void bind_common(py::module_& m) {
       .value("none", SnapCrossLayer::none)
       .value("same_step", SnapCrossLayer::same_step);
 
+  py::enum_<TruncationForm>(m, "TruncationForm", "When a TruncatedBptt back-propagates its losses.")
+      .value("every_step", TruncationForm::every_step, "each loss at once, through the last k steps: TBPTT(k, 1)")
+      .value("every_k_steps", TruncationForm::every_k_steps,
+             "a block's losses together at the block's end, through the block: TBPTT(k, k)");
+
   py::class_<BpttWork>(m, "BpttWork", "Multiply-adds of BPTT's products in the last forward() and backward().")
       .def_readonly("steps", &BpttWork::steps)
       .def_readonly("forward_fma", &BpttWork::forward_fma)

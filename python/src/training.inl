@@ -73,11 +73,15 @@ void bind_optimizer_steps(py::class_<Opt>& c, const char* kind) {
       .def("update", [](Opt& o, PyModel& model, PyRtrl& learner) { update(o, model, learner); }, py::arg("model"),
            py::arg("learner"),
            "One online update that consumes the gradient it applies: step(model, learner.gradient()), then "
-           "learner.zero_gradient() (one-layer models; Rtrl, Snap or RtrlStreams of this model).")
+           "learner.zero_gradient() (one-layer models; Rtrl, Snap, RtrlStreams, TruncatedBptt or Uoro of this model).")
       .def("update", [](Opt& o, PyModel& model, PySnap& learner) { update(o, model, learner); }, py::arg("model"),
            py::arg("learner"))
       .def("update", [](Opt& o, PyModel& model, PyStreams& learner) { update(o, model, learner); },
            py::arg("model"), py::arg("learner"))
+      .def("update", [](Opt& o, PyModel& model, PyTbptt& learner) { update(o, model, learner); },
+           py::arg("model"), py::arg("learner"))
+      .def("update", [](Opt& o, PyModel& model, PyUoro& learner) { update(o, model, learner); }, py::arg("model"),
+           py::arg("learner"))
       .def("update", [](Opt& o, Readout& readout) { o.update(readout); }, py::arg("readout"),
            "step(readout), then readout.zero_gradient().")
       .def_property("learning_rate", &Opt::learning_rate, &Opt::set_learning_rate)
