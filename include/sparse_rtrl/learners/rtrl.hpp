@@ -163,25 +163,15 @@ class Rtrl : public LearnerBase<Rtrl<Scalar, Surrogate>, Scalar, Surrogate, deta
     }
     std::vector<InfluenceLayout> layouts;
     for (Index k = 0; k < L; ++k) layouts.emplace_back(model.mask(k), this->layers_[std::size_t(k)].events);
-    // Refused before M is allocated and zeroed when it cannot fit (as RtrlStreams and Snap).
+    // Refused before M is allocated and zeroed when it cannot fit (as RtrlStreams and Snap); a
+    // shard counts its window's columns only (and its split is checked, and refused, here).
+    const std::pair<Index, Index> window = shard_window(layouts);
     double bytes = 0;
     Index width = 0;
     for (Index k = 0; k < L; ++k) {
       width += layouts[std::size_t(k)].columns();
-      bytes += detail::InfluenceStorage<Scalar>::bytes_for(this->layers_[std::size_t(k)].n, width);
-    }
-    if (shard_.ranks > 1) {
-      // This shard's part only (the split is checked, and refused, here).
-      std::vector<Index> units;
-      for (const Layer& l : this->layers_) units.push_back(l.n);
-      const auto window = shard_window(layouts, units);
-      bytes = 0;
-      width = 0;
-      for (Index k = 0; k < L; ++k) {
-        width += layouts[std::size_t(k)].columns();
-        bytes += detail::InfluenceStorage<Scalar>::bytes_for(
-            this->layers_[std::size_t(k)].n, std::max<Index>(0, std::min(width, window.second) - window.first));
-      }
+      bytes += detail::InfluenceStorage<Scalar>::bytes_for(
+          this->layers_[std::size_t(k)].n, std::max<Index>(0, std::min(width, window.second) - window.first));
     }
     detail::require_memory("sparse_rtrl::Rtrl::Rtrl()", "the influence matrices", bytes,
                            std::to_string(L) + " layer(s), top n = " + std::to_string(this->units()) + ", P_kept = " +
@@ -373,9 +363,7 @@ class Rtrl : public LearnerBase<Rtrl<Scalar, Surrogate>, Scalar, Surrogate, deta
   void install(std::vector<InfluenceLayout> next, const std::vector<Layer>* old) {
     std::vector<const ParameterMask::BoolMatrix*> keep_W;
     for (Index k = 0; k < this->layers(); ++k) keep_W.push_back(&this->model_->mask(k).W());
-    std::vector<Index> units;
-    for (const Layer& l : this->layers_) units.push_back(l.n);
-    const std::pair<Index, Index> window = shard_window(next, units);  // may throw: nothing changed yet
+    const std::pair<Index, Index> window = shard_window(next);  // may throw: nothing changed yet
     install_into(this->layers_, this->grad_, std::move(next), keep_W, old, true, window);
     col_begin_ = window.first;
     col_end_ = window.second;
@@ -729,13 +717,13 @@ class Rtrl : public LearnerBase<Rtrl<Scalar, Surrogate>, Scalar, Surrogate, deta
   /// to the storage's panels: every column then runs through the kernels as in the whole
   /// learner); [0, max) for a whole learner. Throws std::invalid_argument for more ranks than
   /// panels.
-  std::pair<Index, Index> shard_window(const std::vector<InfluenceLayout>& layouts, const std::vector<Index>& units) const {
+  std::pair<Index, Index> shard_window(const std::vector<InfluenceLayout>& layouts) const {
     if (shard_.ranks == 1) return {0, std::numeric_limits<Index>::max()};
     ColumnWork work;
     for (std::size_t m = 0; m < layouts.size(); ++m) {
       work.columns.push_back(layouts[m].columns());
       std::uint64_t rows = 0;
-      for (std::size_t k = m; k < units.size(); ++k) rows += std::uint64_t(units[k]);
+      for (std::size_t k = m; k < this->layers_.size(); ++k) rows += std::uint64_t(this->layers_[k].n);
       work.cost.push_back(rows);
     }
     const ColumnPartition part(work, shard_.ranks, detail::kChunk<Scalar>);
