@@ -95,7 +95,7 @@ class ShardedRtrlStreams : public sparse_rtrl::detail::GradientFrontEnd<ShardedR
   /// (RtrlStreams::gradient_columns() bit for bit).
   const Vector& gradient_columns() {
     follow_mask();
-    const Vector& sum = local_->gradient_columns();
+    local_->follow_all();
     const int R = comm_.size();
     whole_.resize(partition_.columns());
     counts_.resize(std::size_t(R));
@@ -105,7 +105,11 @@ class ShardedRtrlStreams : public sparse_rtrl::detail::GradientFrontEnd<ShardedR
       counts_[std::size_t(r)] = checked_count(partition_.end(r) - partition_.begin(r), "gradient columns");
     }
     const Index b = partition_.begin(comm_.rank()), n = partition_.end(comm_.rank()) - b;
-    whole_.segment(b, n) = sum.segment(b, n);
+    // This rank's columns summed over its streams in stream order (RtrlStreams' sum, but of
+    // the window only: the streams' other columns are zero here).
+    const auto& streams = local_->streams_;
+    whole_.segment(b, n) = streams.front().gradient_columns().segment(b, n);
+    for (std::size_t s = 1; s < streams.size(); ++s) whole_.segment(b, n) += streams[s].gradient_columns().segment(b, n);
     comm_.allgatherv<Scalar>(nullptr, counts_[std::size_t(comm_.rank())], whole_.data(), counts_.data(), displs_.data());
     return whole_;
   }
