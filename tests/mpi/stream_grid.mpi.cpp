@@ -165,6 +165,12 @@ TEST_CASE("StreamGrid: a grid that cannot cover the ranks or streams is refused 
   if (R > 1)
     CHECK_THROWS_WITH(mpi::StreamGrid<double>(model, comm.rank() == R - 1 ? 5 : 6, mpi::Grid{R, 1}),
                       Catch::Contains("every rank must pass the same streams and grid"));
+  // The same when the grid is valid on some ranks only (here B = R - 1 on the last rank: fewer
+  // streams than its R groups): refused on every rank, not on that one while the others wait in
+  // the communicator splits.
+  if (R > 1)
+    CHECK_THROWS_WITH(mpi::StreamGrid<double>(model, comm.rank() == R - 1 ? Index(R - 1) : Index(R), mpi::Grid{R, 1}),
+                      Catch::Contains("every rank must pass the same streams and grid"));
   // Bad input seen by one group only (a NaN in the last stream's row, which only the last group
   // reads): refused on every rank, nothing stepped, and the learner goes on.
   if (R > 1) {

@@ -75,18 +75,6 @@ class StreamGrid : public sparse_rtrl::detail::GradientFrontEnd<StreamGrid<Scala
         chain_(detail_grid::split(world_, grid_.shard_of(world_.rank()), grid_.group_of(world_.rank()))),
         streams_(streams) {
     const char* where = "sparse_rtrl::mpi::StreamGrid::StreamGrid()";
-    // Every rank must pass the same B and grid (they decide who steps which stream).
-    const std::vector<std::uint64_t> all = world_.allgather(
-        std::vector<std::uint64_t>{std::uint64_t(streams), std::uint64_t(grid_.groups), std::uint64_t(grid_.shards)});
-    for (int r = 1; r < world_.size(); ++r)
-      for (std::size_t i = 0; i < 3; ++i)
-        if (all[3 * std::size_t(r) + i] != all[i])
-          sparse_rtrl::detail::fail(where, "every rank must pass the same streams and grid: rank " + std::to_string(r) +
-                                               " passed B = " + std::to_string(all[3 * std::size_t(r)]) + ", grid " +
-                                               std::to_string(all[3 * std::size_t(r) + 1]) + " x " +
-                                               std::to_string(all[3 * std::size_t(r) + 2]) + ", rank 0 B = " +
-                                               std::to_string(all[0]) + ", grid " + std::to_string(all[1]) + " x " +
-                                               std::to_string(all[2]));
     require_same_model(world_, model, options, where);
     group_ = grid_.group_of(world_.rank());
     shard_ = grid_.shard_of(world_.rank());
@@ -348,8 +336,23 @@ class StreamGrid : public sparse_rtrl::detail::GradientFrontEnd<StreamGrid<Scala
                               " overflowed (not finite); refused on every rank");
   }
 
+  /// Every rank must pass the same B and grid (they decide who steps which stream), checked
+  /// first, on every rank: only then can require_grid() refuse on all ranks alike, before the
+  /// communicator splits (a grid refused on one rank only left the others waiting in them).
   static Grid checked(const Grid& grid, const Communicator& world, Index streams) {
-    require_grid(grid, world.size(), streams, "sparse_rtrl::mpi::StreamGrid::StreamGrid()");
+    const char* where = "sparse_rtrl::mpi::StreamGrid::StreamGrid()";
+    const std::vector<std::uint64_t> all = world.allgather(
+        std::vector<std::uint64_t>{std::uint64_t(streams), std::uint64_t(grid.groups), std::uint64_t(grid.shards)});
+    for (int r = 1; r < world.size(); ++r)
+      for (std::size_t i = 0; i < 3; ++i)
+        if (all[3 * std::size_t(r) + i] != all[i])
+          sparse_rtrl::detail::fail(where, "every rank must pass the same streams and grid: rank " + std::to_string(r) +
+                                               " passed B = " + std::to_string(all[3 * std::size_t(r)]) + ", grid " +
+                                               std::to_string(all[3 * std::size_t(r) + 1]) + " x " +
+                                               std::to_string(all[3 * std::size_t(r) + 2]) + ", rank 0 B = " +
+                                               std::to_string(all[0]) + ", grid " + std::to_string(all[1]) + " x " +
+                                               std::to_string(all[2]));
+    require_grid(grid, world.size(), streams, where);
     return grid;
   }
 
