@@ -102,7 +102,7 @@ inline void add_recurrent_immediate_jacobian(const InfluenceLayout& layout, cons
 
 /// A row seen as `factor` times its additions: `ScaledRow{g, f}[c] += v` adds f * v to g[c].
 /// With add_unit_immediate_jacobian() it adds f * Mbar_t[unit, :] to a gradient or a product
-/// v^T Mbar_t (truncated BPTT: f = dL/dc_{t, unit}; UORO: f = nu_unit = +-1, exact).
+/// v^T Mbar_t (UORO: f = nu_unit = +-1, exact).
 template <typename Scalar>
 struct ScaledRow {
   struct Entry {
